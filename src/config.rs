@@ -1,0 +1,50 @@
+//! Configuration from the worker's `[vars]`.
+
+/// Monthly request quota for origins not in `ALLOWED_ORIGINS` when
+/// `ORIGIN_QUOTA` is not set (as in the original worker).
+pub const DEFAULT_ORIGIN_QUOTA: u64 = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Origins always allowed (`ALLOWED_ORIGINS`, comma-separated).
+    pub allowed_origins: Vec<String>,
+    /// Requests per calendar month (UTC) for any other origin; 0 refuses them.
+    pub origin_quota: u64,
+    /// Problems found while reading the variables, shown on the status page.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::from_vars(|_| None)
+    }
+}
+
+impl Config {
+    /// Reads the variables through `var` (name to value).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let mut warnings = Vec::new();
+        let allowed_origins: Vec<String> = var("ALLOWED_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        let origin_quota = match var("ORIGIN_QUOTA").map(|q| q.trim().to_owned()) {
+            Some(q) if !q.is_empty() => q.parse().unwrap_or_else(|_| {
+                warnings.push(format!(
+                    "ORIGIN_QUOTA={q:?} is not a whole number; using {DEFAULT_ORIGIN_QUOTA}"
+                ));
+                DEFAULT_ORIGIN_QUOTA
+            }),
+            // With an allow-list and no quota, other origins are refused.
+            _ if !allowed_origins.is_empty() => 0,
+            _ => DEFAULT_ORIGIN_QUOTA,
+        };
+        Self {
+            allowed_origins,
+            origin_quota,
+            warnings,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The one error type. Each variant is an HTTP status and a short plain
+//! reason; [`crate::http`] adds CORS headers to every one of them.
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The request breaks a protocol rule; the text names which.
+    BadRequest(&'static str),
+    /// Signalling calls must be `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than the server accepts.
+    PayloadTooLarge,
+    /// A leave whose entry (context, session, delete key) does not exist.
+    NotFound,
+    /// A method the worker does not serve.
+    MethodNotAllowed,
+    /// `ALLOWED_ORIGINS` is set, this origin is not in it and its quota is 0.
+    Unauthorized,
+    /// This origin used its monthly `ORIGIN_QUOTA`.
+    OverQuota,
+    /// R2 kept refusing or failing the write; nothing was stored. Retry later.
+    Busy { retry_after_s: u32 },
+    /// The `BUCKET` binding is missing: the deployment is not configured.
+    NoBucket,
+}
+
+impl Error {
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::Unauthorized => 401,
+            Error::NotFound => 404,
+            Error::MethodNotAllowed => 405,
+            Error::PayloadTooLarge => 413,
+            Error::UnsupportedMediaType => 415,
+            Error::OverQuota => 429,
+            Error::Busy { .. } | Error::NoBucket => 503,
+        }
+    }
+
+    /// Seconds for the `Retry-After` header, when the client should retry.
+    pub fn retry_after_s(&self) -> Option<u32> {
+        match self {
+            Error::Busy { retry_after_s } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::BadRequest(reason) => reason,
+            Error::UnsupportedMediaType => "Expected content-type application/json",
+            Error::PayloadTooLarge => "Request body too large",
+            Error::NotFound => "No entry with this context, session and delete key",
+            Error::MethodNotAllowed => "Method not allowed",
+            Error::Unauthorized => "Unauthorized origin",
+            Error::OverQuota => "Origin over quota",
+            Error::Busy { .. } => "Storage busy, nothing was stored; retry later",
+            Error::NoBucket => "R2 bucket binding BUCKET is not configured",
+        })
+    }
+}
+
+impl std::error::Error for Error {}

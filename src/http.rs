@@ -1,0 +1,251 @@
+//! HTTP in plain Rust: methods, headers, CORS, content types and the mapping
+//! of [`Error`] to responses. The Worker entry point only converts
+//! `worker::Request`/`Response` to and from [`HttpRequest`]/[`HttpResponse`].
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::platform::Platform;
+use crate::protocol::parse_request;
+use crate::quota::{access, Access, QuotaLedger};
+use crate::service::{handle, RetryPolicy};
+use crate::status::{self, BucketState};
+use crate::store::{Counting, OpCounts, Store};
+
+/// Largest request body accepted. A stock client's largest body (a few
+/// packages with their candidates) is a few KB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const ALLOW_METHODS: &str = "GET,HEAD,POST,DELETE,OPTIONS";
+
+#[derive(Clone, Debug, Default)]
+pub struct HttpRequest {
+    pub method: String,
+    /// Header names in any case; looked up case-insensitively.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn new(status: u16, content_type: Option<&str>, body: Vec<u8>) -> Self {
+        let mut headers = vec![
+            ("Access-Control-Allow-Origin", "*".to_owned()),
+            ("Access-Control-Allow-Methods", ALLOW_METHODS.to_owned()),
+            ("Access-Control-Max-Age", "86400".to_owned()),
+            (
+                "Access-Control-Expose-Headers",
+                "Retry-After, X-R2-Ops".to_owned(),
+            ),
+            ("Cache-Control", "no-store".to_owned()),
+            ("X-Content-Type-Options", "nosniff".to_owned()),
+        ];
+        if let Some(ct) = content_type {
+            headers.push(("Content-Type", ct.to_owned()));
+        }
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn json(body: Vec<u8>) -> Self {
+        Self::new(200, Some("application/json"), body)
+    }
+
+    fn error(e: &Error) -> Self {
+        let mut r = Self::new(
+            e.status(),
+            Some("text/plain; charset=utf-8"),
+            e.to_string().into_bytes(),
+        );
+        if let Some(s) = e.retry_after_s() {
+            r.headers.push(("Retry-After", s.to_string()));
+        }
+        if e.status() == 405 {
+            r.headers.push(("Allow", ALLOW_METHODS.to_owned()));
+        }
+        r
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Everything a request is served with.
+pub struct Services<'a, S, P> {
+    /// `None` when the `BUCKET` binding is missing.
+    pub store: Option<&'a S>,
+    pub platform: &'a P,
+    pub config: &'a Config,
+    pub ledger: &'a QuotaLedger,
+    pub policy: &'a RetryPolicy,
+    /// Shown on the status page, e.g. the crate version.
+    pub version: &'a str,
+}
+
+/// What the worker did, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub ops: OpCounts,
+    /// Live entries in the room after a signalling request.
+    pub peers: Option<usize>,
+}
+
+/// Answers one request. Never fails: every error becomes a response with CORS headers.
+pub async fn serve<S: Store, P: Platform>(
+    req: &HttpRequest,
+    svc: &Services<'_, S, P>,
+) -> (HttpResponse, Outcome) {
+    let method = req.method.to_ascii_uppercase();
+    match method.as_str() {
+        "GET" | "HEAD" => {
+            let (mut resp, ops) = status_page(svc).await;
+            if method == "HEAD" {
+                resp.body.clear();
+            }
+            (resp, Outcome { ops, peers: None })
+        }
+        "OPTIONS" => match access(svc.config, req.header("origin")) {
+            Ok(_) => (options(req), Outcome::default()),
+            Err(e) => (HttpResponse::error(&e), Outcome::default()),
+        },
+        "POST" | "DELETE" => {
+            let Some(store) = svc.store else {
+                return (HttpResponse::error(&Error::NoBucket), Outcome::default());
+            };
+            let counting = Counting::new(store);
+            let result = signal(req, &method, &counting, svc).await;
+            let ops = counting.counts();
+            let (mut resp, peers) = match result {
+                Ok((body, peers)) => (HttpResponse::json(body), Some(peers)),
+                Err(e) => (HttpResponse::error(&e), None),
+            };
+            resp.headers
+                .push(("X-R2-Ops", format!("A={} B={}", ops.class_a, ops.class_b)));
+            (resp, Outcome { ops, peers })
+        }
+        _ => (
+            HttpResponse::error(&Error::MethodNotAllowed),
+            Outcome::default(),
+        ),
+    }
+}
+
+async fn signal<S: Store, P: Platform>(
+    req: &HttpRequest,
+    method: &str,
+    store: &Counting<'_, S>,
+    svc: &Services<'_, S, P>,
+) -> Result<(Vec<u8>, usize), Error> {
+    if let Access::Metered { origin, quota } = access(svc.config, req.header("origin"))? {
+        svc.ledger.admit(store, svc.platform, origin, quota).await?;
+    }
+    if !is_json(req.header("content-type")) {
+        return Err(Error::UnsupportedMediaType);
+    }
+    if req.body.len() > MAX_BODY_BYTES {
+        return Err(Error::PayloadTooLarge);
+    }
+    let leave = method == "DELETE"
+        || req
+            .header("x-worker-method")
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("DELETE"));
+    let request = parse_request(&req.body, leave, svc.platform.now_ms())?;
+    let reply = handle(store, svc.platform, svc.policy, &request).await?;
+    Ok((reply.body, reply.peers))
+}
+
+/// `application/json`, in any case, with optional parameters and whitespace.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mt| mt.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn options(req: &HttpRequest) -> HttpResponse {
+    let mut resp = HttpResponse::new(204, None, Vec::new());
+    match (
+        req.header("origin"),
+        req.header("access-control-request-method"),
+        req.header("access-control-request-headers"),
+    ) {
+        (Some(_), Some(_), Some(headers)) => resp
+            .headers
+            .push(("Access-Control-Allow-Headers", headers.to_owned())),
+        _ => resp
+            .headers
+            .push(("Allow", "GET, HEAD, POST, DELETE, OPTIONS".to_owned())),
+    }
+    resp
+}
+
+/// Reads one (absent) key to prove the bucket answers: 1 Class B operation.
+async fn status_page<S: Store, P: Platform>(svc: &Services<'_, S, P>) -> (HttpResponse, OpCounts) {
+    let (state, ops) = match svc.store {
+        None => (BucketState::Missing, OpCounts::default()),
+        Some(store) => {
+            let counting = Counting::new(store);
+            let state = match counting.get(status::PROBE_KEY).await {
+                Ok(_) => BucketState::Working,
+                Err(e) => BucketState::Failing(format!("{e:?}")),
+            };
+            (state, counting.counts())
+        }
+    };
+    let status = if state == BucketState::Working {
+        200
+    } else {
+        503
+    };
+    let html = status::render(&state, svc.config, svc.version);
+    (
+        HttpResponse::new(status, Some("text/html; charset=utf-8"), html.into_bytes()),
+        ops,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "application/json ",
+            "Application/JSON; charset=utf-8",
+            " application/json;charset=UTF-8",
+        ] {
+            assert!(is_json(Some(ok)), "{ok:?}");
+        }
+        for bad in [
+            "text/plain",
+            "application/jsonx",
+            "",
+            "application/x-www-form-urlencoded",
+        ] {
+            assert!(!is_json(Some(bad)), "{bad:?}");
+        }
+        assert!(!is_json(None));
+    }
+}

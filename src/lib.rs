@@ -1,0 +1,27 @@
+//! p2pcf-rs: a WebRTC signalling server for the `p2pcf` browser client that
+//! runs as a Cloudflare Worker and keeps its state in R2.
+//!
+//! Everything except [`worker_entry`] is plain Rust with no dependency on the
+//! Workers runtime (a "sans-IO" core), so it is tested natively:
+//!
+//! * [`protocol`] parses and validates request bodies into typed requests;
+//! * [`room`] is the state of one room and the rules that change it;
+//! * [`store`] is the storage trait with R2 and in-memory implementations;
+//! * [`service`] runs a request against a store (read, merge, conditional write, retry);
+//! * [`quota`] is the optional per-origin access control;
+//! * [`http`] maps methods, headers and errors to responses (CORS everywhere);
+//! * [`error`] is the one error type, each variant an HTTP status and a short reason.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod platform;
+pub mod protocol;
+pub mod quota;
+pub mod room;
+pub mod service;
+pub mod status;
+pub mod store;
+
+#[cfg(target_arch = "wasm32")]
+mod worker_entry;

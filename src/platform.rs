@@ -1,0 +1,32 @@
+//! What the core needs from its runtime besides storage: a clock, a timer
+//! and randomness. The Worker implementation is in `worker_entry`; tests use a
+//! virtual clock.
+
+use std::future::Future;
+
+pub trait Platform {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// Resolves after `ms` milliseconds.
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
+    /// Fills `buf` from a cryptographically secure generator in production.
+    fn fill_random(&self, buf: &mut [u8]);
+
+    /// A uniformly distributed number in `0..n` (0 when `n` is 0), for jitter.
+    fn random_below(&self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        let mut b = [0u8; 8];
+        self.fill_random(&mut b);
+        u64::from_le_bytes(b) % n
+    }
+}
+
+/// Fills `buf` from the platform CSPRNG (`crypto.getRandomValues` in Workers).
+pub fn os_random(buf: &mut [u8]) {
+    // getrandom only fails where no CSPRNG exists; a worker without one must not run.
+    if let Err(e) = getrandom::fill(buf) {
+        panic!("no secure random source: {e}");
+    }
+}

@@ -1,0 +1,442 @@
+//! The wire protocol of the stock `p2pcf` client: request bodies parsed into
+//! typed values that can only hold valid data, and the JSON responses.
+//!
+//! Rules and field meanings are those of `PROTOCOL.md`. Every rule that fails
+//! yields [`Error::BadRequest`] with a short reason; nothing here panics.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Number, Value};
+
+use crate::error::Error;
+
+/// Longest identifier (room, context, session, client) the protocol accepts.
+pub const MAX_ID_LEN: usize = 64;
+/// Clients' `t` must be within this distance of the server's clock.
+pub const MAX_CLOCK_SKEW_MS: f64 = 10.0 * 60.0 * 1000.0;
+/// Largest `x` a client may ask for.
+pub const MAX_REQUESTED_TTL_MS: f64 = 24.0 * 60.0 * 60.0 * 1000.0;
+/// The server never keeps an entry longer than this after its last write.
+pub const MAX_TTL_MS: u64 = 15 * 60 * 1000;
+
+/// Defines a string newtype that is only constructible through `parse`.
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident, $err:literal, $valid:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Accepts `s` if it satisfies the protocol's rule for this field.
+            pub fn parse(s: &str) -> Result<Self, Error> {
+                let valid: fn(&str) -> bool = $valid;
+                if valid(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(Error::BadRequest($err))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self, Error> {
+                Self::parse(&s).map(|_| Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+fn len_between(s: &str, min: usize, max: usize) -> bool {
+    // JS counts UTF-16 units; for the ASCII ids real clients send this is the same.
+    let n = s.encode_utf16().count();
+    (min..=max).contains(&n)
+}
+
+id_newtype!(
+    /// Room id (`r`): 4..64 characters of `[A-Za-z0-9_-]`. Safe to embed in an R2 key.
+    RoomId,
+    "Bad room id",
+    |s| len_between(s, 4, MAX_ID_LEN)
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+);
+id_newtype!(
+    /// Context id (`k`): a browser tab's stable id, 1..64 characters.
+    ContextId,
+    "Bad context id",
+    |s| len_between(s, 1, MAX_ID_LEN)
+);
+id_newtype!(
+    /// Session id (`d[0]`): random per page load, 1..64 characters.
+    SessionId,
+    "Bad session id",
+    |s| len_between(s, 1, MAX_ID_LEN)
+);
+id_newtype!(
+    /// Client id (`d[1]`): chosen by the application, 1..64 characters.
+    ClientId,
+    "Bad client id",
+    |s| len_between(s, 1, MAX_ID_LEN)
+);
+id_newtype!(
+    /// DTLS SHA-256 fingerprint (`d[3]`): exactly 44 characters of valid base64.
+    Fingerprint,
+    "Bad dtls fingerprint",
+    |s| s.len() == 44 && base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+);
+id_newtype!(
+    /// A reflexive IP address (`d[5][i]`): IPv4 or IPv6, optionally with a zone.
+    ReflexiveIp,
+    "Bad reflexive IPs",
+    is_ip
+);
+id_newtype!(
+    /// Delete key (`dk`) as sent by a client: checked against the stored one.
+    DeleteKeyInput,
+    "Bad delete key",
+    |s| len_between(s, 1, 128)
+);
+
+fn is_ip(s: &str) -> bool {
+    if s.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    // Link-local IPv6 with a zone, e.g. `fe80::1%eth0`.
+    match s.split_once('%') {
+        Some((addr, zone)) => {
+            addr.parse::<std::net::Ipv6Addr>().is_ok()
+                && !zone.is_empty()
+                && zone.bytes().all(|b| b.is_ascii_alphanumeric())
+        }
+        None => false,
+    }
+}
+
+/// A millisecond timestamp or duration exactly as the client wrote it.
+///
+/// Kept as a JSON number so it goes back to clients unchanged (`ps` appends
+/// `t`, and the client compares it with `===`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(Number);
+
+impl Millis {
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Some(Self(n.clone())),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> f64 {
+        self.0.as_f64().unwrap_or(f64::NAN)
+    }
+
+    pub fn from_u64(ms: u64) -> Self {
+        Self(Number::from(ms))
+    }
+}
+
+/// A peer's public data `d`: `[session, client, symmetric, fingerprint, joinedAt, ips]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerData {
+    pub session: SessionId,
+    pub client: ClientId,
+    pub symmetric: bool,
+    pub fingerprint: Fingerprint,
+    pub joined_at: Millis,
+    pub reflexive_ips: Vec<ReflexiveIp>,
+}
+
+fn str_of<'v>(v: &'v Value, err: &'static str) -> Result<&'v str, Error> {
+    v.as_str().ok_or(Error::BadRequest(err))
+}
+
+impl PeerData {
+    /// Parses `d`, reporting the first field that breaks its rule.
+    pub fn parse(v: &Value) -> Result<Self, Error> {
+        let items = v.as_array().ok_or(Error::BadRequest("Bad data"))?;
+        let [session, client, symmetric, fingerprint, joined_at, ips] = items.as_slice() else {
+            return Err(Error::BadRequest("Bad data length"));
+        };
+        let joined_at = Millis::from_value(joined_at)
+            .filter(|m| m.as_f64() != 0.0)
+            .ok_or(Error::BadRequest("Bad joined at timestamp"))?;
+        let ips = ips
+            .as_array()
+            .ok_or(Error::BadRequest("Bad reflexive IPs"))?
+            .iter()
+            .map(|ip| ReflexiveIp::parse(str_of(ip, "Bad reflexive IPs")?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            session: SessionId::parse(str_of(session, "Bad session id")?)?,
+            client: ClientId::parse(str_of(client, "Bad client id")?)?,
+            symmetric: symmetric
+                .as_bool()
+                .ok_or(Error::BadRequest("Bad is symmetric"))?,
+            fingerprint: Fingerprint::parse(str_of(fingerprint, "Bad dtls fingerprint")?)?,
+            joined_at,
+            reflexive_ips: ips,
+        })
+    }
+
+    /// Serializes `d`, with `t` appended when given (the 7-element form of `ps`).
+    fn serialize_with<S: Serializer>(&self, t: Option<&Millis>, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(6 + usize::from(t.is_some())))?;
+        seq.serialize_element(&self.session)?;
+        seq.serialize_element(&self.client)?;
+        seq.serialize_element(&self.symmetric)?;
+        seq.serialize_element(&self.fingerprint)?;
+        seq.serialize_element(&self.joined_at)?;
+        seq.serialize_element(&self.reflexive_ips)?;
+        if let Some(t) = t {
+            seq.serialize_element(t)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for PeerData {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_with(None, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        PeerData::parse(&v).map_err(de::Error::custom)
+    }
+}
+
+/// One element of `ps`: a peer's `d` with its `t` appended.
+pub struct PeerView<'a> {
+    pub data: &'a PeerData,
+    pub t: &'a Millis,
+}
+
+impl Serialize for PeerView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize_with(Some(self.t), s)
+    }
+}
+
+/// A package: routed by its element 0 (the recipient's session id) and
+/// otherwise passed through byte for byte.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Package {
+    /// Recipient session id (element 0 of `raw`).
+    pub to: SessionId,
+    /// The package exactly as the sender wrote it.
+    pub raw: Box<RawValue>,
+}
+
+impl PartialEq for Package {
+    fn eq(&self, other: &Self) -> bool {
+        self.to == other.to && self.raw.get() == other.raw.get()
+    }
+}
+
+impl Package {
+    /// Parses one package, which must be a JSON array whose first element is a session id.
+    pub fn parse(raw: Box<RawValue>) -> Result<Self, Error> {
+        let to = serde_json::from_str::<PackageHead>(raw.get())
+            .map_err(|_| Error::BadRequest("Bad package"))?
+            .0;
+        Ok(Self {
+            to: SessionId::parse(&to)?,
+            raw,
+        })
+    }
+}
+
+/// Reads element 0 of a JSON array as a string and skips the rest without building it.
+struct PackageHead(String);
+
+impl<'de> Deserialize<'de> for PackageHead {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HeadVisitor;
+        impl<'de> Visitor<'de> for HeadVisitor {
+            type Value = PackageHead;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array starting with a session id")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PackageHead, A::Error> {
+                let head: String = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(PackageHead(head))
+            }
+        }
+        d.deserialize_seq(HeadVisitor)
+    }
+}
+
+/// What a request asks the server to do.
+#[derive(Debug, PartialEq)]
+pub enum Request {
+    /// Read the room. `session` (from `d[0]`) selects the packages returned.
+    Poll {
+        room: RoomId,
+        context: ContextId,
+        session: Option<SessionId>,
+    },
+    /// Create or refresh this context's entry, then read the room.
+    Publish(Publish),
+    /// Remove this context's entry, if the delete key is its owner's.
+    Leave {
+        room: RoomId,
+        context: ContextId,
+        session: Option<SessionId>,
+        delete_key: DeleteKeyInput,
+    },
+}
+
+/// The write half of a poll: `d`, `t`, `x` and `p` together.
+#[derive(Debug, PartialEq)]
+pub struct Publish {
+    pub room: RoomId,
+    pub context: ContextId,
+    pub data: PeerData,
+    pub t: Millis,
+    /// Requested lifetime in ms, already capped at [`MAX_TTL_MS`].
+    pub ttl_ms: u64,
+    pub packages: Vec<Package>,
+}
+
+/// The body's fields before validation. Duplicate keys are rejected by serde.
+#[derive(Deserialize)]
+struct WireBody {
+    r: Option<Value>,
+    k: Option<Value>,
+    d: Option<Value>,
+    t: Option<Value>,
+    x: Option<Value>,
+    p: Option<Box<RawValue>>,
+    dk: Option<Value>,
+}
+
+/// Reads an optional field, treating JSON `null` as absent (as the original worker did).
+fn present(v: Option<Value>) -> Option<Value> {
+    v.filter(|v| !v.is_null())
+}
+
+fn parse_string<T>(
+    v: Option<Value>,
+    err: &'static str,
+    parse: fn(&str) -> Result<T, Error>,
+) -> Result<T, Error> {
+    match present(v) {
+        Some(Value::String(s)) => parse(&s),
+        _ => Err(Error::BadRequest(err)),
+    }
+}
+
+/// Parses a request body. `leave` is true for `DELETE` / `X-Worker-Method: DELETE`;
+/// `now_ms` is the server clock, against which `t` is checked.
+pub fn parse_request(body: &[u8], leave: bool, now_ms: u64) -> Result<Request, Error> {
+    let wire: WireBody = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            Error::BadRequest("Bad request body: expected a JSON object with valid fields")
+        } else {
+            Error::BadRequest("Bad JSON")
+        }
+    })?;
+    let room = parse_string(wire.r, "Bad room id", RoomId::parse)?;
+    let context = parse_string(wire.k, "Bad context id", ContextId::parse)?;
+
+    let data = match present(wire.d) {
+        None => None,
+        Some(d) => {
+            let x = present(wire.x)
+                .as_ref()
+                .and_then(Millis::from_value)
+                .map(|x| x.as_f64())
+                .filter(|x| *x > 0.0 && *x <= MAX_REQUESTED_TTL_MS)
+                .ok_or(Error::BadRequest("Bad expiration"))?;
+            let t = present(wire.t)
+                .as_ref()
+                .and_then(Millis::from_value)
+                .filter(|t| (t.as_f64() - now_ms as f64).abs() <= MAX_CLOCK_SKEW_MS)
+                .ok_or(Error::BadRequest("Bad timestamp"))?;
+            let data = PeerData::parse(&d)?;
+            // x is in (0, 24h]: the cast cannot overflow; sub-ms precision is dropped.
+            let ttl_ms = (x.ceil() as u64).min(MAX_TTL_MS);
+            Some((data, t, ttl_ms))
+        }
+    };
+
+    if leave {
+        let delete_key = match present(wire.dk) {
+            None => return Err(Error::BadRequest("Missing delete key")),
+            Some(Value::String(s)) => DeleteKeyInput::parse(&s)?,
+            Some(_) => return Err(Error::BadRequest("Bad delete key")),
+        };
+        return Ok(Request::Leave {
+            room,
+            context,
+            session: data.map(|(d, _, _)| d.session),
+            delete_key,
+        });
+    }
+
+    let packages = match wire.p.filter(|p| p.get() != "null") {
+        None => None,
+        Some(p) => Some(
+            serde_json::from_str::<Vec<Box<RawValue>>>(p.get())
+                .map_err(|_| Error::BadRequest("Bad packages"))?
+                .into_iter()
+                .map(Package::parse)
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+
+    Ok(match (data, packages) {
+        (Some((data, t, ttl_ms)), Some(packages)) => Request::Publish(Publish {
+            room,
+            context,
+            data,
+            t,
+            ttl_ms,
+            packages,
+        }),
+        (data, _) => Request::Poll {
+            room,
+            context,
+            session: data.map(|(d, _, _)| d.session),
+        },
+    })
+}
+
+/// The body of a successful poll: `{ "ps": [...], "pk": [...], "dk"?: "..." }`.
+#[derive(Serialize)]
+pub struct PollResponse<'a> {
+    pub ps: Vec<PeerView<'a>>,
+    pub pk: Vec<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dk: Option<&'a str>,
+}

@@ -1,0 +1,89 @@
+//! The Workers runtime adapter: converts `worker::Request` to
+//! [`HttpRequest`], serves it with the R2 store, converts the answer back.
+
+use std::future::Future;
+use std::time::Duration;
+
+use worker::{event, Context, Env, Headers, Request, Response};
+
+use crate::config::Config;
+use crate::http::{serve, HttpRequest, HttpResponse, Services, MAX_BODY_BYTES};
+use crate::platform::{os_random, Platform};
+use crate::quota::QuotaLedger;
+use crate::service::RetryPolicy;
+use crate::store::r2::R2Store;
+
+struct WorkerPlatform;
+
+impl Platform for WorkerPlatform {
+    fn now_ms(&self) -> u64 {
+        worker::Date::now().as_millis()
+    }
+
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
+        worker::Delay::from(Duration::from_millis(ms))
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        os_random(buf);
+    }
+}
+
+thread_local! {
+    /// Per-isolate origin tallies (see `quota`).
+    static LEDGER: &'static QuotaLedger = Box::leak(Box::default());
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    console_error_panic_hook::set_once();
+    let request = read_request(req).await;
+    let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
+    let store = env.bucket("BUCKET").ok().map(R2Store::new);
+    let ledger = LEDGER.with(|l| *l);
+    let policy = RetryPolicy::default();
+    let services = Services {
+        store: store.as_ref(),
+        platform: &WorkerPlatform,
+        config: &config,
+        ledger,
+        policy: &policy,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let (response, _outcome) = serve(&request, &services).await;
+    write_response(response)
+}
+
+/// Reads method, headers and (up to the size limit) the body. An oversized
+/// or unreadable body becomes one byte past the limit, which `serve` refuses with 413.
+async fn read_request(mut req: Request) -> HttpRequest {
+    let headers: Vec<(String, String)> = req.headers().entries().collect();
+    let declared_too_large = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|l| l.trim().parse::<usize>().ok())
+        .is_some_and(|l| l > MAX_BODY_BYTES);
+    let body = if declared_too_large {
+        vec![0; MAX_BODY_BYTES + 1]
+    } else {
+        req.bytes().await.unwrap_or_default()
+    };
+    HttpRequest {
+        method: req.method().to_string(),
+        headers,
+        body,
+    }
+}
+
+fn write_response(response: HttpResponse) -> worker::Result<Response> {
+    let headers = Headers::new();
+    for (name, value) in &response.headers {
+        headers.set(name, value)?;
+    }
+    let body = (!response.body.is_empty()).then_some(response.body);
+    Ok(Response::from_bytes(body.unwrap_or_default())?
+        .with_status(response.status)
+        .with_headers(headers))
+}
