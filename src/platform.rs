@@ -30,3 +30,17 @@ pub fn os_random(buf: &mut [u8]) {
         panic!("no secure random source: {e}");
     }
 }
+
+impl<T: Platform> Platform for &T {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
+        (**self).sleep(ms)
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        (**self).fill_random(buf)
+    }
+}

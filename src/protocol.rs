@@ -267,7 +267,7 @@ impl Package {
             .map_err(|_| Error::BadRequest("Bad package"))?
             .0;
         Ok(Self {
-            to: SessionId::parse(&to)?,
+            to: SessionId::parse(&to).map_err(|_| Error::BadRequest("Bad package"))?,
             raw,
         })
     }

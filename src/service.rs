@@ -36,10 +36,10 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_ops: 40,
-            budget_ms: 30_000,
+            max_ops: 45,
+            budget_ms: 60_000,
             write_interval_ms: 1000,
-            jitter_base_ms: 200,
+            jitter_base_ms: 250,
             retry_after_s: 2,
         }
     }
@@ -229,36 +229,34 @@ async fn update<S: Store, P: Platform>(
         if !apply(&mut room, now)? {
             return Ok((room, now));
         }
-        // R2 takes the next write to a key one interval after the last one:
-        // wait until the version we read is that old (capped at one interval,
-        // whatever the clocks say), then rebuild so expiry is judged at write time.
+        // R2 takes the next write to a key one interval after the last one.
+        // While the version we hold is younger, wait (with jitter) and read
+        // again rather than spend a put that would be refused: a get costs a
+        // twelfth of a put. The wait is capped at one interval, whatever the clocks say.
         let ready = current
             .as_ref()
             .map_or(0, |o| o.uploaded_ms + policy.write_interval_ms);
-        let floor = ready.saturating_sub(now).min(policy.write_interval_ms);
-        let (room, now) = if floor == 0 {
-            (room, now)
-        } else {
-            attempts.check(store, 1)?;
-            attempts.back_off(floor).await;
-            let now = platform.now_ms();
-            let mut room = decode(current.as_ref());
-            if !apply(&mut room, now)? {
-                return Ok((room, now));
-            }
-            (room, now)
-        };
+        let hot_for = ready.saturating_sub(now).min(policy.write_interval_ms);
+        if hot_for > 0 {
+            attempts.check(store, 2)?;
+            attempts.back_off(hot_for).await;
+            current = read_with(store, &mut attempts, key).await?;
+            continue;
+        }
         attempts.check(store, 1)?;
         let precondition = current.as_ref().map_or(Precondition::Absent, |o| {
             Precondition::EtagMatches(o.etag.clone())
         });
         match store.put(key, room.encode(), precondition).await {
             Ok(PutOutcome::Stored { .. }) => return Ok((room, now)),
+            // Someone else wrote first: read their version and merge onto it.
             Ok(PutOutcome::PreconditionFailed) => {
-                // Someone else wrote first: merge onto their version.
+                current = read_with(store, &mut attempts, key).await?
+            }
+            Err(StoreError::RateLimited) => {
+                attempts.back_off(policy.write_interval_ms / 2).await;
                 current = read_with(store, &mut attempts, key).await?;
             }
-            Err(StoreError::RateLimited) => attempts.back_off(policy.write_interval_ms / 2).await,
             Err(StoreError::Unavailable(_)) => attempts.back_off(0).await,
         }
     }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds the worker (build/index.js + wasm) with worker-build, pointing it at
+# local tools so that nothing is downloaded. Run from the project root;
+# wrangler runs it as the [build] command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
+export WASM_BINDGEN_BIN
+export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
+export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
+exec worker-build --release "$@"

@@ -1,0 +1,219 @@
+//! Test harness: the worker's HTTP layer over the in-memory R2 model, on a
+//! virtual clock (tokio's paused time), with seeded randomness.
+#![allow(dead_code)]
+
+use std::cell::Cell;
+use std::future::Future;
+use std::time::Duration;
+
+use p2pcf_rs::config::Config;
+use p2pcf_rs::http::{serve, HttpRequest, HttpResponse, Outcome, Services};
+use p2pcf_rs::platform::Platform;
+use p2pcf_rs::quota::QuotaLedger;
+use p2pcf_rs::service::RetryPolicy;
+use p2pcf_rs::store::memory::MemoryStore;
+use serde_json::{json, Value};
+
+/// 2026-11-21T00:00:00Z: virtual time starts here.
+pub const EPOCH_MS: u64 = 1_795_219_200_000;
+
+pub struct SimPlatform {
+    start: tokio::time::Instant,
+    rng: Cell<u64>,
+}
+
+impl SimPlatform {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            rng: Cell::new(seed),
+        }
+    }
+
+    fn next(&self) -> u64 {
+        // splitmix64
+        let mut z = self.rng.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.rng.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl Platform for SimPlatform {
+    fn now_ms(&self) -> u64 {
+        EPOCH_MS + self.start.elapsed().as_millis() as u64
+    }
+
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
+        tokio::time::sleep(Duration::from_millis(ms))
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+pub struct Harness {
+    pub platform: &'static SimPlatform,
+    pub store: MemoryStore<&'static SimPlatform>,
+    pub config: Config,
+    pub ledger: QuotaLedger,
+    pub policy: RetryPolicy,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub response: HttpResponse,
+    pub outcome: Outcome,
+}
+
+impl Harness {
+    /// Must run inside a paused tokio runtime (`#[tokio::test(start_paused = true)]`).
+    pub fn new() -> Self {
+        Self::with_config(Config::default(), 10)
+    }
+
+    pub fn with_config(config: Config, latency_ms: u64) -> Self {
+        let platform: &'static SimPlatform = Box::leak(Box::new(SimPlatform::new(7)));
+        Self {
+            platform,
+            store: MemoryStore::new(platform, latency_ms),
+            config,
+            ledger: QuotaLedger::default(),
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.platform.now_ms()
+    }
+
+    pub async fn request(&self, req: HttpRequest) -> Reply {
+        let services = Services {
+            store: Some(&self.store),
+            platform: self.platform,
+            config: &self.config,
+            ledger: &self.ledger,
+            policy: &self.policy,
+            version: "test",
+        };
+        let (response, outcome) = serve(&req, &services).await;
+        let text = String::from_utf8_lossy(&response.body).into_owned();
+        Reply {
+            status: response.status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+            response,
+            outcome,
+        }
+    }
+
+    pub async fn post(&self, body: &Value) -> Reply {
+        self.request(post(body)).await
+    }
+
+    pub async fn leave(&self, body: &Value) -> Reply {
+        let mut req = post(body);
+        req.headers
+            .push(("X-Worker-Method".into(), "DELETE".into()));
+        self.request(req).await
+    }
+}
+
+pub fn post(body: &Value) -> HttpRequest {
+    HttpRequest {
+        method: "POST".into(),
+        headers: vec![("Content-Type".into(), "application/json ".into())],
+        body: serde_json::to_vec(body).unwrap(),
+    }
+}
+
+/// A valid 44-character base64 DTLS fingerprint.
+pub const FINGERPRINT: &str = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=";
+
+/// A simulated stock client: its context, session and the bodies it sends.
+#[derive(Clone)]
+pub struct Peer {
+    pub room: String,
+    pub context: String,
+    pub session: String,
+    pub joined_at: u64,
+    pub dk: Option<String>,
+}
+
+impl Peer {
+    pub fn new(room: &str, n: usize) -> Self {
+        Self {
+            room: room.into(),
+            context: format!("ctx-{n}"),
+            session: format!("session-{n}"),
+            joined_at: EPOCH_MS + n as u64,
+            dk: None,
+        }
+    }
+
+    pub fn d(&self) -> Value {
+        json!([
+            self.session,
+            format!("client-{}", self.context),
+            false,
+            FINGERPRINT,
+            self.joined_at,
+            ["203.0.113.7"]
+        ])
+    }
+
+    /// First poll: no `d`.
+    pub fn first_poll(&self) -> Value {
+        json!({"r": self.room, "k": self.context})
+    }
+
+    /// A read with `d` but no `p`.
+    pub fn poll(&self, t: u64) -> Value {
+        json!({"r": self.room, "k": self.context, "d": self.d(), "t": t, "x": 120000})
+    }
+
+    /// A write: `d` and `p`.
+    pub fn publish(&self, t: u64, packages: Value) -> Value {
+        json!({"r": self.room, "k": self.context, "d": self.d(), "t": t, "x": 120000, "p": packages})
+    }
+
+    pub fn leave_body(&self, t: u64) -> Value {
+        json!({"r": self.room, "k": self.context, "d": self.d(), "t": t, "x": 120000, "dk": self.dk})
+    }
+
+    /// A package from this peer to `to`, shaped like the stock client's.
+    pub fn package_to(&self, to: &Peer, sent_at: u64) -> Value {
+        json!([
+            to.session,
+            self.session,
+            null,
+            null,
+            null,
+            "ufrag",
+            "pwd",
+            sent_at,
+            ["candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host"]
+        ])
+    }
+}
+
+/// Session ids listed in a poll response's `ps`.
+pub fn sessions(body: &Value) -> Vec<String> {
+    let mut s: Vec<String> = body["ps"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p[0].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    s.sort();
+    s
+}
