@@ -98,7 +98,7 @@ impl Room {
         serde_json::from_slice::<Room>(bytes)
             .ok()
             .filter(|r| r.v == Self::VERSION)
-            .unwrap_or_else(Room::new)
+            .unwrap_or_default()
     }
 
     pub fn encode(&self) -> Vec<u8> {
