@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, native tests of the core, HTTP tests
+# against the built worker in workerd with local R2, and real-browser tests
+# with the stock p2pcf client. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --browser
+export PATH="$HOME/.cargo/bin:$PATH"
+export CI=true WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_CF_FETCH_ENABLED=false
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+say "format and lints (host and wasm32)"
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -- -D warnings
+
+say "native tests of the core"
+cargo test
+
+say "release build of the worker"
+bash scripts/build-worker.sh
+wasm=build/index_bg.wasm
+printf 'worker size: wasm %s bytes (%s gzip), js %s bytes (%s gzip); free plan limit 3 MB compressed\n' \
+  "$(wc -c <"$wasm")" "$(gzip -9c "$wasm" | wc -c)" "$(wc -c <build/index.js)" "$(gzip -9c build/index.js | wc -c)"
+
+say "HTTP tests in workerd and browser tests in Chromium"
+node --test --test-concurrency=1 tests/workerd/ tests/browser/

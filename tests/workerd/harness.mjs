@@ -1,0 +1,81 @@
+// Runs the built worker (build/index.js + wasm) in workerd through
+// miniflare's Node API, with a local R2 bucket, on 127.0.0.1 and a free port.
+import { readFileSync } from 'node:fs'
+import { Miniflare } from 'miniflare'
+
+const root = new URL('../../', import.meta.url)
+const compatibilityDate = readFileSync(new URL('wrangler.toml', root), 'utf8')
+  .match(/^compatibility_date\s*=\s*"([^"]+)"/m)[1]
+
+/** Starts the worker; `vars` become its [vars]. Returns { url, stop, bucket }. */
+export async function startWorker ({ vars = {}, bucket = true } = {}) {
+  const mf = new Miniflare({
+    modules: true,
+    scriptPath: new URL('build/index.js', root).pathname,
+    modulesRoot: new URL('build/', root).pathname,
+    modulesRules: [
+      { type: 'ESModule', include: ['**/*.js'] },
+      { type: 'CompiledWasm', include: ['**/*.wasm'] }
+    ],
+    compatibilityDate,
+    r2Buckets: bucket ? ['BUCKET'] : [],
+    bindings: vars,
+    host: '127.0.0.1',
+    port: 0
+  })
+  const url = (await mf.ready).href.replace(/\/$/, '')
+  return {
+    url,
+    bucket: bucket ? () => mf.getR2Bucket('BUCKET') : null,
+    stop: () => mf.dispose()
+  }
+}
+
+export const FINGERPRINT = 'q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k='
+
+/** A protocol client shaped like the stock one: bodies it sends, and its delete key. */
+export class Peer {
+  constructor (url, room, n) {
+    this.url = url
+    this.room = room
+    this.context = `ctx-${n}`
+    this.session = `session-${n}-${Math.random().toString(36).slice(2, 8)}`
+    this.joinedAt = Date.now() + n
+    this.dk = null
+  }
+
+  d () {
+    return [this.session, `client-${this.context}`, false, FINGERPRINT, this.joinedAt, ['203.0.113.7']]
+  }
+
+  async send (body, { leave = false, origin } = {}) {
+    const headers = { 'Content-Type': 'application/json ' }
+    if (leave) headers['X-Worker-Method'] = 'DELETE'
+    if (origin) headers.Origin = origin
+    const res = await fetch(this.url, { method: 'POST', headers, body: JSON.stringify(body) })
+    const text = await res.text()
+    let json = null
+    try { json = JSON.parse(text) } catch {}
+    if (json && json.dk) this.dk = json.dk
+    return { status: res.status, headers: res.headers, text, json }
+  }
+
+  firstPoll (opts) { return this.send({ r: this.room, k: this.context }, opts) }
+  poll (t, opts) { return this.send({ r: this.room, k: this.context, d: this.d(), t, x: 120000 }, opts) }
+  publish (t, p = [], opts) { return this.send({ r: this.room, k: this.context, d: this.d(), t, x: 120000, p }, opts) }
+  leave (t = Date.now()) {
+    return this.send({ r: this.room, k: this.context, d: this.d(), t, x: 120000, dk: this.dk }, { leave: true })
+  }
+
+  packageTo (peer, sentAt = Date.now()) {
+    return [peer.session, this.session, null, null, null, 'ufrag', 'pwd', sentAt, ['candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host']]
+  }
+}
+
+/** R2 operations the worker reports for a response: { a, b }. */
+export function r2Ops (res) {
+  const m = /A=(\d+) B=(\d+)/.exec(res.headers.get('x-r2-ops') || '')
+  return m ? { a: Number(m[1]), b: Number(m[2]) } : null
+}
+
+export const sessions = res => res.json.ps.map(p => p[0]).sort()

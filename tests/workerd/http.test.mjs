@@ -1,0 +1,195 @@
+// HTTP tests of the built worker running in workerd with local R2.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { startWorker, Peer, r2Ops, sessions } from './harness.mjs'
+
+let worker
+before(async () => { worker = await startWorker() })
+after(async () => { await worker?.stop() })
+
+const assertCors = res => {
+  assert.equal(res.headers.get('access-control-allow-origin'), '*')
+  assert.equal(res.headers.get('access-control-allow-methods'), 'GET,HEAD,POST,DELETE,OPTIONS')
+}
+
+test('status page says the bucket works', async () => {
+  const res = await fetch(worker.url + '/')
+  const html = await res.text()
+  assert.equal(res.status, 200)
+  assert.match(res.headers.get('content-type'), /text\/html/)
+  assert.match(html, /R2 bucket is configured and answering/)
+})
+
+test('status page explains a missing bucket', async () => {
+  const bare = await startWorker({ bucket: false })
+  try {
+    const res = await fetch(bare.url + '/any/path')
+    assert.equal(res.status, 503)
+    assert.match(await res.text(), /No R2 bucket is bound/)
+    const post = await new Peer(bare.url, 'room-nobucket', 1).firstPoll()
+    assert.equal(post.status, 503)
+    assertCors(post)
+  } finally {
+    await bare.stop()
+  }
+})
+
+test('CORS preflight and plain OPTIONS', async () => {
+  let res = await fetch(worker.url, {
+    method: 'OPTIONS',
+    headers: {
+      Origin: 'https://app.example',
+      'Access-Control-Request-Method': 'POST',
+      'Access-Control-Request-Headers': 'content-type,x-worker-method'
+    }
+  })
+  assert.ok(res.status >= 200 && res.status < 300)
+  assertCors(res)
+  assert.equal(res.headers.get('access-control-allow-headers'), 'content-type,x-worker-method')
+  assert.equal(res.headers.get('access-control-max-age'), '86400')
+  res = await fetch(worker.url, { method: 'OPTIONS' })
+  assert.equal(res.headers.get('allow'), 'GET, HEAD, POST, DELETE, OPTIONS')
+})
+
+test('two contexts: first poll, publish, poll, packages, leave', async () => {
+  const a = new Peer(worker.url, 'room-two', 1)
+  const b = new Peer(worker.url, 'room-two', 2)
+  let res = await a.firstPoll()
+  assert.equal(res.status, 200)
+  assert.deepEqual(res.json, { ps: [], pk: [] })
+  assert.equal(res.headers.get('content-type'), 'application/json')
+  assertCors(res)
+  const tA = Date.now()
+  res = await a.publish(tA)
+  assert.equal(res.status, 200, res.text)
+  assert.ok(a.dk && a.dk.length >= 22)
+
+  res = await b.firstPoll()
+  assert.deepEqual(res.json.ps, [[...a.d(), tA]])
+  const tB = Date.now()
+  const pkg = b.packageTo(a)
+  res = await b.publish(tB, [pkg])
+  assert.deepEqual(sessions(res), [a.session])
+
+  res = await a.poll(tA)
+  assert.deepEqual(res.json.pk, [pkg], 'package delivered untouched')
+  assert.deepEqual(sessions(res), [b.session])
+  res = await b.poll(tB)
+  assert.deepEqual(res.json.pk, [], 'sender does not get its own package')
+
+  res = await b.leave(tB)
+  assert.equal(res.status, 200)
+  assert.deepEqual(res.json, {})
+  res = await a.poll(tA)
+  assert.deepEqual(res.json, { ps: [], pk: [] })
+  res = await b.leave(tB)
+  assert.equal(res.status, 404)
+  assertCors(res)
+})
+
+test('three contexts: packages routed to their recipient only, then all leave', async () => {
+  const peers = [1, 2, 3].map(n => new Peer(worker.url, 'room-three', n))
+  const t = Date.now()
+  for (const p of peers) assert.equal((await p.publish(t)).status, 200)
+  const [p0, p1, p2] = peers
+  const to1 = p0.packageTo(p1)
+  const to2 = p0.packageTo(p2)
+  await p0.publish(t + 1, [to1, to2])
+  const back = p1.packageTo(p0)
+  await p1.publish(t + 1, [back])
+  assert.deepEqual((await p1.poll(t + 1)).json.pk, [to1])
+  assert.deepEqual((await p2.poll(t)).json.pk, [to2])
+  assert.deepEqual((await p0.poll(t + 1)).json.pk, [back])
+  for (const me of peers) {
+    const res = await me.poll(t)
+    assert.deepEqual(sessions(res), peers.filter(p => p !== me).map(p => p.session).sort())
+  }
+  for (const p of peers) assert.equal((await p.leave()).status, 200)
+  assert.deepEqual((await new Peer(worker.url, 'room-three', 9).firstPoll()).json.ps, [])
+})
+
+test('error responses: 4xx with a short reason and CORS, nothing stored', async () => {
+  const p = new Peer(worker.url, 'room-errors', 1)
+  const cases = [
+    [{ r: 'abc', k: 'x' }, 400, 'Bad room id'],
+    [{ r: 'room/../x', k: 'x' }, 400, 'Bad room id'],
+    [{ r: 'room-errors', k: '' }, 400, 'Bad context id'],
+    [{ r: 'room-errors', k: 'x', d: p.d(), t: Date.now() - 3600e3, x: 120000, p: [] }, 400, 'Bad timestamp'],
+    [{ r: 'room-errors', k: 'x', d: p.d(), t: Date.now(), x: 0, p: [] }, 400, 'Bad expiration'],
+    [{ r: 'room-errors', k: 'x', d: [1], t: Date.now(), x: 1000, p: [] }, 400, 'Bad data length'],
+    [{ r: 'room-errors', k: 'x', d: p.d().map((v, i) => (i === 5 ? ['999.1.1.1'] : v)), t: Date.now(), x: 1000, p: [] }, 400, 'Bad reflexive IPs'],
+    [{ r: 'room-errors', k: 'x', d: p.d(), t: Date.now(), x: 1000, p: [[7]] }, 400, 'Bad package']
+  ]
+  for (const [body, status, reason] of cases) {
+    const res = await p.send(body)
+    assert.equal(res.status, status, JSON.stringify(body))
+    assert.equal(res.text, reason)
+    assertCors(res)
+  }
+  let res = await fetch(worker.url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"r":' })
+  assert.equal(res.status, 400)
+  assertCors(res)
+  res = await fetch(worker.url, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: '{}' })
+  assert.equal(res.status, 415)
+  assertCors(res)
+  res = await fetch(worker.url, { method: 'PUT', body: '{}' })
+  assert.equal(res.status, 405)
+  assertCors(res)
+  res = await p.send({ r: 'room-errors', k: 'x' }, { leave: true })
+  assert.equal(res.status, 400)
+  assert.equal(res.text, 'Missing delete key')
+  // Nothing of the refused requests was stored.
+  assert.deepEqual((await p.firstPoll()).json, { ps: [], pk: [] })
+})
+
+test('20 contexts publishing at the same moment all see each other (R2 conditional puts)', async () => {
+  const peers = Array.from({ length: 20 }, (_, n) => new Peer(worker.url, 'room-storm', n))
+  const t = Date.now()
+  const results = await Promise.all(peers.map(p => p.publish(t)))
+  for (const r of results) assert.equal(r.status, 200, r.text)
+  const ops = results.map(r2Ops)
+  for (const p of peers) {
+    const res = await p.poll(t)
+    assert.equal(res.json.ps.length, 19)
+  }
+  const a = ops.reduce((s, o) => s + o.a, 0)
+  const b = ops.reduce((s, o) => s + o.b, 0)
+  console.log(`workerd: 20 simultaneous publishes made ${a} class A and ${b} class B operations`)
+})
+
+test('R2 operations per steady poll for rooms of 2, 4, 8 and 16 (as reported by the worker)', async () => {
+  for (const n of [2, 4, 8, 16]) {
+    const peers = Array.from({ length: n }, (_, i) => new Peer(worker.url, `room-cost-${n}`, i))
+    const t = Date.now()
+    for (const p of peers) assert.equal((await p.publish(t)).status, 200)
+    const res = await peers[0].poll(t)
+    assert.equal(res.json.ps.length, n - 1)
+    assert.deepEqual(r2Ops(res), { a: 0, b: 1 })
+    console.log(`workerd: room of ${n}: steady poll = ${JSON.stringify(r2Ops(res))}`)
+  }
+})
+
+test('ALLOWED_ORIGINS and ORIGIN_QUOTA', async () => {
+  const listed = await startWorker({ vars: { ALLOWED_ORIGINS: 'https://good.example' } })
+  try {
+    const p = new Peer(listed.url, 'room-origins', 1)
+    assert.equal((await p.firstPoll({ origin: 'https://good.example' })).status, 200)
+    const res = await p.firstPoll({ origin: 'https://evil.example' })
+    assert.equal(res.status, 401)
+    assertCors(res)
+    assert.equal((await p.firstPoll()).status, 200, 'no Origin: not a browser, not checked')
+  } finally {
+    await listed.stop()
+  }
+  const metered = await startWorker({ vars: { ORIGIN_QUOTA: '3' } })
+  try {
+    const p = new Peer(metered.url, 'room-quota', 1)
+    for (let i = 0; i < 3; i++) assert.equal((await p.firstPoll({ origin: 'https://busy.example' })).status, 200)
+    const res = await p.firstPoll({ origin: 'https://busy.example' })
+    assert.equal(res.status, 429)
+    assert.equal(res.text, 'Origin over quota')
+    assertCors(res)
+  } finally {
+    await metered.stop()
+  }
+})
