@@ -1,0 +1,116 @@
+// Real-browser test: two Chromium pages run the stock p2pcf@1.3.14 client
+// against the built worker (workerd, local R2), connect over WebRTC on
+// loopback, exchange messages both ways (one over 16 KB, so chunked), then
+// one page leaves and the other sees `peerclose`, and the worker forgets it.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import { build } from 'esbuild'
+import { chromium } from 'playwright-core'
+import { startWorker, Peer } from '../workerd/harness.mjs'
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync']
+
+let worker, server, pageOrigin, browser
+
+async function bundlePage () {
+  const out = await build({
+    entryPoints: [new URL('page.mjs', import.meta.url).pathname],
+    bundle: true,
+    format: 'esm',
+    define: { global: 'window' },
+    write: false,
+    logLevel: 'silent'
+  })
+  return out.outputFiles[0].text
+}
+
+before(async () => {
+  worker = await startWorker()
+  const script = await bundlePage()
+  server = http.createServer((req, res) => {
+    if (req.url.startsWith('/page.js')) {
+      res.writeHead(200, { 'Content-Type': 'text/javascript' })
+      res.end(script)
+    } else {
+      res.writeHead(200, { 'Content-Type': 'text/html' })
+      res.end('<!doctype html><meta charset="utf-8"><title>p2pcf test</title><script type="module" src="/page.js"></script>')
+    }
+  })
+  await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
+  pageOrigin = `http://127.0.0.1:${server.address().port}`
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true })
+})
+
+after(async () => {
+  await browser?.close()
+  await worker?.stop()
+  server?.close()
+})
+
+async function openClient (clientId, room) {
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  page.on('console', m => { if (m.type() === 'error') console.log(`[${clientId}] ${m.text()}`) })
+  const q = new URLSearchParams({ client: clientId, room, worker: worker.url })
+  await page.goto(`${pageOrigin}/?${q}`)
+  return { context, page }
+}
+
+const until = async (what, fn, timeoutMs = 30000) => {
+  const start = Date.now()
+  for (;;) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+test('two stock clients connect through the worker, exchange messages, and part', async () => {
+  const room = `browser-room-${Date.now()}`
+  const started = Date.now()
+  const alice = await openClient('alice-client', room)
+  const bob = await openClient('bob-client', room)
+  const logOf = c => c.page.evaluate(() => window.p2pcfLog)
+
+  const connected = c => until('peerconnect', async () => (await logOf(c)).find(e => e[0] === 'peerconnect'), 45000)
+  const [aliceSees, bobSees] = await Promise.all([connected(alice), connected(bob)])
+  const connectMs = Date.now() - started
+  console.log(`two browsers connected in ${connectMs} ms`)
+  assert.equal(aliceSees[2], 'bob-client')
+  assert.equal(bobSees[2], 'alice-client')
+  const aliceSession = await alice.page.evaluate(() => window.client.sessionId)
+  const bobSession = await bob.page.evaluate(() => window.client.sessionId)
+
+  // A message each way, then one of 40 000 bytes (over 16 KB: chunked by the client).
+  await alice.page.evaluate(() => window.sendToAll({ text: 'hello from alice' }))
+  await bob.page.evaluate(() => window.sendToAll({ text: 'hello from bob' }))
+  const big = await alice.page.evaluate(() => window.sendToAll({ length: 40000 }))
+  const receivedBy = c => c.page.evaluate(() => window.received)
+  await until('bob receives', async () => (await receivedBy(bob)).length >= 2)
+  await until('alice receives', async () => (await receivedBy(alice)).length >= 1)
+  const atBob = await receivedBy(bob)
+  const atAlice = await receivedBy(alice)
+  assert.equal(atBob[0].text, 'hello from alice')
+  assert.equal(atBob[0].from, aliceSession)
+  assert.deepEqual([atBob[1].length, atBob[1].checksum], [40000, big])
+  assert.equal(atAlice[0].text, 'hello from bob')
+  assert.equal(atAlice[0].from, bobSession)
+
+  // Bob leaves: the client's unload handler sends its delete; Alice sees peerclose.
+  await bob.page.close({ runBeforeUnload: true })
+  await bob.context.close()
+  await until('alice gets peerclose', async () => (await logOf(alice)).find(e => e[0] === 'peerclose' && e[1] === bobSession))
+
+  // The worker no longer lists Bob (removed by his leave, not by expiry).
+  const observer = new Peer(worker.url, room, 99)
+  const res = await until('worker forgets bob', async () => {
+    const r = await observer.firstPoll()
+    return r.json.ps.every(p => p[0] !== bobSession) && r
+  }, 10000)
+  assert.deepEqual(res.json.ps.map(p => p[0]), [aliceSession])
+  await alice.context.close()
+})

@@ -1,0 +1,41 @@
+// The test page's script: runs the stock p2pcf client, unchanged (bundled
+// from node_modules/p2pcf/src with esbuild), and records what it sees.
+import P2PCF from 'p2pcf'
+
+const params = new URLSearchParams(location.search)
+const log = (window.p2pcfLog = [])
+const received = (window.received = [])
+
+const client = new P2PCF(params.get('client'), params.get('room'), {
+  workerUrl: params.get('worker'),
+  // Loopback: host candidates only, no STUN/TURN servers to reach.
+  stunIceServers: [],
+  turnIceServers: []
+})
+window.client = client
+
+client.on('peerconnect', peer => log.push(['peerconnect', peer.id, peer.client_id]))
+client.on('peerclose', peer => log.push(['peerclose', peer.id]))
+client.on('msg', (peer, data) => {
+  const bytes = new Uint8Array(data)
+  let sum = 0
+  for (const b of bytes) sum = (sum * 31 + b) >>> 0
+  received.push({ from: peer.id, length: bytes.length, checksum: sum, text: bytes.length < 256 ? new TextDecoder().decode(bytes) : null })
+})
+
+/** Sends `text`, or `length` pseudo-random bytes, to every connected peer; returns the checksum. */
+window.sendToAll = ({ text, length }) => {
+  let bytes
+  if (text !== undefined) {
+    bytes = new TextEncoder().encode(text)
+  } else {
+    bytes = new Uint8Array(length)
+    for (let i = 0; i < length; i++) bytes[i] = (i * 7 + 13) & 0xff
+  }
+  let sum = 0
+  for (const b of bytes) sum = (sum * 31 + b) >>> 0
+  for (const peer of client.peers.values()) client.send(peer, bytes)
+  return sum
+}
+
+client.start().then(() => log.push(['started', client.sessionId]))
