@@ -440,3 +440,133 @@ pub struct PollResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dk: Option<&'a str>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_795_219_200_000;
+    const FP: &str = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=";
+
+    fn d() -> Value {
+        json!(["sess", "client", false, FP, 1, ["192.0.2.1"]])
+    }
+
+    fn parse(body: Value, leave: bool) -> Result<Request, Error> {
+        parse_request(&serde_json::to_vec(&body).unwrap(), leave, NOW)
+    }
+
+    #[test]
+    fn first_poll_read_and_publish_are_told_apart() {
+        let first = parse(json!({"r": "room", "k": "ctx"}), false).unwrap();
+        assert!(matches!(first, Request::Poll { session: None, .. }));
+        let read = parse(
+            json!({"r": "room", "k": "ctx", "d": d(), "t": NOW, "x": 1000}),
+            false,
+        )
+        .unwrap();
+        assert!(matches!(read, Request::Poll { session: Some(ref s), .. } if s.as_str() == "sess"));
+        let null_p = parse(
+            json!({"r": "room", "k": "ctx", "d": d(), "t": NOW, "x": 1000, "p": null}),
+            false,
+        )
+        .unwrap();
+        assert!(matches!(null_p, Request::Poll { .. }));
+        let Request::Publish(p) = parse(
+            json!({"r": "room", "k": "ctx", "d": d(), "t": NOW, "x": 1000, "p": []}),
+            false,
+        )
+        .unwrap() else {
+            panic!("expected a publish");
+        };
+        assert_eq!(p.ttl_ms, 1000);
+        assert!(p.packages.is_empty());
+    }
+
+    #[test]
+    fn ttl_is_capped_at_fifteen_minutes() {
+        let Request::Publish(p) = parse(
+            json!({"r": "room", "k": "ctx", "d": d(), "t": NOW, "x": 86_400_000, "p": []}),
+            false,
+        )
+        .unwrap() else {
+            panic!("expected a publish");
+        };
+        assert_eq!(p.ttl_ms, MAX_TTL_MS);
+    }
+
+    #[test]
+    fn packages_pass_through_byte_for_byte() {
+        let body = format!(
+            r#"{{"r":"room","k":"ctx","d":["sess","client",false,"{FP}",1,[]],"t":{NOW},"x":1000,"p":[["to", "from", 1.50, null, {{"a" : 1e3}}]]}}"#
+        );
+        let Request::Publish(p) = parse_request(body.as_bytes(), false, NOW).unwrap() else {
+            panic!("expected a publish");
+        };
+        assert_eq!(p.packages[0].to.as_str(), "to");
+        assert_eq!(
+            p.packages[0].raw.get(),
+            r#"["to", "from", 1.50, null, {"a" : 1e3}]"#
+        );
+    }
+
+    #[test]
+    fn leave_needs_a_delete_key_and_takes_the_session_from_d() {
+        assert_eq!(
+            parse(json!({"r": "room", "k": "ctx"}), true),
+            Err(Error::BadRequest("Missing delete key"))
+        );
+        assert_eq!(
+            parse(json!({"r": "room", "k": "ctx", "dk": 5}), true),
+            Err(Error::BadRequest("Bad delete key"))
+        );
+        let leave = parse(
+            json!({"r": "room", "k": "ctx", "d": d(), "t": NOW, "x": 1000, "dk": "key"}),
+            true,
+        )
+        .unwrap();
+        assert!(
+            matches!(leave, Request::Leave { session: Some(ref s), ref delete_key, .. }
+            if s.as_str() == "sess" && delete_key.as_str() == "key")
+        );
+        let bare = parse(json!({"r": "room", "k": "ctx", "dk": "key"}), true).unwrap();
+        assert!(matches!(bare, Request::Leave { session: None, .. }));
+    }
+
+    #[test]
+    fn ips_accept_v4_v6_and_zoned_link_local_only() {
+        for ok in [
+            "192.0.2.1",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "fe80::1%en0",
+            "::ffff:192.0.2.1",
+        ] {
+            assert!(ReflexiveIp::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "300.1.1.1",
+            "fe80::1%",
+            "fe80::1%e n",
+            "host.local",
+            "1.2.3.4%eth0",
+        ] {
+            assert!(ReflexiveIp::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stored_peer_data_round_trips() {
+        let data = PeerData::parse(&d()).unwrap();
+        let json = serde_json::to_value(&data).unwrap();
+        assert_eq!(json, d());
+        let t = Millis::from_u64(NOW);
+        let view = serde_json::to_value(PeerView { data: &data, t: &t }).unwrap();
+        assert_eq!(view.as_array().unwrap().len(), 7);
+        assert_eq!(view[6], json!(NOW));
+    }
+}

@@ -211,3 +211,118 @@ impl Default for Room {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse_request, Request};
+    use serde_json::json;
+
+    const NOW: u64 = 1_795_219_200_000;
+
+    fn publish(k: &str, session: &str, t: u64, p: serde_json::Value) -> Publish {
+        let body = json!({"r": "room", "k": k, "d": [session, "client", false, "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=", 1, []], "t": t, "x": 60_000, "p": p});
+        match parse_request(&serde_json::to_vec(&body).unwrap(), false, NOW) {
+            Ok(Request::Publish(p)) => p,
+            other => panic!("not a publish: {other:?}"),
+        }
+    }
+
+    fn key(n: u8) -> DeleteKey {
+        DeleteKey::from_random(&[n; DELETE_KEY_BYTES])
+    }
+
+    fn input(dk: &DeleteKey) -> DeleteKeyInput {
+        DeleteKeyInput::parse(dk.as_str()).unwrap()
+    }
+
+    #[test]
+    fn upsert_keeps_the_key_and_skips_same_t() {
+        let mut room = Room::new();
+        assert_eq!(
+            room.upsert(&publish("a", "s1", NOW, json!([])), NOW, || key(1)),
+            Upsert::Changed
+        );
+        assert_eq!(
+            room.upsert(&publish("a", "s1", NOW, json!([])), NOW, || key(2)),
+            Upsert::Unchanged
+        );
+        assert_eq!(
+            room.upsert(&publish("a", "s1", NOW + 1, json!([])), NOW, || key(3)),
+            Upsert::Changed
+        );
+        let ctx = ContextId::parse("a").unwrap();
+        assert_eq!(room.entry(&ctx).unwrap().dk, key(1), "kept across updates");
+        // A new session in the same context replaces the entry with a new key.
+        room.upsert(&publish("a", "s2", NOW + 2, json!([])), NOW, || key(4));
+        assert_eq!(room.entry(&ctx).unwrap().dk, key(4));
+        assert_eq!(room.live_count(NOW), 1);
+        // After expiry the same session starts afresh.
+        let later = NOW + 60_000;
+        assert_eq!(room.live_count(later), 0);
+        room.upsert(&publish("a", "s2", NOW + 2, json!([])), later, || key(5));
+        assert_eq!(room.entry(&ctx).unwrap().dk, key(5));
+    }
+
+    #[test]
+    fn view_excludes_self_and_expired_and_routes_packages() {
+        let mut room = Room::new();
+        room.upsert(
+            &publish("a", "sa", NOW, json!([["sb", "sa", 1], ["sc", "sa", 2]])),
+            NOW,
+            || key(1),
+        );
+        room.upsert(&publish("b", "sb", NOW, json!([])), NOW + 10_000, || key(2));
+        room.upsert(&publish("c", "sc", NOW, json!([])), NOW + 20_000, || key(3));
+        let b = ContextId::parse("b").unwrap();
+        let sb = SessionId::parse("sb").unwrap();
+        let at = |now| serde_json::to_value(room.view(&b, Some(&sb), None, now)).unwrap();
+        let v = at(NOW + 30_000);
+        assert_eq!(v["ps"].as_array().unwrap().len(), 2);
+        assert_eq!(v["pk"], json!([["sb", "sa", 1]]));
+        // a expires at NOW + 60 s: from then on neither it nor its packages are returned.
+        let v = at(NOW + 60_000);
+        assert_eq!(v["ps"].as_array().unwrap().len(), 1);
+        assert_eq!(v["pk"], json!([]));
+        assert!(v.get("dk").is_none());
+    }
+
+    #[test]
+    fn remove_requires_context_session_and_key() {
+        let mut room = Room::new();
+        room.upsert(&publish("a", "sa", NOW, json!([])), NOW, || key(1));
+        let a = ContextId::parse("a").unwrap();
+        let sa = SessionId::parse("sa").unwrap();
+        let other = SessionId::parse("sx").unwrap();
+        assert!(!room.remove(&a, Some(&sa), &input(&key(2)), NOW));
+        assert!(!room.remove(&a, Some(&other), &input(&key(1)), NOW));
+        assert!(!room.remove(
+            &ContextId::parse("b").unwrap(),
+            Some(&sa),
+            &input(&key(1)),
+            NOW
+        ));
+        assert!(room.remove(&a, Some(&sa), &input(&key(1)), NOW));
+        assert_eq!(room.live_count(NOW), 0);
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_bad_documents_read_as_empty() {
+        let mut room = Room::new();
+        room.upsert(
+            &publish("a", "sa", NOW, json!([["sb", {"x": 1.50}]])),
+            NOW,
+            || key(1),
+        );
+        let bytes = room.encode();
+        assert_eq!(Room::decode(&bytes), room);
+        assert_eq!(Room::decode(b"not json"), Room::new());
+        assert_eq!(Room::decode(br#"{"v":99,"e":{}}"#), Room::new());
+    }
+
+    #[test]
+    fn delete_keys_have_at_least_128_bits() {
+        assert!(DELETE_KEY_BYTES * 8 >= 128);
+        assert_eq!(key(0).as_str().len(), 32);
+    }
+}
