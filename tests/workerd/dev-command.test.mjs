@@ -1,0 +1,49 @@
+// The README's run command (scripts/dev.sh: wrangler dev with local R2)
+// serves the status page and reports a working bucket.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+const freePort = () => new Promise((resolve, reject) => {
+  const s = createServer()
+  s.once('error', reject)
+  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
+})
+
+test('scripts/dev.sh serves the status page with a working bucket', { timeout: 300000 }, async () => {
+  const [port, inspector] = [await freePort(), await freePort()]
+  const state = mkdtempSync(join(tmpdir(), 'p2pcf-dev-state-'))
+  const root = new URL('../../', import.meta.url).pathname
+  const dev = spawn('bash', ['scripts/dev.sh', '--persist-to', state], {
+    cwd: root,
+    env: { ...process.env, PORT: String(port), INSPECTOR_PORT: String(inspector) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true
+  })
+  let output = ''
+  dev.stdout.on('data', d => { output += d })
+  dev.stderr.on('data', d => { output += d })
+  try {
+    const deadline = Date.now() + 280000
+    let html = null
+    while (Date.now() < deadline && dev.exitCode === null) {
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/`)
+        html = await res.text()
+        assert.equal(res.status, 200)
+        break
+      } catch {
+        await new Promise(resolve => setTimeout(resolve, 500))
+      }
+    }
+    assert.ok(html, `wrangler dev did not serve the status page:\n${output.slice(-3000)}`)
+    assert.match(html, /R2 bucket is configured and answering/)
+  } finally {
+    try { process.kill(-dev.pid, 'SIGTERM') } catch {}
+    rmSync(state, { recursive: true, force: true })
+  }
+})
