@@ -313,3 +313,55 @@ async fn poll_response_is_valid_for_the_stock_client() {
     assert_eq!(entry.as_array().unwrap().len(), 7, "d + t");
     assert_eq!(entry[6], Value::from(t));
 }
+
+#[tokio::test(start_paused = true)]
+async fn join_of_the_next_peer_costs_n_plus_2_writes() {
+    for n in [1usize, 3, 7, 15] {
+        let h = Harness::new();
+        let room = format!("room-join-{n}");
+        let existing: Vec<Peer> = (0..n).map(|i| Peer::new(&room, i)).collect();
+        let t0 = h.now();
+        for p in &existing {
+            h.post(&p.publish(t0, json!([]))).await;
+        }
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        let before = h.store.stats();
+
+        // The joiner (A): first poll sees peers, so it publishes on its next step.
+        let joiner = Peer::new(&room, 100);
+        assert_eq!(
+            h.post(&joiner.first_poll()).await.body["ps"]
+                .as_array()
+                .unwrap()
+                .len(),
+            n
+        );
+        tokio::time::advance(std::time::Duration::from_millis(1500)).await;
+        let tj = h.now();
+        h.post(&joiner.publish(tj, json!([]))).await;
+        // Each existing peer (B) sends its package to the joiner, a poll interval apart.
+        for p in &existing {
+            tokio::time::advance(std::time::Duration::from_millis(1500)).await;
+            let t = h.now();
+            h.post(&p.publish(t, json!([p.package_to(&joiner, t)])))
+                .await;
+        }
+        // The joiner got every package and answers them all in one write.
+        tokio::time::advance(std::time::Duration::from_millis(1500)).await;
+        let r = h.post(&joiner.poll(tj)).await;
+        assert_eq!(r.body["pk"].as_array().unwrap().len(), n);
+        let t = h.now();
+        let answers: Vec<Value> = existing.iter().map(|p| joiner.package_to(p, t)).collect();
+        h.post(&joiner.publish(t, Value::Array(answers))).await;
+
+        let after = h.store.stats();
+        let class_a = after.class_a - before.class_a;
+        println!(
+            "join of peer {}: {} class A, {} class B",
+            n + 1,
+            class_a,
+            after.class_b - before.class_b
+        );
+        assert_eq!(class_a, n as u64 + 2);
+    }
+}
