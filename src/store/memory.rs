@@ -12,7 +12,7 @@
 //! * counts of Class A (every put, refused or not) and Class B (every get).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::{Object, Precondition, PutOutcome, Store, StoreError};
 use crate::platform::Platform;
@@ -30,6 +30,12 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Puts that stored an object.
     pub writes: u64,
+    /// LIST calls (Class A; only the model of the original worker makes them).
+    pub lists: u64,
+    /// DELETE calls (free).
+    pub deletes: u64,
+    /// Most puts attempted on one key within any one-second window.
+    pub peak_puts_per_key_second: u64,
 }
 
 pub struct MemoryStore<P> {
@@ -39,6 +45,8 @@ pub struct MemoryStore<P> {
     last_write_ms: RefCell<HashMap<String, u64>>,
     next_etag: Cell<u64>,
     stats: Cell<Stats>,
+    /// Recent put attempts per key, for the peak rate.
+    recent_puts: RefCell<HashMap<String, VecDeque<u64>>>,
 }
 
 impl<P: Platform> MemoryStore<P> {
@@ -53,6 +61,7 @@ impl<P: Platform> MemoryStore<P> {
             last_write_ms: RefCell::default(),
             next_etag: Cell::new(1),
             stats: Cell::new(Stats::default()),
+            recent_puts: RefCell::default(),
         }
     }
 
@@ -79,6 +88,90 @@ impl<P: Platform> MemoryStore<P> {
         f(&mut s);
         self.stats.set(s);
     }
+
+    /// Counts a put attempt (Class A) and tracks the busiest key's rate.
+    fn count_put(&self, key: &str, now: u64) {
+        let mut recent = self.recent_puts.borrow_mut();
+        let window = recent.entry(key.to_owned()).or_default();
+        window.push_back(now);
+        while window.front().is_some_and(|&t| t + 1000 <= now) {
+            window.pop_front();
+        }
+        let in_window = window.len() as u64;
+        self.bump(|s| {
+            s.class_a += 1;
+            s.peak_puts_per_key_second = s.peak_puts_per_key_second.max(in_window);
+        });
+    }
+
+    /// Whether R2 would refuse a write to `key` now (429); counts it if so.
+    fn rate_limited(&self, key: &str, now: u64) -> bool {
+        let limited = self
+            .last_write_ms
+            .borrow()
+            .get(key)
+            .is_some_and(|last| now < last + Self::WRITE_INTERVAL_MS);
+        if limited {
+            self.bump(|s| s.rate_limited += 1);
+        }
+        limited
+    }
+
+    /// Stores `body` as a new version and returns its etag.
+    fn write(&self, key: &str, body: Vec<u8>, now: u64) -> String {
+        let n = self.next_etag.get();
+        self.next_etag.set(n + 1);
+        let etag = format!("etag-{n}");
+        self.objects.borrow_mut().insert(
+            key.to_owned(),
+            Object {
+                body,
+                etag: etag.clone(),
+                uploaded_ms: now,
+            },
+        );
+        self.last_write_ms.borrow_mut().insert(key.to_owned(), now);
+        self.bump(|s| s.writes += 1);
+        etag
+    }
+
+    /// An unconditional put (Class A), as the original worker made them.
+    pub async fn put_unconditional(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        self.platform.sleep(self.latency_ms).await;
+        let now = self.platform.now_ms();
+        self.count_put(key, now);
+        if self.rate_limited(key, now) {
+            return Err(StoreError::RateLimited);
+        }
+        self.write(key, body, now);
+        Ok(())
+    }
+
+    /// LIST with a prefix (Class A): every key and body under it. R2 returns
+    /// custom metadata with a listing; the body stands in for it here.
+    pub async fn list(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.platform.sleep(self.latency_ms).await;
+        self.bump(|s| {
+            s.class_a += 1;
+            s.lists += 1;
+        });
+        let mut out: Vec<(String, Vec<u8>)> = self
+            .objects
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| (k.clone(), o.body.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// DELETE (free).
+    pub async fn delete(&self, key: &str) {
+        self.platform.sleep(self.latency_ms).await;
+        self.bump(|s| s.deletes += 1);
+        self.objects.borrow_mut().remove(key);
+    }
 }
 
 impl<P: Platform> Store for MemoryStore<P> {
@@ -95,16 +188,12 @@ impl<P: Platform> Store for MemoryStore<P> {
         pre: Precondition,
     ) -> Result<PutOutcome, StoreError> {
         self.platform.sleep(self.latency_ms).await;
-        self.bump(|s| s.class_a += 1);
         let now = self.platform.now_ms();
-        if let Some(last) = self.last_write_ms.borrow().get(key) {
-            if now < last + Self::WRITE_INTERVAL_MS {
-                self.bump(|s| s.rate_limited += 1);
-                return Err(StoreError::RateLimited);
-            }
+        self.count_put(key, now);
+        if self.rate_limited(key, now) {
+            return Err(StoreError::RateLimited);
         }
-        let mut objects = self.objects.borrow_mut();
-        let holds = match (&pre, objects.get(key)) {
+        let holds = match (&pre, self.objects.borrow().get(key)) {
             (Precondition::Absent, current) => current.is_none(),
             (Precondition::EtagMatches(etag), Some(current)) => &current.etag == etag,
             (Precondition::EtagMatches(_), None) => false,
@@ -113,19 +202,8 @@ impl<P: Platform> Store for MemoryStore<P> {
             self.bump(|s| s.precondition_failed += 1);
             return Ok(PutOutcome::PreconditionFailed);
         }
-        let n = self.next_etag.get();
-        self.next_etag.set(n + 1);
-        let etag = format!("etag-{n}");
-        objects.insert(
-            key.to_owned(),
-            Object {
-                body,
-                etag: etag.clone(),
-                uploaded_ms: now,
-            },
-        );
-        self.last_write_ms.borrow_mut().insert(key.to_owned(), now);
-        self.bump(|s| s.writes += 1);
-        Ok(PutOutcome::Stored { etag })
+        Ok(PutOutcome::Stored {
+            etag: self.write(key, body, now),
+        })
     }
 }
