@@ -10,7 +10,8 @@
 //! * [`service`] runs a request against a store (read, merge, conditional write, retry);
 //! * [`quota`] is the optional per-origin access control;
 //! * [`http`] maps methods, headers and errors to responses (CORS everywhere);
-//! * [`error`] is the one error type, each variant an HTTP status and a short reason.
+//! * [`error`] is the one error type, each variant an HTTP status and a short reason;
+//! * `sim` (native only) is the cost simulator behind `cargo run --release --bin simulate`.
 
 pub mod config;
 pub mod error;
@@ -20,6 +21,8 @@ pub mod protocol;
 pub mod quota;
 pub mod room;
 pub mod service;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sim;
 pub mod status;
 pub mod store;
 

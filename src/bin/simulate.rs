@@ -1,0 +1,39 @@
+//! The cost simulator: simulated stock clients against this worker (real
+//! HTTP layer, in-memory R2 model) and against a model of the original
+//! worker, on a virtual clock. Deterministic for a given seed.
+//!
+//!     cargo run --release --bin simulate [-- --seed N] [-- --only NAME-PREFIX]
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    use p2pcf_rs::sim::scenario::{all, run, table, Which};
+
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let seed: u64 = arg("--seed").and_then(|s| s.parse().ok()).unwrap_or(42);
+    let only = arg("--only");
+
+    println!(
+        "# Cost simulation (seed {seed}, R2 latency {} ms per operation)\n",
+        p2pcf_rs::sim::scenario::R2_LATENCY_MS
+    );
+    for scenario in all(seed) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !scenario.name.starts_with(o))
+        {
+            continue;
+        }
+        let ours = run(&scenario, Which::Ours, seed);
+        let original = run(&scenario, Which::Original, seed);
+        println!("{}", table(&scenario, &ours, &original));
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}

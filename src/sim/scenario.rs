@@ -1,0 +1,400 @@
+//! Scenarios, the simulation run, and the side-by-side report.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use super::client::{Client, PeerPlan, World};
+use super::original::Original;
+use super::{Ours, Server, SimPlatform};
+
+const HOUR_MS: u64 = 3_600_000;
+/// Latency of one R2 operation seen from a worker.
+pub const R2_LATENCY_MS: u64 = 15;
+
+pub struct Scenario {
+    pub name: String,
+    pub plans: Vec<PeerPlan>,
+    pub duration_ms: u64,
+}
+
+fn stays(join_at: u64) -> PeerPlan {
+    PeerPlan {
+        join_at,
+        leave_at: None,
+        sends_leave: true,
+    }
+}
+
+/// Rooms of 2..32 for an hour; a join storm; churn. `seed` places the storm's joins.
+pub fn all(seed: u64) -> Vec<Scenario> {
+    let mut out: Vec<Scenario> = [2usize, 4, 8, 16, 32]
+        .iter()
+        .map(|&n| Scenario {
+            name: format!("room of {n}, 1 h"),
+            // Peers arrive 2 s apart, then stay.
+            plans: (0..n).map(|i| stays(i as u64 * 2000)).collect(),
+            duration_ms: HOUR_MS,
+        })
+        .collect();
+    let mut rng = seed;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        rng >> 33
+    };
+    out.push(Scenario {
+        name: "join storm: 10 peers within 3 s, 5 min".to_owned(),
+        plans: (0..10).map(|_| stays(next() % 3000)).collect(),
+        duration_ms: 5 * 60_000,
+    });
+    // Churn: 8 peers; every minute one leaves (alternately by delete and by
+    // vanishing) and a newcomer joins a few seconds later.
+    let mut plans: Vec<PeerPlan> = (0..8).map(|i| stays(i * 2000)).collect();
+    for minute in 1..60u64 {
+        let leaver = (minute as usize - 1) % plans.len();
+        let at = minute * 60_000;
+        if plans[leaver].leave_at.is_none() {
+            plans[leaver].leave_at = Some(at);
+            plans[leaver].sends_leave = minute % 2 == 1;
+        } else {
+            // Pick the oldest peer still present.
+            if let Some(p) = plans.iter_mut().find(|p| p.leave_at.is_none()) {
+                p.leave_at = Some(at);
+                p.sends_leave = minute % 2 == 1;
+            }
+        }
+        plans.push(stays(at + 1000 + next() % 4000));
+    }
+    out.push(Scenario {
+        name: "churn: 8 peers, one leaves and one joins every minute, 1 h".to_owned(),
+        plans,
+        duration_ms: HOUR_MS,
+    });
+    out
+}
+
+/// Figures of one scenario against one server.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub server: &'static str,
+    pub requests: u64,
+    pub class_a: u64,
+    pub class_b: u64,
+    pub lists: u64,
+    pub peak_puts_per_key_second: u64,
+    pub rate_limited: u64,
+    pub precondition_failed: u64,
+    pub status_503: u64,
+    pub peer_hours: f64,
+    pub joins: u64,
+    pub pairs: u64,
+    pub pairs_incomplete: u64,
+    pub pair_ms_median: u64,
+    pub pair_ms_max: u64,
+    pub missing_peer_observations: u64,
+    pub stale_peer_observations: u64,
+    pub lost_packages: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Ours,
+    Original,
+}
+
+/// Runs `scenario` against one server on a fresh virtual clock.
+pub fn run(scenario: &Scenario, which: Which, seed: u64) -> Report {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread tokio runtime builds");
+    runtime.block_on(async {
+        let platform = SimPlatform::new(seed);
+        match which {
+            Which::Ours => {
+                drive(
+                    &Ours::new(&platform, R2_LATENCY_MS),
+                    &platform,
+                    scenario,
+                    seed,
+                )
+                .await
+            }
+            Which::Original => {
+                drive(
+                    &Original::new(&platform, R2_LATENCY_MS),
+                    &platform,
+                    scenario,
+                    seed,
+                )
+                .await
+            }
+        }
+    })
+}
+
+async fn drive<S: Server>(
+    server: &S,
+    platform: &SimPlatform,
+    scenario: &Scenario,
+    seed: u64,
+) -> Report {
+    let world = World::default();
+    let end = scenario.duration_ms;
+    let clients = scenario.plans.iter().enumerate().map(|(n, plan)| {
+        Client::new(server, &world, platform, "sim-room", n, seed).run(*plan, end)
+    });
+    join_all(clients.collect()).await;
+    summarize(server, &world, scenario)
+}
+
+fn summarize<S: Server>(server: &S, world: &World, scenario: &Scenario) -> Report {
+    let end = scenario.duration_ms;
+    let stats = server.stats();
+    let lifetimes = world.lifetimes.borrow();
+    let peer_hours = lifetimes
+        .values()
+        .map(|(joined, left)| left.unwrap_or(end).saturating_sub(*joined) as f64 / HOUR_MS as f64)
+        .sum();
+    let alive_until = |s: &str| {
+        lifetimes
+            .get(s)
+            .map_or(0, |(_, left)| left.unwrap_or(u64::MAX))
+    };
+
+    // Pairs that both stayed at least a minute after meeting.
+    let mut times = Vec::new();
+    let mut pairs = 0;
+    let mut incomplete = 0;
+    let mut met = std::collections::BTreeSet::new();
+    for (a, (ja, _)) in lifetimes.iter() {
+        for (b, (jb, _)) in lifetimes.iter() {
+            if a < b {
+                let both = (*ja).max(*jb);
+                if alive_until(a).min(alive_until(b)).min(end) >= both + 60_000 {
+                    met.insert(((a.clone(), b.clone()), both));
+                }
+            }
+        }
+    }
+    let logs = world.pairs.borrow();
+    for (key, both) in met {
+        pairs += 1;
+        match logs
+            .get(&key)
+            .and_then(|l| Some(l.a_got_b?.max(l.b_got_a?)))
+        {
+            Some(done) => times.push(done.saturating_sub(both)),
+            None => incomplete += 1,
+        }
+    }
+    times.sort_unstable();
+
+    let received = world.received.borrow();
+    let lost_packages = world
+        .acked
+        .borrow()
+        .iter()
+        .filter(|((from, to, _), at)| {
+            let deadline = *at + 60_000;
+            deadline < end && alive_until(from) > deadline && alive_until(to) > deadline
+        })
+        .filter(|(key, _)| !received.contains(*key))
+        .count() as u64;
+
+    Report {
+        server: server.name(),
+        requests: world.requests.get(),
+        class_a: stats.class_a,
+        class_b: stats.class_b,
+        lists: stats.lists,
+        peak_puts_per_key_second: stats.peak_puts_per_key_second,
+        rate_limited: stats.rate_limited,
+        precondition_failed: stats.precondition_failed,
+        status_503: world.status_503.get(),
+        peer_hours,
+        joins: scenario.plans.iter().filter(|p| p.join_at < end).count() as u64,
+        pairs,
+        pairs_incomplete: incomplete,
+        pair_ms_median: times.get(times.len() / 2).copied().unwrap_or(0),
+        pair_ms_max: times.last().copied().unwrap_or(0),
+        missing_peer_observations: world.missing_peer_observations.get(),
+        stale_peer_observations: world.stale_peer_observations.get(),
+        lost_packages,
+    }
+}
+
+/// Polls all futures on the current task until every one is done.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, future) in out.iter_mut().zip(futures.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+fn ratio(ours: f64, original: f64) -> String {
+    if original == 0.0 {
+        if ours == 0.0 {
+            "=".to_owned()
+        } else {
+            "-".to_owned()
+        }
+    } else {
+        format!("{:.2}", ours / original)
+    }
+}
+
+/// The side-by-side table of one scenario, as Markdown.
+pub fn table(scenario: &Scenario, ours: &Report, original: &Report) -> String {
+    let per = |v: u64, r: &Report| v as f64 / r.peer_hours.max(1e-9);
+    let per_join = |v: u64, r: &Report| v as f64 / r.joins.max(1) as f64;
+    let rows: Vec<(&str, f64, f64, bool)> = vec![
+        (
+            "Worker requests",
+            ours.requests as f64,
+            original.requests as f64,
+            false,
+        ),
+        (
+            "Worker requests per peer-hour",
+            per(ours.requests, ours),
+            per(original.requests, original),
+            true,
+        ),
+        (
+            "Class A per peer-hour",
+            per(ours.class_a, ours),
+            per(original.class_a, original),
+            true,
+        ),
+        (
+            "Class B per peer-hour",
+            per(ours.class_b, ours),
+            per(original.class_b, original),
+            true,
+        ),
+        (
+            "Class A per join",
+            per_join(ours.class_a, ours),
+            per_join(original.class_a, original),
+            true,
+        ),
+        (
+            "Class B per join",
+            per_join(ours.class_b, ours),
+            per_join(original.class_b, original),
+            true,
+        ),
+        (
+            "LIST operations",
+            ours.lists as f64,
+            original.lists as f64,
+            false,
+        ),
+        (
+            "peak puts/s on one key",
+            ours.peak_puts_per_key_second as f64,
+            original.peak_puts_per_key_second as f64,
+            false,
+        ),
+        (
+            "429s from R2",
+            ours.rate_limited as f64,
+            original.rate_limited as f64,
+            false,
+        ),
+        (
+            "conditional puts refused (retried)",
+            ours.precondition_failed as f64,
+            original.precondition_failed as f64,
+            false,
+        ),
+        (
+            "503s to clients",
+            ours.status_503 as f64,
+            original.status_503 as f64,
+            false,
+        ),
+        (
+            "pairs that met",
+            ours.pairs as f64,
+            original.pairs as f64,
+            false,
+        ),
+        (
+            "pairs without both packages",
+            ours.pairs_incomplete as f64,
+            original.pairs_incomplete as f64,
+            false,
+        ),
+        (
+            "time to both packages, median (s)",
+            ours.pair_ms_median as f64 / 1000.0,
+            original.pair_ms_median as f64 / 1000.0,
+            true,
+        ),
+        (
+            "time to both packages, max (s)",
+            ours.pair_ms_max as f64 / 1000.0,
+            original.pair_ms_max as f64 / 1000.0,
+            true,
+        ),
+        (
+            "lost registrations (polls missing a live peer)",
+            ours.missing_peer_observations as f64,
+            original.missing_peer_observations as f64,
+            false,
+        ),
+        (
+            "stale peers returned (polls listing an expired peer)",
+            ours.stale_peer_observations as f64,
+            original.stale_peer_observations as f64,
+            false,
+        ),
+        (
+            "lost packages",
+            ours.lost_packages as f64,
+            original.lost_packages as f64,
+            false,
+        ),
+    ];
+    let mut s = format!(
+        "### {}\n\n{} joins, {:.2} peer-hours\n\n| figure | p2pcf-rs | original | ours/original |\n|---|---:|---:|---:|\n",
+        scenario.name, ours.joins, ours.peer_hours
+    );
+    for (name, a, b, fractional) in rows {
+        let fmt = |v: f64| {
+            if fractional {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            }
+        };
+        s.push_str(&format!(
+            "| {name} | {} | {} | {} |\n",
+            fmt(a),
+            fmt(b),
+            ratio(a, b)
+        ));
+    }
+    s
+}
