@@ -1,9 +1,13 @@
 //! The state of one room and the rules that change it.
 //!
-//! A room is one JSON document (one R2 object): every participant's entry,
-//! keyed by context id. Reading the room is therefore one R2 read whatever
-//! its size. Entries carry their absolute expiry and are filtered at read
-//! time, so an expired entry is never returned, with or without cleanup.
+//! A room is an index (one R2 object: every participant's entry, keyed by
+//! context id) plus one outbox per participant (its packages, in an object
+//! only its own requests write). A steady poll reads the index alone: one
+//! read whatever the room size. Outboxes are read only where packages can be
+//! waiting: between two peers for [`JOIN_WINDOW_MS`] after the later one
+//! joined, where an entry announces packages for the caller, or to check an
+//! entry whose index expiry passed. Expiry is judged at read time, so an
+//! expired entry is never returned, with or without cleanup.
 
 use std::collections::BTreeMap;
 
@@ -43,28 +47,96 @@ impl DeleteKey {
     }
 }
 
-/// One participant's entry.
+/// How long after the later of two peers joined the room each reads the
+/// other's outbox without being told to: covers the stock client's handshake
+/// (B's package ~3-8 s after the join, A's answer a few seconds later).
+pub const JOIN_WINDOW_MS: u64 = 45_000;
+/// A package written when its recipient's window closes sooner than this is
+/// announced in the index instead.
+pub const ANNOUNCE_MARGIN_MS: u64 = 20_000;
+
+/// "The outbox of this entry holds packages for `to`": makes `to` read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    #[serde(rename = "s")]
+    pub to: SessionId,
+    #[serde(rename = "u")]
+    pub until_ms: u64,
+}
+
+/// One participant's entry in the room index.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// The peer's public data `d`.
     pub d: PeerData,
-    /// The client's timestamp of this version of `d` and `p`.
+    /// The client's `t` at the last index write.
     pub t: Millis,
-    /// Packages this peer sends, each routed to its recipient only.
-    pub p: Vec<Package>,
-    /// Absolute expiry, ms since the epoch. Live while `now < expires_ms`.
+    /// Expiry set by the last index write, ms since the epoch. The outbox
+    /// may extend it (see [`Entry::is_live`]).
     #[serde(rename = "x")]
     pub expires_ms: u64,
+    /// The lifetime granted per write, ms (`min(x, 15 min)`).
+    #[serde(rename = "l")]
+    pub ttl_ms: u64,
     pub dk: DeleteKey,
+    /// When this session first became visible, ms since the epoch.
+    #[serde(rename = "j")]
+    pub joined_ms: u64,
+    /// Recipients outside a join window that must read this outbox.
+    #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
+    pub announced: Vec<Announcement>,
 }
 
-impl Entry {
-    pub fn is_live(&self, now_ms: u64) -> bool {
-        now_ms < self.expires_ms
+/// The packages one context sends, in an R2 object of its own
+/// (`rooms/<room>/c/<context>`), written only by that context's requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outbox {
+    #[serde(rename = "s")]
+    pub session: SessionId,
+    pub t: Millis,
+    /// Written at `now`, this keeps its writer alive until `now + ttl`.
+    #[serde(rename = "x")]
+    pub expires_ms: u64,
+    pub p: Vec<Package>,
+}
+
+impl Outbox {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 
-/// All entries of one room, as stored.
+/// Outboxes read for one request, by context.
+pub type Outboxes = BTreeMap<ContextId, Outbox>;
+
+impl Entry {
+    /// Live by the index alone.
+    pub fn index_live(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
+    }
+
+    /// Past this, the outbox has expired too (an outbox write never happens
+    /// while the index entry has expired), so the entry can go unread.
+    pub fn is_dead(&self, now_ms: u64) -> bool {
+        now_ms >= self.expires_ms.saturating_add(self.ttl_ms)
+    }
+
+    /// Live by the index, or by an outbox this session wrote later.
+    pub fn is_live(&self, now_ms: u64, outbox: Option<&Outbox>) -> bool {
+        self.index_live(now_ms)
+            || outbox.is_some_and(|o| o.session == self.d.session && now_ms < o.expires_ms)
+    }
+
+    fn own_outbox<'a>(&self, outbox: Option<&'a Outbox>) -> Option<&'a Outbox> {
+        outbox.filter(|o| o.session == self.d.session)
+    }
+}
+
+/// The room index, as stored: every participant's entry by context id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Room {
     /// Format version of the stored document.
@@ -73,17 +145,17 @@ pub struct Room {
     entries: BTreeMap<ContextId, Entry>,
 }
 
-/// Result of applying a publish to a room.
+/// Whether a publish needs the index written.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Upsert {
-    /// The entry already holds this `t`: nothing to write.
+pub enum IndexChange {
+    /// Nothing the index holds changed.
     Unchanged,
-    /// The room changed and must be written.
-    Changed,
+    /// The entry was created or changed: write the index.
+    Write,
 }
 
 impl Room {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     pub fn new() -> Self {
         Self {
@@ -92,8 +164,8 @@ impl Room {
         }
     }
 
-    /// Reads a stored room. A document this version cannot read counts as an
-    /// empty room: it holds nothing a client could still use.
+    /// Reads a stored index. A document this version cannot read counts as
+    /// an empty room: it holds nothing a client could still use.
     pub fn decode(bytes: &[u8]) -> Self {
         serde_json::from_slice::<Room>(bytes)
             .ok()
@@ -110,49 +182,119 @@ impl Room {
         self.entries.get(context)
     }
 
-    /// Number of live entries.
-    pub fn live_count(&self, now_ms: u64) -> usize {
-        self.entries.values().filter(|e| e.is_live(now_ms)).count()
+    /// The caller's own entry, if `session` is the one stored for `context`.
+    fn own(&self, context: &ContextId, session: &SessionId, now_ms: u64) -> Option<&Entry> {
+        self.entries
+            .get(context)
+            .filter(|e| e.d.session == *session && !e.is_dead(now_ms))
     }
 
-    /// Drops expired entries (done on every write, at no extra cost).
+    /// Number of live entries, judged with the outboxes at hand.
+    pub fn live_count(&self, now_ms: u64, outboxes: &Outboxes) -> usize {
+        self.entries
+            .iter()
+            .filter(|(k, e)| e.is_live(now_ms, outboxes.get(*k)))
+            .count()
+    }
+
+    /// Drops entries that are surely gone (done on every write, at no extra cost).
     pub fn prune(&mut self, now_ms: u64) {
-        self.entries.retain(|_, e| e.is_live(now_ms));
+        self.entries.retain(|_, e| !e.is_dead(now_ms));
     }
 
-    /// Creates or refreshes the caller's entry. One entry per context: a
-    /// reload (new session, same context) replaces the old one. The delete
-    /// key is kept while the same session refreshes a live entry, and a new
-    /// one is drawn with `new_key` otherwise.
-    pub fn upsert(
+    /// Applies a publish to the index. `outbox_changed`: this publish wrote
+    /// new packages to the caller's outbox.
+    ///
+    /// The index is written for a new entry (one per context: a reload's
+    /// new session replaces the old one, with a new delete key), a changed
+    /// `d`, a heartbeat (new `t`, same packages), when the entry expired by
+    /// the index while its outbox kept it alive, or to announce packages to
+    /// recipients outside their join window. A publish that only changed
+    /// packages within join windows leaves the index alone: that is what lets
+    /// many peers hand over packages at once without queueing on one key.
+    pub fn apply_publish(
         &mut self,
         publish: &Publish,
+        outbox_changed: bool,
         now_ms: u64,
         new_key: impl FnOnce() -> DeleteKey,
-    ) -> Upsert {
-        let live = self
-            .entries
-            .get(&publish.context)
-            .filter(|e| e.is_live(now_ms) && e.d.session == publish.data.session);
-        if live.is_some_and(|e| e.t == publish.t) {
-            return Upsert::Unchanged;
+    ) -> IndexChange {
+        let announced = self.announcements(publish, outbox_changed, now_ms);
+        let fresh = |dk, joined_ms, announced| Entry {
+            d: publish.data.clone(),
+            t: publish.t.clone(),
+            expires_ms: now_ms.saturating_add(publish.ttl_ms),
+            ttl_ms: publish.ttl_ms,
+            dk,
+            joined_ms,
+            announced,
+        };
+        let Some(current) = self.own(&publish.context, &publish.data.session, now_ms) else {
+            self.prune(now_ms);
+            let entry = fresh(new_key(), now_ms, announced);
+            self.entries.insert(publish.context.clone(), entry);
+            return IndexChange::Write;
+        };
+        if current.t == publish.t && current.d == publish.data {
+            return IndexChange::Unchanged;
         }
-        let dk = live.map(|e| e.dk.clone()).unwrap_or_else(new_key);
+        let needs_write = current.d != publish.data
+            || !outbox_changed
+            || !current.index_live(now_ms)
+            || announced != current.announced;
+        if !needs_write {
+            return IndexChange::Unchanged;
+        }
+        let entry = fresh(current.dk.clone(), current.joined_ms, announced);
         self.prune(now_ms);
-        self.entries.insert(
-            publish.context.clone(),
-            Entry {
-                d: publish.data.clone(),
-                t: publish.t.clone(),
-                p: publish.packages.clone(),
-                expires_ms: now_ms.saturating_add(publish.ttl_ms),
-                dk,
-            },
-        );
-        Upsert::Changed
+        self.entries.insert(publish.context.clone(), entry);
+        IndexChange::Write
     }
 
-    /// Removes the caller's live entry if context, session (when given) and
+    /// Announcements the caller's entry must carry: still-valid earlier ones,
+    /// plus recipients of new packages whose join window with the caller
+    /// closes within [`ANNOUNCE_MARGIN_MS`].
+    fn announcements(
+        &self,
+        publish: &Publish,
+        outbox_changed: bool,
+        now_ms: u64,
+    ) -> Vec<Announcement> {
+        let own = self.own(&publish.context, &publish.data.session, now_ms);
+        let mut out: Vec<Announcement> = own
+            .map(|e| {
+                e.announced
+                    .iter()
+                    .filter(|a| a.until_ms > now_ms)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !outbox_changed {
+            return out;
+        }
+        let my_join = own.map_or(now_ms, |e| e.joined_ms);
+        for package in &publish.packages {
+            let Some(recipient) = self.entries.values().find(|e| e.d.session == package.to) else {
+                continue; // not in the room: nobody will ask for it
+            };
+            let window_end = my_join.max(recipient.joined_ms) + JOIN_WINDOW_MS;
+            let covered = window_end >= now_ms + ANNOUNCE_MARGIN_MS
+                || out
+                    .iter()
+                    .any(|a| a.to == package.to && a.until_ms >= now_ms + ANNOUNCE_MARGIN_MS);
+            if !covered {
+                out.retain(|a| a.to != package.to);
+                out.push(Announcement {
+                    to: package.to.clone(),
+                    until_ms: now_ms + JOIN_WINDOW_MS,
+                });
+            }
+        }
+        out
+    }
+
+    /// Removes the caller's entry if context, session (when given) and
     /// delete key all match. Returns whether it did.
     pub fn remove(
         &mut self,
@@ -162,7 +304,7 @@ impl Room {
         now_ms: u64,
     ) -> bool {
         let owned = self.entries.get(context).is_some_and(|e| {
-            e.is_live(now_ms) && session.is_none_or(|s| *s == e.d.session) && e.dk.matches(key)
+            !e.is_dead(now_ms) && session.is_none_or(|s| *s == e.d.session) && e.dk.matches(key)
         });
         if owned {
             self.entries.remove(context);
@@ -171,31 +313,79 @@ impl Room {
         owned
     }
 
-    /// The poll response for `context`: every other live peer, and the
-    /// packages addressed to `session`. `dk` is included when given.
+    /// The outboxes a view for `context`/`session` needs, at most `limit`:
+    /// first those announced to the caller and those of entries expired by
+    /// the index (their outbox may keep them alive), then those of peers in
+    /// a join window with the caller, taken in a rotation that moves on every
+    /// second so that successive polls cover a large room. In a steady room
+    /// this is empty: a poll is one read.
+    pub fn outboxes_to_read(
+        &self,
+        context: &ContextId,
+        session: Option<&SessionId>,
+        now_ms: u64,
+        limit: usize,
+    ) -> Vec<ContextId> {
+        let me = session.and_then(|s| self.own(context, s, now_ms));
+        let mut first = Vec::new();
+        let mut windows = Vec::new();
+        for (k, e) in &self.entries {
+            if k == context || e.is_dead(now_ms) {
+                continue;
+            }
+            let announced = session.is_some_and(|s| {
+                e.announced
+                    .iter()
+                    .any(|a| a.to == *s && now_ms < a.until_ms)
+            });
+            if announced || !e.index_live(now_ms) {
+                first.push(k.clone());
+            } else if me.is_some_and(|m| now_ms < m.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS) {
+                windows.push(k.clone());
+            }
+        }
+        first.truncate(limit);
+        let room_left = limit - first.len();
+        if windows.len() > room_left && !windows.is_empty() {
+            let offset = (now_ms / 1000) as usize % windows.len();
+            windows.rotate_left(offset);
+        }
+        windows.truncate(room_left);
+        first.extend(windows);
+        first
+    }
+
+    /// The poll response for `context`: every other live peer (with the
+    /// newer of its index and outbox `t`), and the packages addressed to
+    /// `session` in the outboxes at hand. `dk` is included when given.
     pub fn view<'a>(
         &'a self,
         context: &ContextId,
         session: Option<&SessionId>,
         dk: Option<&'a DeleteKey>,
+        outboxes: &'a Outboxes,
         now_ms: u64,
     ) -> PollResponse<'a> {
         let others = || {
             self.entries
                 .iter()
-                .filter(move |(k, e)| *k != context && e.is_live(now_ms))
-                .map(|(_, e)| e)
+                .filter(move |(k, e)| *k != context && e.is_live(now_ms, outboxes.get(*k)))
+                .map(|(k, e)| (e, e.own_outbox(outboxes.get(k))))
         };
         PollResponse {
             ps: others()
-                .map(|e| PeerView {
+                .map(|(e, outbox)| PeerView {
                     data: &e.d,
-                    t: &e.t,
+                    t: match outbox {
+                        Some(o) if o.t.as_f64() > e.t.as_f64() => &o.t,
+                        _ => &e.t,
+                    },
                 })
                 .collect(),
             pk: match session {
                 Some(me) => others()
-                    .flat_map(|e| e.p.iter())
+                    .filter_map(|(_, outbox)| outbox)
+                    .flat_map(|o| o.p.iter())
                     .filter(|p| p.to == *me)
                     .map(|p| &*p.raw)
                     .collect(),
@@ -236,53 +426,177 @@ mod tests {
         DeleteKeyInput::parse(dk.as_str()).unwrap()
     }
 
-    #[test]
-    fn upsert_keeps_the_key_and_skips_same_t() {
-        let mut room = Room::new();
-        assert_eq!(
-            room.upsert(&publish("a", "s1", NOW, json!([])), NOW, || key(1)),
-            Upsert::Changed
-        );
-        assert_eq!(
-            room.upsert(&publish("a", "s1", NOW, json!([])), NOW, || key(2)),
-            Upsert::Unchanged
-        );
-        assert_eq!(
-            room.upsert(&publish("a", "s1", NOW + 1, json!([])), NOW, || key(3)),
-            Upsert::Changed
-        );
-        let ctx = ContextId::parse("a").unwrap();
-        assert_eq!(room.entry(&ctx).unwrap().dk, key(1), "kept across updates");
-        // A new session in the same context replaces the entry with a new key.
-        room.upsert(&publish("a", "s2", NOW + 2, json!([])), NOW, || key(4));
-        assert_eq!(room.entry(&ctx).unwrap().dk, key(4));
-        assert_eq!(room.live_count(NOW), 1);
-        // After expiry the same session starts afresh.
-        let later = NOW + 60_000;
-        assert_eq!(room.live_count(later), 0);
-        room.upsert(&publish("a", "s2", NOW + 2, json!([])), later, || key(5));
-        assert_eq!(room.entry(&ctx).unwrap().dk, key(5));
+    fn ctx(k: &str) -> ContextId {
+        ContextId::parse(k).unwrap()
+    }
+
+    fn sess(s: &str) -> SessionId {
+        SessionId::parse(s).unwrap()
+    }
+
+    fn outbox(session: &str, t: u64, expires_ms: u64, p: serde_json::Value) -> Outbox {
+        let publish = publish("x", session, t, p);
+        Outbox {
+            session: sess(session),
+            t: publish.t,
+            expires_ms,
+            p: publish.packages,
+        }
     }
 
     #[test]
-    fn view_excludes_self_and_expired_and_routes_packages() {
+    fn index_writes_keep_the_key_and_skip_same_t() {
         let mut room = Room::new();
-        room.upsert(
-            &publish("a", "sa", NOW, json!([["sb", "sa", 1], ["sc", "sa", 2]])),
-            NOW,
+        let a = ctx("a");
+        assert_eq!(
+            room.apply_publish(&publish("a", "s1", NOW, json!([])), false, NOW, || key(1)),
+            IndexChange::Write
+        );
+        assert_eq!(
+            room.apply_publish(&publish("a", "s1", NOW, json!([])), false, NOW, || key(2)),
+            IndexChange::Unchanged
+        );
+        // A heartbeat (new t, same packages) is written; the key is kept.
+        assert_eq!(
+            room.apply_publish(&publish("a", "s1", NOW + 1, json!([])), false, NOW, || key(
+                3
+            )),
+            IndexChange::Write
+        );
+        assert_eq!(room.entry(&a).unwrap().dk, key(1));
+        // A new session in the same context replaces the entry with a new key and join time.
+        room.apply_publish(
+            &publish("a", "s2", NOW + 2, json!([])),
+            false,
+            NOW + 5,
+            || key(4),
+        );
+        assert_eq!(room.entry(&a).unwrap().dk, key(4));
+        assert_eq!(room.entry(&a).unwrap().joined_ms, NOW + 5);
+        assert_eq!(room.live_count(NOW + 5, &Outboxes::new()), 1);
+    }
+
+    #[test]
+    fn packages_within_a_join_window_leave_the_index_alone() {
+        let mut room = Room::new();
+        room.apply_publish(
+            &publish("b", "sb", NOW, json!([])),
+            false,
+            NOW + 30_000,
             || key(1),
         );
-        room.upsert(&publish("b", "sb", NOW, json!([])), NOW + 10_000, || key(2));
-        room.upsert(&publish("c", "sc", NOW, json!([])), NOW + 20_000, || key(3));
-        let b = ContextId::parse("b").unwrap();
-        let sb = SessionId::parse("sb").unwrap();
-        let at = |now| serde_json::to_value(room.view(&b, Some(&sb), None, now)).unwrap();
+        room.apply_publish(
+            &publish("a", "sa", NOW, json!([])),
+            false,
+            NOW + 60_000,
+            || key(2),
+        );
+        // b sends a package to the newcomer a 5 s after it joined: outbox only.
+        let to_a = publish("b", "sb", NOW + 65_000, json!([["sa", 1]]));
+        assert_eq!(
+            room.apply_publish(&to_a, true, NOW + 65_000, || key(3)),
+            IndexChange::Unchanged
+        );
+        // A package when the window (a's join + 45 s) closes within 20 s is announced.
+        let late = publish("b", "sb", NOW + 200_000, json!([["sa", 2]]));
+        let mut later = room.clone();
+        assert_eq!(
+            later.apply_publish(&late, true, NOW + 86_000, || key(3)),
+            IndexChange::Write
+        );
+        let announced = &later.entry(&ctx("b")).unwrap().announced;
+        assert_eq!(announced.len(), 1);
+        assert_eq!(announced[0].to, sess("sa"));
+    }
+
+    #[test]
+    fn outboxes_are_read_only_where_packages_can_wait() {
+        let mut room = Room::new();
+        room.apply_publish(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        room.apply_publish(
+            &publish("b", "sb", NOW, json!([])),
+            false,
+            NOW + 1000,
+            || key(2),
+        );
+        let (a, sa) = (ctx("a"), sess("sa"));
+        assert_eq!(
+            room.outboxes_to_read(&a, Some(&sa), NOW + 2000, 20),
+            vec![ctx("b")],
+            "join window"
+        );
+        assert!(
+            room.outboxes_to_read(&a, Some(&sa), NOW + 2000, 0)
+                .is_empty(),
+            "limit"
+        );
+        assert!(
+            room.outboxes_to_read(&a, None, NOW + 2000, 20).is_empty(),
+            "no session, no packages"
+        );
+        // Steady: heartbeats keep both index-live, windows closed: nothing to read.
+        room.apply_publish(
+            &publish("a", "sa", NOW + 1, json!([])),
+            false,
+            NOW + 100_000,
+            || key(1),
+        );
+        room.apply_publish(
+            &publish("b", "sb", NOW + 1, json!([])),
+            false,
+            NOW + 100_000,
+            || key(2),
+        );
+        assert!(room
+            .outboxes_to_read(&a, Some(&sa), NOW + 101_000, 20)
+            .is_empty());
+        // b's index expiry passes: its outbox may keep it alive, so it is read.
+        assert_eq!(
+            room.outboxes_to_read(&a, Some(&sa), NOW + 161_000, 20),
+            vec![ctx("b")]
+        );
+    }
+
+    #[test]
+    fn view_uses_outboxes_for_packages_liveness_and_t() {
+        let mut room = Room::new();
+        room.apply_publish(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        room.apply_publish(&publish("b", "sb", NOW, json!([])), false, NOW, || key(2));
+        room.apply_publish(&publish("c", "sc", NOW, json!([])), false, NOW, || key(3));
+        let mut outboxes = Outboxes::new();
+        outboxes.insert(
+            ctx("a"),
+            outbox(
+                "sa",
+                NOW + 7,
+                NOW + 100_000,
+                json!([["sb", "sa", 1], ["sc", "sa", 2]]),
+            ),
+        );
+        let (b, sb) = (ctx("b"), sess("sb"));
+        let view = |outboxes: &Outboxes, now| {
+            serde_json::to_value(room.view(&b, Some(&sb), None, outboxes, now)).unwrap()
+        };
+        let at = |now| view(&outboxes, now);
         let v = at(NOW + 30_000);
         assert_eq!(v["ps"].as_array().unwrap().len(), 2);
-        assert_eq!(v["pk"], json!([["sb", "sa", 1]]));
-        // a expires at NOW + 60 s: from then on neither it nor its packages are returned.
-        let v = at(NOW + 60_000);
+        assert_eq!(
+            v["pk"],
+            json!([["sb", "sa", 1]]),
+            "only packages addressed to b"
+        );
+        assert_eq!(v["ps"][0][6], json!(NOW + 7), "the outbox's newer t");
+        // Past a's index expiry (NOW + 60 s) its outbox keeps it alive; c is gone.
+        let v = at(NOW + 70_000);
         assert_eq!(v["ps"].as_array().unwrap().len(), 1);
+        assert_eq!(v["ps"][0][0], json!("sa"));
+        // An outbox of another session does not count.
+        let mut stale = outboxes.clone();
+        stale.insert(
+            ctx("a"),
+            outbox("old-session", NOW + 7, NOW + 100_000, json!([["sb", 1]])),
+        );
+        let v = view(&stale, NOW + 30_000);
         assert_eq!(v["pk"], json!([]));
         assert!(v.get("dk").is_none());
     }
@@ -290,34 +604,25 @@ mod tests {
     #[test]
     fn remove_requires_context_session_and_key() {
         let mut room = Room::new();
-        room.upsert(&publish("a", "sa", NOW, json!([])), NOW, || key(1));
-        let a = ContextId::parse("a").unwrap();
-        let sa = SessionId::parse("sa").unwrap();
-        let other = SessionId::parse("sx").unwrap();
+        room.apply_publish(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        let (a, sa, other) = (ctx("a"), sess("sa"), sess("sx"));
         assert!(!room.remove(&a, Some(&sa), &input(&key(2)), NOW));
         assert!(!room.remove(&a, Some(&other), &input(&key(1)), NOW));
-        assert!(!room.remove(
-            &ContextId::parse("b").unwrap(),
-            Some(&sa),
-            &input(&key(1)),
-            NOW
-        ));
+        assert!(!room.remove(&ctx("b"), Some(&sa), &input(&key(1)), NOW));
         assert!(room.remove(&a, Some(&sa), &input(&key(1)), NOW));
-        assert_eq!(room.live_count(NOW), 0);
+        assert_eq!(room.live_count(NOW, &Outboxes::new()), 0);
     }
 
     #[test]
     fn stored_form_round_trips_and_bad_documents_read_as_empty() {
         let mut room = Room::new();
-        room.upsert(
-            &publish("a", "sa", NOW, json!([["sb", {"x": 1.50}]])),
-            NOW,
-            || key(1),
-        );
+        room.apply_publish(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
         let bytes = room.encode();
         assert_eq!(Room::decode(&bytes), room);
         assert_eq!(Room::decode(b"not json"), Room::new());
-        assert_eq!(Room::decode(br#"{"v":99,"e":{}}"#), Room::new());
+        assert_eq!(Room::decode(br#"{"v":1,"e":{}}"#), Room::new());
+        let o = outbox("sa", NOW, NOW + 1, json!([["sb", {"x": 1.50}]]));
+        assert_eq!(Outbox::decode(&o.encode()), Some(o));
     }
 
     #[test]

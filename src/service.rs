@@ -1,22 +1,42 @@
-//! Runs one signalling request against a [`Store`]: read the room, apply the
-//! change, write it back conditionally, retry on conflict or 429.
+//! Runs one signalling request against a [`Store`]: read the room index
+//! (and the outboxes a view needs), apply the change, write conditionally,
+//! retry on conflict or 429.
 //!
-//! Cost per request (R2 operations):
-//! * poll (read only): 1 get;
-//! * publish / heartbeat / leave: 1 get + 1 conditional put, plus one get and
-//!   one put for each conflict or 429 met on the way;
-//! * a publish whose `t` is already stored: 1 get, no write.
+//! Cost per request (R2 operations; see ARCHITECTURE.md for a whole join):
+//! * poll in a steady room: 1 get (the index);
+//! * poll while packages can be waiting: 1 get + 1 per outbox to read;
+//! * heartbeat: 2 gets (index, own outbox) + 1 put (index);
+//! * new packages within join windows: 2 gets + 1 put (own outbox only);
+//! * join, `d` change, leave: 2 gets + 1 put (index), + 1 put with packages;
+//! * plus one get and one put for each conflict or 429 met on the way.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use base64::Engine as _;
 
 use crate::error::Error;
 use crate::platform::Platform;
-use crate::protocol::{Publish, Request, RoomId};
-use crate::room::{DeleteKey, Room, Upsert, DELETE_KEY_BYTES};
+use crate::protocol::{ContextId, Publish, Request, RoomId, SessionId};
+use crate::room::{DeleteKey, IndexChange, Outbox, Outboxes, Room, DELETE_KEY_BYTES};
 use crate::store::{Counting, Object, Precondition, PutOutcome, Store, StoreError};
 
-/// The R2 key of a room's document.
+/// The R2 key of a room's index.
 pub fn room_key(room: &RoomId) -> String {
     format!("rooms/{room}")
 }
+
+/// The R2 key of a context's outbox. Context ids may hold any character, so
+/// they are base64url-encoded.
+pub fn outbox_key(room: &RoomId, context: &ContextId) -> String {
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(context.as_str());
+    format!("rooms/{room}/c/{encoded}")
+}
+
+/// Most outboxes one request reads (each is a subrequest; the free plan
+/// allows 50 per request).
+pub const MAX_OUTBOX_READS: usize = 20;
 
 /// How hard a request tries to land its write before answering 503.
 #[derive(Clone, Debug)]
@@ -53,8 +73,7 @@ pub struct Reply {
     pub peers: usize,
 }
 
-/// Runs `request`. `store` should be a [`Counting`] wrapper when the caller
-/// wants the operation counts.
+/// Runs `request`. `store` counts the operations made.
 pub async fn handle<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     platform: &P,
@@ -67,14 +86,19 @@ pub async fn handle<S: Store, P: Platform>(
             context,
             session,
         } => {
-            let room_state = read(store, platform, policy, &room_key(room)).await?;
-            let now = platform.now_ms();
-            let room_state = decode(room_state.as_ref());
-            let view = room_state.view(context, session.as_ref(), None, now);
-            Ok(Reply {
-                body: to_json(&view),
-                peers: room_state.live_count(now),
-            })
+            let mut attempts = Attempts::new(platform, policy);
+            let index = read_with(store, &mut attempts, &room_key(room)).await?;
+            let index = decode(index.as_ref());
+            respond(
+                store,
+                &mut attempts,
+                room,
+                &index,
+                context,
+                session.as_ref(),
+                None,
+            )
+            .await
         }
         Request::Publish(publish) => publish_entry(store, platform, policy, publish).await,
         Request::Leave {
@@ -83,7 +107,10 @@ pub async fn handle<S: Store, P: Platform>(
             session,
             delete_key,
         } => {
-            let (room_state, now) = update(store, platform, policy, &room_key(room), |r, now| {
+            let mut attempts = Attempts::new(platform, policy);
+            let key = room_key(room);
+            let current = read_with(store, &mut attempts, &key).await?;
+            let index = update(store, &mut attempts, &key, current, |r, now| {
                 if r.remove(context, session.as_ref(), delete_key, now) {
                     Ok(true)
                 } else {
@@ -93,10 +120,46 @@ pub async fn handle<S: Store, P: Platform>(
             .await?;
             Ok(Reply {
                 body: b"{}".to_vec(),
-                peers: room_state.live_count(now),
+                peers: index.live_count(platform.now_ms(), &Outboxes::new()),
             })
         }
     }
+}
+
+/// Reads the outboxes the caller's view needs and builds the response.
+async fn respond<S: Store, P: Platform>(
+    store: &Counting<'_, S>,
+    attempts: &mut Attempts<'_, P>,
+    room: &RoomId,
+    index: &Room,
+    context: &ContextId,
+    session: Option<&SessionId>,
+    dk: Option<&DeleteKey>,
+) -> Result<Reply, Error> {
+    // One instant for the whole view: the outboxes read are those needed then.
+    let now = attempts.platform.now_ms();
+    // Never fail here: a write may already have landed. Read what the
+    // budget allows; packages left unread come with the next poll.
+    let budget = attempts
+        .policy
+        .max_ops
+        .saturating_sub(store.counts().total());
+    let limit = MAX_OUTBOX_READS.min(budget as usize);
+    let wanted = index.outboxes_to_read(context, session, now, limit);
+    let keys: Vec<String> = wanted.iter().map(|k| outbox_key(room, k)).collect();
+    let reads = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
+    let mut outboxes = Outboxes::new();
+    for (context, read) in wanted.into_iter().zip(reads) {
+        // One failed outbox read must not fail the poll: its packages come next time.
+        if let Some(outbox) = read.ok().flatten().and_then(|o| Outbox::decode(&o.body)) {
+            outboxes.insert(context, outbox);
+        }
+    }
+    let view = index.view(context, session, dk, &outboxes, now);
+    Ok(Reply {
+        body: to_json(&view),
+        peers: index.live_count(now, &outboxes),
+    })
 }
 
 async fn publish_entry<S: Store, P: Platform>(
@@ -105,25 +168,88 @@ async fn publish_entry<S: Store, P: Platform>(
     policy: &RetryPolicy,
     publish: &Publish,
 ) -> Result<Reply, Error> {
+    let mut attempts = Attempts::new(platform, policy);
+    let index_key = room_key(&publish.room);
+    let own_key = outbox_key(&publish.room, &publish.context);
+    attempts.check(store, 2)?;
+    let (index, own) = join_pair(store.get(&index_key), store.get(&own_key)).await;
+    let index = match index {
+        Ok(index) => index,
+        Err(_) => read_with(store, &mut attempts, &index_key).await?,
+    };
+    let own = match own {
+        Ok(own) => own,
+        Err(_) => read_with(store, &mut attempts, &own_key).await?,
+    };
+
+    // New packages go to the caller's outbox first, so that whoever learns
+    // of them from the index finds them there.
+    let stored = own
+        .as_ref()
+        .and_then(|o| Outbox::decode(&o.body))
+        .filter(|o| o.session == publish.data.session);
+    let outbox_changed = match &stored {
+        Some(o) => o.p != publish.packages,
+        None => !publish.packages.is_empty(),
+    };
+    if outbox_changed {
+        write_outbox(store, &mut attempts, &own_key, own, publish).await?;
+    }
+
     let new_key = || {
         let mut bytes = [0u8; DELETE_KEY_BYTES];
         platform.fill_random(&mut bytes);
         DeleteKey::from_random(&bytes)
     };
-    let (room, now) = update(
-        store,
-        platform,
-        policy,
-        &room_key(&publish.room),
-        |r, now| Ok(r.upsert(publish, now, new_key) == Upsert::Changed),
-    )
-    .await?;
-    let dk = room.entry(&publish.context).map(|e| &e.dk);
-    let view = room.view(&publish.context, Some(&publish.data.session), dk, now);
-    Ok(Reply {
-        body: to_json(&view),
-        peers: room.live_count(now),
+    let index = update(store, &mut attempts, &index_key, index, |r, now| {
+        let change = r.apply_publish(publish, outbox_changed, now, new_key);
+        Ok(change == IndexChange::Write)
     })
+    .await?;
+    let dk = index.entry(&publish.context).map(|e| e.dk.clone());
+    respond(
+        store,
+        &mut attempts,
+        &publish.room,
+        &index,
+        &publish.context,
+        Some(&publish.data.session),
+        dk.as_ref(),
+    )
+    .await
+}
+
+/// Writes the caller's outbox. Only this context writes it; a conflict
+/// means a duplicate of this tab (same context id) wrote too: last one wins.
+async fn write_outbox<S: Store, P: Platform>(
+    store: &Counting<'_, S>,
+    attempts: &mut Attempts<'_, P>,
+    key: &str,
+    mut current: Option<Object>,
+    publish: &Publish,
+) -> Result<(), Error> {
+    loop {
+        let now = attempts.platform.now_ms();
+        let outbox = Outbox {
+            session: publish.data.session.clone(),
+            t: publish.t.clone(),
+            expires_ms: now.saturating_add(publish.ttl_ms),
+            p: publish.packages.clone(),
+        };
+        attempts.check(store, 1)?;
+        let precondition = current.as_ref().map_or(Precondition::Absent, |o| {
+            Precondition::EtagMatches(o.etag.clone())
+        });
+        match store.put(key, outbox.encode(), precondition).await {
+            Ok(PutOutcome::Stored { .. }) => return Ok(()),
+            Ok(PutOutcome::PreconditionFailed) => current = read_with(store, attempts, key).await?,
+            Err(StoreError::RateLimited) => {
+                attempts.back_off(attempts.policy.write_interval_ms).await;
+                current = read_with(store, attempts, key).await?;
+            }
+            Err(StoreError::Unavailable(_)) => attempts.back_off(0).await,
+        }
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -168,7 +294,7 @@ impl<'a, P: Platform> Attempts<'a, P> {
 
     /// Random wait in an exponentially growing window (full jitter).
     fn jitter(&mut self) -> u64 {
-        let window = self.policy.jitter_base_ms << self.round.min(4);
+        let window = self.policy.jitter_base_ms << self.round.min(2);
         self.round += 1;
         self.platform.random_below(window)
     }
@@ -179,17 +305,6 @@ impl<'a, P: Platform> Attempts<'a, P> {
         let left = self.deadline_ms.saturating_sub(self.platform.now_ms());
         self.platform.sleep(wait.min(left)).await;
     }
-}
-
-/// A get, retried on failure within the budget.
-async fn read<S: Store, P: Platform>(
-    store: &Counting<'_, S>,
-    platform: &P,
-    policy: &RetryPolicy,
-    key: &str,
-) -> Result<Option<Object>, Error> {
-    let mut attempts = Attempts::new(platform, policy);
-    read_with(store, &mut attempts, key).await
 }
 
 async fn read_with<S: Store, P: Platform>(
@@ -216,18 +331,17 @@ async fn read_with<S: Store, P: Platform>(
 /// stored (or as read, when nothing was written) and the time it was built at.
 async fn update<S: Store, P: Platform>(
     store: &Counting<'_, S>,
-    platform: &P,
-    policy: &RetryPolicy,
+    attempts: &mut Attempts<'_, P>,
     key: &str,
+    mut current: Option<Object>,
     mut apply: impl FnMut(&mut Room, u64) -> Result<bool, Error>,
-) -> Result<(Room, u64), Error> {
-    let mut attempts = Attempts::new(platform, policy);
-    let mut current = read_with(store, &mut attempts, key).await?;
+) -> Result<Room, Error> {
+    let policy = attempts.policy;
     loop {
-        let now = platform.now_ms();
+        let now = attempts.platform.now_ms();
         let mut room = decode(current.as_ref());
         if !apply(&mut room, now)? {
-            return Ok((room, now));
+            return Ok(room);
         }
         // R2 takes the next write to a key one interval after the last one.
         // While the version we hold is younger, wait (with jitter) and read
@@ -240,7 +354,7 @@ async fn update<S: Store, P: Platform>(
         if hot_for > 0 {
             attempts.check(store, 2)?;
             attempts.back_off(hot_for).await;
-            current = read_with(store, &mut attempts, key).await?;
+            current = read_with(store, attempts, key).await?;
             continue;
         }
         attempts.check(store, 1)?;
@@ -248,14 +362,12 @@ async fn update<S: Store, P: Platform>(
             Precondition::EtagMatches(o.etag.clone())
         });
         match store.put(key, room.encode(), precondition).await {
-            Ok(PutOutcome::Stored { .. }) => return Ok((room, now)),
+            Ok(PutOutcome::Stored { .. }) => return Ok(room),
             // Someone else wrote first: read their version and merge onto it.
-            Ok(PutOutcome::PreconditionFailed) => {
-                current = read_with(store, &mut attempts, key).await?
-            }
+            Ok(PutOutcome::PreconditionFailed) => current = read_with(store, attempts, key).await?,
             Err(StoreError::RateLimited) => {
                 attempts.back_off(policy.write_interval_ms / 2).await;
-                current = read_with(store, &mut attempts, key).await?;
+                current = read_with(store, attempts, key).await?;
             }
             Err(StoreError::Unavailable(_)) => attempts.back_off(0).await,
         }
@@ -264,4 +376,57 @@ async fn update<S: Store, P: Platform>(
 
 fn decode(object: Option<&Object>) -> Room {
     object.map_or_else(Room::new, |o| Room::decode(&o.body))
+}
+
+/// Runs futures concurrently on the current task (R2 calls of one request).
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, future) in out.iter_mut().zip(futures.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Runs two futures concurrently.
+async fn join_pair<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = Box::pin(a);
+    let mut b = Box::pin(b);
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    match (ra, rb) {
+        (Some(a), Some(b)) => (a, b),
+        _ => unreachable!("poll_fn returned Ready only with both results"),
+    }
 }
