@@ -20,7 +20,11 @@ fn join_storm_every_pair_gets_its_packages_and_nothing_is_lost() {
     assert_eq!(r.missing_peer_observations, 0, "no lost registration");
     assert_eq!(r.status_503, 0);
     assert_eq!(r.lists, 0);
-    assert!(r.pair_ms_max < 60_000, "packages within the client's 60 s: {} ms", r.pair_ms_max);
+    assert!(
+        r.pair_ms_max < 60_000,
+        "packages within the client's 60 s: {} ms",
+        r.pair_ms_max
+    );
 }
 
 #[test]
@@ -43,5 +47,8 @@ fn the_original_workers_model_shows_its_known_defects() {
     assert!(storm.lists > 0);
     assert!(storm.missing_peer_observations > 0);
     let room = run(&scenario("room of 8"), Which::Original, 42);
-    assert!(room.class_b as f64 / room.requests as f64 > 9.0, "about N+2 = 10 reads per request");
+    assert!(
+        room.class_b as f64 / room.requests as f64 > 9.0,
+        "about N+2 = 10 reads per request"
+    );
 }

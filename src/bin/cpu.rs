@@ -57,8 +57,14 @@ mod bench {
     const NOW: u64 = 1_795_219_200_000;
 
     fn body(n: usize, t: u64, with_p: bool) -> Value {
-        let d = json!([format!("session-{n:02}-abcdefgh"), format!("client-{n:02}"), false,
-            "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=", NOW + n as u64, ["203.0.113.9", "2001:db8::9"]]);
+        let d = json!([
+            format!("session-{n:02}-abcdefgh"),
+            format!("client-{n:02}"),
+            false,
+            "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=",
+            NOW + n as u64,
+            ["203.0.113.9", "2001:db8::9"]
+        ]);
         let mut b = json!({"r": "bench-room", "k": format!("context-{n:02}-abcdefghij"), "d": d, "t": t, "x": 120000});
         if with_p {
             b["p"] = json!([]);
@@ -78,7 +84,11 @@ mod bench {
         for peers in [2usize, 4, 8, 16, 32] {
             let platform = Fixed(std::cell::Cell::new(NOW));
             let store = MemoryStore::new(&platform, 0);
-            let (config, ledger, policy) = (Config::default(), QuotaLedger::default(), RetryPolicy::default());
+            let (config, ledger, policy) = (
+                Config::default(),
+                QuotaLedger::default(),
+                RetryPolicy::default(),
+            );
             let services = Services {
                 store: Some(&store),
                 platform: &platform,
