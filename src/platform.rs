@@ -3,6 +3,8 @@
 //! virtual clock.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 pub trait Platform {
     /// Milliseconds since the Unix epoch.
@@ -43,4 +45,28 @@ impl<T: Platform> Platform for &T {
     fn fill_random(&self, buf: &mut [u8]) {
         (**self).fill_random(buf)
     }
+}
+
+/// Runs futures concurrently on the current task (the runtime is single-threaded).
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, future) in out.iter_mut().zip(futures.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }

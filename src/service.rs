@@ -11,13 +11,12 @@
 //! * plus one get and one put for each conflict or 429 met on the way.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::task::Poll;
 
 use base64::Engine as _;
 
 use crate::error::Error;
-use crate::platform::Platform;
+use crate::platform::{join_all, Platform};
 use crate::protocol::{ContextId, Publish, Request, RoomId, SessionId};
 use crate::room::{DeleteKey, IndexChange, Outbox, Outboxes, Room, DELETE_KEY_BYTES};
 use crate::store::{Counting, Object, Precondition, PutOutcome, Store, StoreError};
@@ -376,30 +375,6 @@ async fn update<S: Store, P: Platform>(
 
 fn decode(object: Option<&Object>) -> Room {
     object.map_or_else(Room::new, |o| Room::decode(&o.body))
-}
-
-/// Runs futures concurrently on the current task (R2 calls of one request).
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, future) in out.iter_mut().zip(futures.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(v) => *slot = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 /// Runs two futures concurrently.

@@ -236,7 +236,7 @@ async fn twenty_simultaneous_publishers_are_all_visible() {
     let peers: Vec<Peer> = (0..20).map(|n| Peer::new("room-storm", n)).collect();
     let t = h.now();
     let bodies: Vec<Value> = peers.iter().map(|p| p.publish(t, json!([]))).collect();
-    let replies = futures_join_all(bodies.iter().map(|b| h.post(b))).await;
+    let replies = p2pcf_rs::platform::join_all(bodies.iter().map(|b| h.post(b)).collect()).await;
     for r in &replies {
         assert_eq!(r.status, 200, "{}", r.text);
     }
@@ -259,32 +259,6 @@ async fn twenty_simultaneous_publishers_are_all_visible() {
         stats.class_b,
         h.now() - t
     );
-}
-
-/// Runs futures concurrently on the current task (no spawn: the store is not Send).
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut futs: Vec<_> = futs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in futs.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,12 +1,9 @@
 //! Scenarios, the simulation run, and the side-by-side report.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-
 use super::client::{Client, PeerPlan, World};
 use super::original::Original;
 use super::{Ours, Server, SimPlatform};
+use crate::platform::join_all;
 
 const HOUR_MS: u64 = 3_600_000;
 /// Latency of one R2 operation seen from a worker.
@@ -225,30 +222,6 @@ fn summarize<S: Server>(server: &S, world: &World, scenario: &Scenario) -> Repor
         stale_peer_observations: world.stale_peer_observations.get(),
         lost_packages,
     }
-}
-
-/// Polls all futures on the current task until every one is done.
-pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, future) in out.iter_mut().zip(futures.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(v) => *slot = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
 }
 
 fn ratio(ours: f64, original: f64) -> String {

@@ -2,10 +2,6 @@
 //! virtual clock (tokio's paused time), with seeded randomness.
 #![allow(dead_code)]
 
-use std::cell::Cell;
-use std::future::Future;
-use std::time::Duration;
-
 use p2pcf_rs::config::Config;
 use p2pcf_rs::http::{serve, HttpRequest, HttpResponse, Outcome, Services};
 use p2pcf_rs::platform::Platform;
@@ -14,48 +10,7 @@ use p2pcf_rs::service::RetryPolicy;
 use p2pcf_rs::store::memory::MemoryStore;
 use serde_json::{json, Value};
 
-/// 2026-11-21T00:00:00Z: virtual time starts here.
-pub const EPOCH_MS: u64 = 1_795_219_200_000;
-
-pub struct SimPlatform {
-    start: tokio::time::Instant,
-    rng: Cell<u64>,
-}
-
-impl SimPlatform {
-    pub fn new(seed: u64) -> Self {
-        Self {
-            start: tokio::time::Instant::now(),
-            rng: Cell::new(seed),
-        }
-    }
-
-    fn next(&self) -> u64 {
-        // splitmix64
-        let mut z = self.rng.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-        self.rng.set(z);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-impl Platform for SimPlatform {
-    fn now_ms(&self) -> u64 {
-        EPOCH_MS + self.start.elapsed().as_millis() as u64
-    }
-
-    fn sleep(&self, ms: u64) -> impl Future<Output = ()> {
-        tokio::time::sleep(Duration::from_millis(ms))
-    }
-
-    fn fill_random(&self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
+pub use p2pcf_rs::sim::{SimPlatform, EPOCH_MS};
 
 pub struct Harness {
     pub platform: &'static SimPlatform,
