@@ -1,5 +1,7 @@
 //! Configuration from the worker's `[vars]`.
 
+use crate::hints::PollSettings;
+
 /// Monthly request quota for origins not in `ALLOWED_ORIGINS` when
 /// `ORIGIN_QUOTA` is not set (as in the original worker).
 pub const DEFAULT_ORIGIN_QUOTA: u64 = 10_000;
@@ -10,6 +12,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Requests per calendar month (UTC) for any other origin; 0 refuses them.
     pub origin_quota: u64,
+    /// Polling hints (`POLL_FAST_MS`, `POLL_SLOW_MS`, `POLL_IDLE_AFTER_MS`,
+    /// `POLL_IDLE_MAX_MS`, `POLL_FAST_WINDOW_MS`).
+    pub poll: PollSettings,
     /// Problems found while reading the variables, shown on the status page.
     pub warnings: Vec<String>,
 }
@@ -41,9 +46,30 @@ impl Config {
             _ if !allowed_origins.is_empty() => 0,
             _ => DEFAULT_ORIGIN_QUOTA,
         };
+        let defaults = PollSettings::default();
+        let mut ms = |name: &str, default: u64| match var(name).map(|v| v.trim().to_owned()) {
+            Some(v) if !v.is_empty() => match v.parse::<u64>() {
+                Ok(n) if (100..=3_600_000).contains(&n) => n,
+                _ => {
+                    warnings.push(format!(
+                        "{name}={v:?} is not a number of ms in 100..3600000; using {default}"
+                    ));
+                    default
+                }
+            },
+            _ => default,
+        };
+        let poll = PollSettings {
+            fast_ms: ms("POLL_FAST_MS", defaults.fast_ms),
+            slow_ms: ms("POLL_SLOW_MS", defaults.slow_ms),
+            idle_after_ms: ms("POLL_IDLE_AFTER_MS", defaults.idle_after_ms),
+            idle_max_ms: ms("POLL_IDLE_MAX_MS", defaults.idle_max_ms),
+            fast_window_ms: ms("POLL_FAST_WINDOW_MS", defaults.fast_window_ms),
+        };
         Self {
             allowed_origins,
             origin_quota,
+            poll,
             warnings,
         }
     }

@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::platform::Platform;
 use crate::protocol::parse_request;
 use crate::quota::{access, Access, QuotaLedger};
-use crate::service::{handle, RetryPolicy};
+use crate::service::{handle, Reply, RetryPolicy};
 use crate::status::{self, BucketState};
 use crate::store::{Counting, OpCounts, Store};
 
@@ -137,7 +137,13 @@ pub async fn serve<S: Store, P: Platform>(
             let result = signal(req, &method, &counting, svc).await;
             let ops = counting.counts();
             let (mut resp, peers) = match result {
-                Ok((body, peers)) => (HttpResponse::json(body), Some(peers)),
+                Ok(reply) => {
+                    let mut resp = HttpResponse::json(reply.body);
+                    if let Some(hint) = reply.hint {
+                        resp.headers.push(("X-Poll-Hint", hint.header()));
+                    }
+                    (resp, Some(reply.peers))
+                }
                 Err(e) => (HttpResponse::error(&e), None),
             };
             resp.headers
@@ -156,7 +162,7 @@ async fn signal<S: Store, P: Platform>(
     method: &str,
     store: &Counting<'_, S>,
     svc: &Services<'_, S, P>,
-) -> Result<(Vec<u8>, usize), Error> {
+) -> Result<Reply, Error> {
     if let Access::Metered { origin, quota } = access(svc.config, req.header("origin"))? {
         svc.ledger.admit(store, svc.platform, origin, quota).await?;
     }
@@ -171,8 +177,7 @@ async fn signal<S: Store, P: Platform>(
             .header("x-worker-method")
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("DELETE"));
     let request = parse_request(&req.body, leave, svc.platform.now_ms())?;
-    let reply = handle(store, svc.platform, svc.policy, &request).await?;
-    Ok((reply.body, reply.peers))
+    handle(store, svc.platform, svc.policy, &svc.config.poll, &request).await
 }
 
 /// `application/json`, in any case, with optional parameters and whitespace.

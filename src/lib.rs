@@ -8,6 +8,7 @@
 //! * [`room`] is the state of one room and the rules that change it;
 //! * [`store`] is the storage trait with R2 and in-memory implementations;
 //! * [`service`] runs a request against a store (read, merge, conditional write, retry);
+//! * [`hints`] says when a client should poll next (fast / slow / idle);
 //! * [`quota`] is the optional per-origin access control;
 //! * [`http`] maps methods, headers and errors to responses (CORS everywhere);
 //! * [`error`] is the one error type, each variant an HTTP status and a short reason;
@@ -15,6 +16,7 @@
 
 pub mod config;
 pub mod error;
+pub mod hints;
 pub mod http;
 pub mod platform;
 pub mod protocol;

@@ -432,13 +432,16 @@ pub fn parse_request(body: &[u8], leave: bool, now_ms: u64) -> Result<Request, E
     })
 }
 
-/// The body of a successful poll: `{ "ps": [...], "pk": [...], "dk"?: "..." }`.
+/// The body of a successful poll: `{ "ps": [...], "pk": [...], "dk"?: "...", "hint": {...} }`.
 #[derive(Serialize)]
 pub struct PollResponse<'a> {
     pub ps: Vec<PeerView<'a>>,
     pub pk: Vec<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dk: Option<&'a str>,
+    /// When to poll next; the stock client ignores it, `client/p2pcf-hints.js` follows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<crate::hints::Hint>,
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::hints::Situation;
 use crate::protocol::{
     ContextId, DeleteKeyInput, Millis, Package, PeerData, PeerView, PollResponse, Publish,
     SessionId,
@@ -143,6 +144,9 @@ pub struct Room {
     v: u32,
     #[serde(rename = "e")]
     entries: BTreeMap<ContextId, Entry>,
+    /// Last join or leave written to the index, ms since the epoch.
+    #[serde(rename = "m", default)]
+    membership_changed_ms: u64,
 }
 
 /// Whether a publish needs the index written.
@@ -161,6 +165,7 @@ impl Room {
         Self {
             v: Self::VERSION,
             entries: BTreeMap::new(),
+            membership_changed_ms: 0,
         }
     }
 
@@ -233,6 +238,7 @@ impl Room {
             self.prune(now_ms);
             let entry = fresh(new_key(), now_ms, announced);
             self.entries.insert(publish.context.clone(), entry);
+            self.membership_changed_ms = now_ms;
             return IndexChange::Write;
         };
         if current.t == publish.t && current.d == publish.data {
@@ -309,6 +315,7 @@ impl Room {
         if owned {
             self.entries.remove(context);
             self.prune(now_ms);
+            self.membership_changed_ms = now_ms;
         }
         owned
     }
@@ -355,6 +362,42 @@ impl Room {
         first
     }
 
+    /// What the polling hint for the caller depends on, from this index and
+    /// the outboxes read for the view.
+    pub fn situation(
+        &self,
+        context: &ContextId,
+        session: Option<&SessionId>,
+        outboxes: &Outboxes,
+        packages_for_caller: usize,
+        now_ms: u64,
+    ) -> Situation {
+        let me = session.and_then(|s| self.own(context, s, now_ms));
+        let mut others = 0;
+        let mut in_join_window = false;
+        // Departures by expiry count as membership changes too.
+        let mut changed = self.membership_changed_ms;
+        for (k, e) in self.entries.iter().filter(|(k, _)| *k != context) {
+            let outbox = e.own_outbox(outboxes.get(k));
+            if e.is_live(now_ms, outbox) {
+                others += 1;
+                in_join_window |=
+                    me.is_some_and(|m| now_ms < m.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS);
+            } else {
+                changed =
+                    changed.max(outbox.map_or(e.expires_ms, |o| o.expires_ms.max(e.expires_ms)));
+            }
+        }
+        Situation {
+            now_ms,
+            own: me.map(|m| (m.joined_ms, m.expires_ms)),
+            others,
+            packages_for_caller,
+            in_join_window,
+            membership_changed_ms: changed,
+        }
+    }
+
     /// The poll response for `context`: every other live peer (with the
     /// newer of its index and outbox `t`), and the packages addressed to
     /// `session` in the outboxes at hand. `dk` is included when given.
@@ -392,6 +435,7 @@ impl Room {
                 None => Vec::new(),
             },
             dk: dk.map(DeleteKey::as_str),
+            hint: None,
         }
     }
 }

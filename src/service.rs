@@ -16,6 +16,7 @@ use std::task::Poll;
 use base64::Engine as _;
 
 use crate::error::Error;
+use crate::hints::{self, Hint, PollSettings};
 use crate::platform::{join_all, Platform};
 use crate::protocol::{ContextId, Publish, Request, RoomId, SessionId};
 use crate::room::{DeleteKey, IndexChange, Outbox, Outboxes, Room, DELETE_KEY_BYTES};
@@ -70,6 +71,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Live entries in the room after the request, the caller's included.
     pub peers: usize,
+    /// When the caller should poll next (not for a leave).
+    pub hint: Option<Hint>,
 }
 
 /// Runs `request`. `store` counts the operations made.
@@ -77,6 +80,7 @@ pub async fn handle<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     platform: &P,
     policy: &RetryPolicy,
+    poll: &PollSettings,
     request: &Request,
 ) -> Result<Reply, Error> {
     match request {
@@ -88,18 +92,15 @@ pub async fn handle<S: Store, P: Platform>(
             let mut attempts = Attempts::new(platform, policy);
             let index = read_with(store, &mut attempts, &room_key(room)).await?;
             let index = decode(index.as_ref());
-            respond(
-                store,
-                &mut attempts,
+            let view = View {
                 room,
-                &index,
                 context,
-                session.as_ref(),
-                None,
-            )
-            .await
+                session: session.as_ref(),
+                dk: None,
+            };
+            respond(store, &mut attempts, poll, &index, view).await
         }
-        Request::Publish(publish) => publish_entry(store, platform, policy, publish).await,
+        Request::Publish(publish) => publish_entry(store, platform, policy, poll, publish).await,
         Request::Leave {
             room,
             context,
@@ -120,20 +121,27 @@ pub async fn handle<S: Store, P: Platform>(
             Ok(Reply {
                 body: b"{}".to_vec(),
                 peers: index.live_count(platform.now_ms(), &Outboxes::new()),
+                hint: None,
             })
         }
     }
+}
+
+/// Whose view a response is.
+struct View<'a> {
+    room: &'a RoomId,
+    context: &'a ContextId,
+    session: Option<&'a SessionId>,
+    dk: Option<&'a DeleteKey>,
 }
 
 /// Reads the outboxes the caller's view needs and builds the response.
 async fn respond<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
-    room: &RoomId,
+    poll: &PollSettings,
     index: &Room,
-    context: &ContextId,
-    session: Option<&SessionId>,
-    dk: Option<&DeleteKey>,
+    who: View<'_>,
 ) -> Result<Reply, Error> {
     // One instant for the whole view: the outboxes read are those needed then.
     let now = attempts.platform.now_ms();
@@ -144,8 +152,8 @@ async fn respond<S: Store, P: Platform>(
         .max_ops
         .saturating_sub(store.counts().total());
     let limit = MAX_OUTBOX_READS.min(budget as usize);
-    let wanted = index.outboxes_to_read(context, session, now, limit);
-    let keys: Vec<String> = wanted.iter().map(|k| outbox_key(room, k)).collect();
+    let wanted = index.outboxes_to_read(who.context, who.session, now, limit);
+    let keys: Vec<String> = wanted.iter().map(|k| outbox_key(who.room, k)).collect();
     let reads = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
     let mut outboxes = Outboxes::new();
     for (context, read) in wanted.into_iter().zip(reads) {
@@ -154,10 +162,14 @@ async fn respond<S: Store, P: Platform>(
             outboxes.insert(context, outbox);
         }
     }
-    let view = index.view(context, session, dk, &outboxes, now);
+    let mut view = index.view(who.context, who.session, who.dk, &outboxes, now);
+    let situation = index.situation(who.context, who.session, &outboxes, view.pk.len(), now);
+    let hint = hints::hint(&situation, poll);
+    view.hint = Some(hint);
     Ok(Reply {
         body: to_json(&view),
         peers: index.live_count(now, &outboxes),
+        hint: Some(hint),
     })
 }
 
@@ -165,6 +177,7 @@ async fn publish_entry<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     platform: &P,
     policy: &RetryPolicy,
+    poll: &PollSettings,
     publish: &Publish,
 ) -> Result<Reply, Error> {
     let mut attempts = Attempts::new(platform, policy);
@@ -206,16 +219,13 @@ async fn publish_entry<S: Store, P: Platform>(
     })
     .await?;
     let dk = index.entry(&publish.context).map(|e| e.dk.clone());
-    respond(
-        store,
-        &mut attempts,
-        &publish.room,
-        &index,
-        &publish.context,
-        Some(&publish.data.session),
-        dk.as_ref(),
-    )
-    .await
+    let view = View {
+        room: &publish.room,
+        context: &publish.context,
+        session: Some(&publish.data.session),
+        dk: dk.as_ref(),
+    };
+    respond(store, &mut attempts, poll, &index, view).await
 }
 
 /// Writes the caller's outbox. Only this context writes it; a conflict

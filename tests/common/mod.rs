@@ -22,7 +22,9 @@ pub struct Harness {
 
 pub struct Reply {
     pub status: u16,
+    /// The JSON body without its `hint` (kept apart in `hint`).
     pub body: Value,
+    pub hint: Value,
     pub text: String,
     pub response: HttpResponse,
     pub outcome: Outcome,
@@ -60,9 +62,12 @@ impl Harness {
         };
         let (response, outcome) = serve(&req, &services).await;
         let text = String::from_utf8_lossy(&response.body).into_owned();
+        let mut body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let hint = body.as_object_mut().and_then(|o| o.remove("hint")).unwrap_or(Value::Null);
         Reply {
             status: response.status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            body,
+            hint,
             text,
             response,
             outcome,
