@@ -49,7 +49,7 @@ impl HttpResponse {
             ("Access-Control-Max-Age", "86400".to_owned()),
             (
                 "Access-Control-Expose-Headers",
-                "Retry-After, X-R2-Ops".to_owned(),
+                "Retry-After, X-Poll-Hint, X-R2-Ops".to_owned(),
             ),
             ("Cache-Control", "no-store".to_owned()),
             ("X-Content-Type-Options", "nosniff".to_owned()),

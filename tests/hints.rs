@@ -59,12 +59,21 @@ async fn hints_follow_joins_leaves_and_solitude() {
     assert_eq!(mode(&r).0, "fast");
     assert_eq!(mode(&h.post(&a.poll(t_a)).await).0, "fast");
     wait(30).await;
-    assert_eq!(mode(&h.post(&a.poll(t_a)).await).0, "fast", "still in the 45 s join window");
+    assert_eq!(
+        mode(&h.post(&a.poll(t_a)).await).0,
+        "fast",
+        "still in the 45 s join window"
+    );
     wait(20).await;
-    assert_eq!(mode(&h.post(&a.poll(t_a)).await).0, "slow", "windows closed: a steady room");
+    assert_eq!(
+        mode(&h.post(&a.poll(t_a)).await).0,
+        "slow",
+        "windows closed: a steady room"
+    );
     // A package for A (announced, being outside the window) makes A poll fast.
     let t_b = h.now();
-    h.post(&b.publish(t_b, json!([b.package_to(&a, t_b)]))).await;
+    h.post(&b.publish(t_b, json!([b.package_to(&a, t_b)])))
+        .await;
     let r = h.post(&a.poll(t_a)).await;
     assert_eq!(r.body["pk"].as_array().map(Vec::len), Some(1));
     assert_eq!(mode(&r).0, "fast");
@@ -93,7 +102,10 @@ async fn hints_are_configurable_by_vars() {
     });
     assert_eq!(config.poll.fast_ms, 700);
     assert_eq!(config.poll.slow_ms, 4000);
-    assert_eq!(config.poll.idle_max_ms, 30_000, "bad values fall back to the default");
+    assert_eq!(
+        config.poll.idle_max_ms, 30_000,
+        "bad values fall back to the default"
+    );
     assert_eq!(config.warnings.len(), 1);
     let h = Harness::with_config(config, 10);
     let a = Peer::new("room-vars", 1);

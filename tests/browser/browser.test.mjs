@@ -50,11 +50,11 @@ after(async () => {
   server?.close()
 })
 
-async function openClient (clientId, room) {
+async function openClient (clientId, room, hints = false) {
   const context = await browser.newContext()
   const page = await context.newPage()
   page.on('console', m => { if (m.type() === 'error') console.log(`[${clientId}] ${m.text()}`) })
-  const q = new URLSearchParams({ client: clientId, room, worker: worker.url })
+  const q = new URLSearchParams({ client: clientId, room, worker: worker.url, hints: hints ? '1' : '0' })
   await page.goto(`${pageOrigin}/?${q}`)
   return { context, page }
 }
@@ -113,4 +113,24 @@ test('two stock clients connect through the worker, exchange messages, and part'
   }, 10000)
   assert.deepEqual(res.json.ps.map(p => p[0]), [aliceSession])
   await alice.context.close()
+})
+
+test('with the hints helper, two stock clients connect and the worker paces their polls', async () => {
+  const room = `browser-hints-${Date.now()}`
+  const started = Date.now()
+  const alice = await openClient('alice-hints', room, true)
+  const bob = await openClient('bob-hints', room, true)
+  const logOf = c => c.page.evaluate(() => window.p2pcfLog)
+  const connected = c => until('peerconnect', async () => (await logOf(c)).find(e => e[0] === 'peerconnect'), 45000)
+  await Promise.all([connected(alice), connected(bob)])
+  console.log(`two browsers with hints connected in ${Date.now() - started} ms`)
+  await alice.page.evaluate(() => window.sendToAll({ text: 'paced hello' }))
+  await until('bob receives', async () => (await bob.page.evaluate(() => window.received)).length >= 1)
+  // The helper scheduled the next poll from the worker's hint.
+  const { next, now } = await alice.page.evaluate(() => ({ next: window.client.nextStepTime, now: Date.now() }))
+  assert.ok(next - now <= 30000, 'next poll within the idle maximum')
+  const requests = await alice.page.evaluate(() => window.requests)
+  console.log(`alice made ${requests} signalling requests in ${Math.round((Date.now() - started) / 1000)} s`)
+  await alice.context.close()
+  await bob.context.close()
 })

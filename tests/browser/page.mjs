@@ -1,6 +1,7 @@
 // The test page's script: runs the stock p2pcf client, unchanged (bundled
 // from node_modules/p2pcf/src with esbuild), and records what it sees.
 import P2PCF from 'p2pcf'
+import { followHints } from '../../client/p2pcf-hints.js'
 
 const params = new URLSearchParams(location.search)
 const log = (window.p2pcfLog = [])
@@ -13,6 +14,15 @@ const client = new P2PCF(params.get('client'), params.get('room'), {
   turnIceServers: []
 })
 window.client = client
+if (params.get('hints') === '1') followHints(client)
+
+// Counts signalling requests (after the hints wrapper, if any, so both see them).
+window.requests = 0
+const countedFetch = window.fetch
+window.fetch = (input, init) => {
+  if ((typeof input === 'string' ? input : input?.url) === client.workerUrl) window.requests++
+  return countedFetch(input, init)
+}
 
 client.on('peerconnect', peer => log.push(['peerconnect', peer.id, peer.client_id]))
 client.on('peerclose', peer => log.push(['peerclose', peer.id]))

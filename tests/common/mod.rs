@@ -63,7 +63,10 @@ impl Harness {
         let (response, outcome) = serve(&req, &services).await;
         let text = String::from_utf8_lossy(&response.body).into_owned();
         let mut body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let hint = body.as_object_mut().and_then(|o| o.remove("hint")).unwrap_or(Value::Null);
+        let hint = body
+            .as_object_mut()
+            .and_then(|o| o.remove("hint"))
+            .unwrap_or(Value::Null);
         Reply {
             status: response.status,
             body,

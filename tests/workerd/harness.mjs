@@ -57,7 +57,10 @@ export class Peer {
     let json = null
     try { json = JSON.parse(text) } catch {}
     if (json && json.dk) this.dk = json.dk
-    return { status: res.status, headers: res.headers, text, json }
+    // The polling hint is kept apart so that bodies compare as the stock client sees them.
+    const hint = json?.hint ?? null
+    if (json) delete json.hint
+    return { status: res.status, headers: res.headers, text, json, hint }
   }
 
   firstPoll (opts) { return this.send({ r: this.room, k: this.context }, opts) }

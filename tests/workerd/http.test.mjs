@@ -87,6 +87,16 @@ test('two contexts: first poll, publish, poll, packages, leave', async () => {
   assertCors(res)
 })
 
+test('polling hints: in the body and in an exposed X-Poll-Hint header', async () => {
+  const a = new Peer(worker.url, 'room-hint', 1)
+  let res = await a.firstPoll()
+  assert.deepEqual(res.hint, { ms: 1000, mode: 'fast' })
+  assert.equal(res.headers.get('x-poll-hint'), 'fast; ms=1000')
+  assert.match(res.headers.get('access-control-expose-headers'), /X-Poll-Hint/)
+  res = await a.publish(Date.now())
+  assert.equal(res.hint.mode, 'fast', 'the room just changed')
+})
+
 test('three contexts: packages routed to their recipient only, then all leave', async () => {
   const peers = [1, 2, 3].map(n => new Peer(worker.url, 'room-three', n))
   const t = Date.now()
