@@ -7,12 +7,14 @@
 //   import { followHints } from './p2pcf-hints.js'
 //
 //   const p2pcf = new P2PCF('client-id', 'room-id', { workerUrl })
-//   const stop = followHints(p2pcf)   // before p2pcf.start()
+//   const hints = followHints(p2pcf)   // before p2pcf.start()
 //   p2pcf.start()
+//   // hints.last: { at, ms, mode } of the latest hint; hints.received: how many
+//   // hints.stop(): back to the client's own schedule
 //
 // It wraps `fetch` (to read the header of responses from `workerUrl`) and the
 // instance's `_step` (to set `nextStepTime` after the client has set its
-// own). `stop()` undoes both. Against a worker without hints nothing changes.
+// own). Against a worker without hints nothing changes.
 
 export function followHints (client) {
   const workerUrl = client.workerUrl
@@ -43,8 +45,12 @@ export function followHints (client) {
     }
   }
 
-  return function stop () {
-    globalThis.fetch = originalFetch
-    client._step = originalStep
+  return {
+    get last () { return latest },
+    get received () { return received },
+    stop () {
+      globalThis.fetch = originalFetch
+      client._step = originalStep
+    }
   }
 }

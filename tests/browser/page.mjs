@@ -14,7 +14,7 @@ const client = new P2PCF(params.get('client'), params.get('room'), {
   turnIceServers: []
 })
 window.client = client
-if (params.get('hints') === '1') followHints(client)
+if (params.get('hints') === '1') window.hints = followHints(client)
 
 // Counts signalling requests (after the hints wrapper, if any, so both see them).
 window.requests = 0
