@@ -1,9 +1,9 @@
 //! Polling hints: how long a client should wait before its next poll, from
 //! what the worker already read for this request (no extra R2 operation).
 //!
-//! * **fast** while packages are waiting for the caller, while the caller is
-//!   in a join window (packages can flow to or from it), or while the room's
-//!   membership changed within the fast window;
+//! * **fast** while packages are waiting for the caller or the room's
+//!   membership changed within the fast window; at twice the fast delay for
+//!   the rest of a join window (answers can still flow to or from the caller);
 //! * **idle** when the caller has been alone for `idle_after_ms`: the delay
 //!   doubles from `slow_ms` with every further `idle_after_ms` alone, up to
 //!   `idle_max_ms`;
@@ -31,7 +31,7 @@ impl Default for PollSettings {
     fn default() -> Self {
         Self {
             fast_ms: 1000,
-            slow_ms: 10_000,
+            slow_ms: 12_000,
             idle_after_ms: 60_000,
             idle_max_ms: 30_000,
             fast_window_ms: 10_000,
@@ -81,7 +81,7 @@ pub struct Situation {
     pub own: Option<(u64, u64)>,
     /// Other live peers.
     pub others: usize,
-    /// Packages in this response for the caller.
+    /// Packages for the caller written within the fast window.
     pub packages_for_caller: usize,
     /// A join window between the caller and another peer is open.
     pub in_join_window: bool,
@@ -210,7 +210,7 @@ mod tests {
         assert_eq!(
             hint(&steady(), &PollSettings::default()),
             Hint {
-                ms: 10_000,
+                ms: 12_000,
                 mode: Mode::Slow
             }
         );
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(
             hint(&alone(60_000), &settings),
             Hint {
-                ms: 20_000,
+                ms: 24_000,
                 mode: Mode::Idle
             }
         );

@@ -304,6 +304,8 @@ pub enum Request {
         room: RoomId,
         context: ContextId,
         session: Option<SessionId>,
+        /// The caller's `t` and lifetime, when it sent `d`.
+        last_write: Option<LastWrite>,
     },
     /// Create or refresh this context's entry, then read the room.
     Publish(Publish),
@@ -314,6 +316,14 @@ pub enum Request {
         session: Option<SessionId>,
         delete_key: DeleteKeyInput,
     },
+}
+
+/// A client's own account of its last write: `t` (its clock) and the
+/// lifetime it asked for, capped as the server grants it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastWrite {
+    pub t: Millis,
+    pub ttl_ms: u64,
 }
 
 /// The write half of a poll: `d`, `t`, `x` and `p` together.
@@ -424,11 +434,18 @@ pub fn parse_request(body: &[u8], leave: bool, now_ms: u64) -> Result<Request, E
             ttl_ms,
             packages,
         }),
-        (data, _) => Request::Poll {
-            room,
-            context,
-            session: data.map(|(d, _, _)| d.session),
-        },
+        (data, _) => {
+            let (session, last_write) = match data {
+                Some((d, t, ttl_ms)) => (Some(d.session), Some(LastWrite { t, ttl_ms })),
+                None => (None, None),
+            };
+            Request::Poll {
+                room,
+                context,
+                session,
+                last_write,
+            }
+        }
     })
 }
 

@@ -17,8 +17,8 @@ use subtle::ConstantTimeEq;
 
 use crate::hints::Situation;
 use crate::protocol::{
-    ContextId, DeleteKeyInput, Millis, Package, PeerData, PeerView, PollResponse, Publish,
-    SessionId,
+    ContextId, DeleteKeyInput, LastWrite, Millis, Package, PeerData, PeerView, PollResponse,
+    Publish, SessionId,
 };
 
 /// Bytes of CSPRNG output in a delete key (192 bits).
@@ -363,24 +363,39 @@ impl Room {
     }
 
     /// What the polling hint for the caller depends on, from this index and
-    /// the outboxes read for the view.
+    /// the outboxes read for the view. Packages count as waiting for the
+    /// caller while their outbox is younger than `fresh_ms`.
+    ///
+    /// The caller's expiry is the later of its index expiry and the one its
+    /// last write (as the caller reports it: an outbox write leaves the index
+    /// alone) gave it; the client's clock is mapped to the server's with the
+    /// offset seen at the last index write.
     pub fn situation(
         &self,
         context: &ContextId,
         session: Option<&SessionId>,
+        last_write: Option<&LastWrite>,
         outboxes: &Outboxes,
-        packages_for_caller: usize,
+        fresh_ms: u64,
         now_ms: u64,
     ) -> Situation {
         let me = session.and_then(|s| self.own(context, s, now_ms));
         let mut others = 0;
         let mut in_join_window = false;
+        let mut fresh_packages = 0;
         // Departures by expiry count as membership changes too.
         let mut changed = self.membership_changed_ms;
         for (k, e) in self.entries.iter().filter(|(k, _)| *k != context) {
             let outbox = e.own_outbox(outboxes.get(k));
             if e.is_live(now_ms, outbox) {
                 others += 1;
+                // Packages written within `fresh_ms` (older ones were seen already).
+                if let (Some(o), Some(me)) = (outbox, session) {
+                    let written = o.expires_ms.saturating_sub(e.ttl_ms);
+                    if now_ms < written.saturating_add(fresh_ms) {
+                        fresh_packages += o.p.iter().filter(|p| p.to == *me).count();
+                    }
+                }
                 in_join_window |=
                     me.is_some_and(|m| now_ms < m.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS);
             } else {
@@ -388,11 +403,19 @@ impl Room {
                     changed.max(outbox.map_or(e.expires_ms, |o| o.expires_ms.max(e.expires_ms)));
             }
         }
+        let own = me.map(|m| {
+            let reported = last_write.map_or(0, |w| {
+                let offset = m.expires_ms.saturating_sub(m.ttl_ms) as f64 - m.t.as_f64();
+                let at = (w.t.as_f64() + offset).clamp(0.0, now_ms as f64) as u64;
+                at.saturating_add(w.ttl_ms)
+            });
+            (m.joined_ms, m.expires_ms.max(reported))
+        });
         Situation {
             now_ms,
-            own: me.map(|m| (m.joined_ms, m.expires_ms)),
+            own,
             others,
-            packages_for_caller,
+            packages_for_caller: fresh_packages,
             in_join_window,
             membership_changed_ms: changed,
         }

@@ -18,7 +18,7 @@ use base64::Engine as _;
 use crate::error::Error;
 use crate::hints::{self, Hint, PollSettings};
 use crate::platform::{join_all, Platform};
-use crate::protocol::{ContextId, Publish, Request, RoomId, SessionId};
+use crate::protocol::{ContextId, LastWrite, Publish, Request, RoomId, SessionId};
 use crate::room::{DeleteKey, IndexChange, Outbox, Outboxes, Room, DELETE_KEY_BYTES};
 use crate::store::{Counting, Object, Precondition, PutOutcome, Store, StoreError};
 
@@ -88,6 +88,7 @@ pub async fn handle<S: Store, P: Platform>(
             room,
             context,
             session,
+            last_write,
         } => {
             let mut attempts = Attempts::new(platform, policy);
             let index = read_with(store, &mut attempts, &room_key(room)).await?;
@@ -97,6 +98,7 @@ pub async fn handle<S: Store, P: Platform>(
                 context,
                 session: session.as_ref(),
                 dk: None,
+                last_write: last_write.as_ref(),
             };
             respond(store, &mut attempts, poll, &index, view).await
         }
@@ -133,6 +135,8 @@ struct View<'a> {
     context: &'a ContextId,
     session: Option<&'a SessionId>,
     dk: Option<&'a DeleteKey>,
+    /// The caller's last write as it reports it (for the hint's expiry bound).
+    last_write: Option<&'a LastWrite>,
 }
 
 /// Reads the outboxes the caller's view needs and builds the response.
@@ -163,7 +167,14 @@ async fn respond<S: Store, P: Platform>(
         }
     }
     let mut view = index.view(who.context, who.session, who.dk, &outboxes, now);
-    let situation = index.situation(who.context, who.session, &outboxes, view.pk.len(), now);
+    let situation = index.situation(
+        who.context,
+        who.session,
+        who.last_write,
+        &outboxes,
+        poll.fast_window_ms,
+        now,
+    );
     let hint = hints::hint(&situation, poll);
     view.hint = Some(hint);
     Ok(Reply {
@@ -219,11 +230,16 @@ async fn publish_entry<S: Store, P: Platform>(
     })
     .await?;
     let dk = index.entry(&publish.context).map(|e| e.dk.clone());
+    let last_write = LastWrite {
+        t: publish.t.clone(),
+        ttl_ms: publish.ttl_ms,
+    };
     let view = View {
         room: &publish.room,
         context: &publish.context,
         session: Some(&publish.data.session),
         dk: dk.as_ref(),
+        last_write: Some(&last_write),
     };
     respond(store, &mut attempts, poll, &index, view).await
 }

@@ -36,13 +36,13 @@ async fn hints_follow_joins_leaves_and_solitude() {
     a.dk = r.body["dk"].as_str().map(str::to_owned);
     assert_eq!(mode(&r).0, "fast", "the room just changed");
     wait(15).await;
-    assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("slow".into(), 10_000));
+    assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("slow".into(), 12_000));
 
     // Alone for a minute: idle, backing off; heartbeats keep the entry alive.
     wait(50).await;
     let t_a = h.now();
     h.post(&a.publish(t_a, json!([]))).await;
-    assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("idle".into(), 20_000));
+    assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("idle".into(), 24_000));
     wait(60).await;
     assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("idle".into(), 30_000));
     wait(35).await;
@@ -82,11 +82,11 @@ async fn hints_follow_joins_leaves_and_solitude() {
     assert_eq!(h.leave(&b.leave_body(t_b)).await.status, 200);
     assert_eq!(mode(&h.post(&a.poll(t_a)).await).0, "fast");
     wait(11).await;
-    assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("slow".into(), 10_000));
+    assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("slow".into(), 12_000));
     wait(50).await;
     let t_a = h.now();
     h.post(&a.publish(t_a, json!([]))).await;
-    assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("idle".into(), 20_000));
+    assert_eq!(mode(&h.post(&a.poll(t_a)).await), ("idle".into(), 24_000));
     // A leave carries no hint.
     let r = h.leave(&a.leave_body(t_a)).await;
     assert_eq!((r.status, r.response.header("x-poll-hint")), (200, None));

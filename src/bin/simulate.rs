@@ -6,7 +6,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
-    use p2pcf_rs::sim::scenario::{all, run, table, Which};
+    use p2pcf_rs::sim::scenario::{all, hint_table, run, table, Which};
 
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str| {
@@ -32,6 +32,10 @@ fn main() {
         let ours = run(&scenario, Which::Ours, seed);
         let original = run(&scenario, Which::Original, seed);
         println!("{}", table(&scenario, &ours, &original));
+    }
+    if only.as_deref().is_none_or(|o| o == "hints") {
+        println!("### Polling hints (p2pcf-rs, clients with client/p2pcf-hints.js vs the stock schedule)\n");
+        println!("{}", hint_table(seed));
     }
 }
 

@@ -134,6 +134,8 @@ pub struct Client<'w, S> {
     previous_peers: Vec<String>,
     /// This client's own random stream, so that every server sees the same clients.
     rng: Cell<u64>,
+    /// Follows the worker's polling hints, as `client/p2pcf-hints.js` makes the stock client do.
+    pub follow_hints: bool,
 }
 
 impl<'w, S: Server> Client<'w, S> {
@@ -169,6 +171,7 @@ impl<'w, S: Server> Client<'w, S> {
             pending: Vec::new(),
             previous_peers: Vec::new(),
             rng,
+            follow_hints: false,
         }
     }
 
@@ -372,6 +375,7 @@ impl<'w, S: Server> Client<'w, S> {
             self.next_step = now + SLOW_POLL_MS;
             return;
         }
+        let mut hint = json["hint"]["ms"].as_u64();
         if !self.sent_first_poll && json["ps"].as_array().is_some_and(Vec::is_empty) {
             body["d"] = self.d();
             body["t"] = json!(t);
@@ -380,6 +384,7 @@ impl<'w, S: Server> Client<'w, S> {
             self.sent_version = Some(self.version);
             let (status, publish) = self.send(&body, false).await;
             self.record_write(status, &publish, &[]);
+            hint = publish["hint"]["ms"].as_u64().or(hint);
         }
         self.sent_first_poll = true;
         let peers_changed = self.handle_response(&json);
@@ -392,6 +397,10 @@ impl<'w, S: Server> Client<'w, S> {
             } else {
                 SLOW_POLL_MS
             };
+        // What client/p2pcf-hints.js does after the step: the hinted delay from the response.
+        if let Some(ms) = hint.filter(|_| self.follow_hints) {
+            self.next_step = self.now() + ms;
+        }
     }
 
     /// The client's `_handleWorkerResponse`; returns whether the peer list changed.
