@@ -4,8 +4,9 @@
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::hints::Hint;
 use crate::platform::Platform;
-use crate::protocol::parse_request;
+use crate::protocol::{parse_request, Request, RoomId};
 use crate::quota::{access, Access, QuotaLedger};
 use crate::service::{handle, Reply, RetryPolicy};
 use crate::status::{self, BucketState};
@@ -20,6 +21,8 @@ const ALLOW_METHODS: &str = "GET,HEAD,POST,DELETE,OPTIONS";
 #[derive(Clone, Debug, Default)]
 pub struct HttpRequest {
     pub method: String,
+    /// The full URL, as the client sent it (shown on the status page).
+    pub url: String,
     /// Header names in any case; looked up case-insensitively.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -104,11 +107,51 @@ pub struct Services<'a, S, P> {
 }
 
 /// What the worker did, for logs and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// `status`, `preflight`, `poll`, `publish`, `leave`, or `refused` when
+    /// the request failed before it could be parsed.
+    pub op: &'static str,
+    /// The room, as [`room_tag`]: logs never carry room ids (bearer secrets).
+    pub room: Option<String>,
     pub ops: OpCounts,
     /// Live entries in the room after a signalling request.
     pub peers: Option<usize>,
+    pub hint: Option<Hint>,
+}
+
+impl Outcome {
+    fn new(op: &'static str) -> Self {
+        Self {
+            op,
+            ..Self::default()
+        }
+    }
+
+    /// One structured log line (JSON), as `wrangler tail` shows it.
+    pub fn log_line(&self, status: u16, duration_ms: u64) -> String {
+        serde_json::json!({
+            "op": self.op,
+            "status": status,
+            "room": self.room,
+            "peers": self.peers,
+            "r2": {"a": self.ops.class_a, "b": self.ops.class_b},
+            "hint": self.hint.map(|h| h.mode.as_str()),
+            "ms": duration_ms,
+        })
+        .to_string()
+    }
+}
+
+/// A short, stable tag for a room id in logs: 64-bit FNV-1a, hex. It lets
+/// one follow a room across log lines without writing its id down.
+pub fn room_tag(room: &RoomId) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in room.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Answers one request. Never fails: every error becomes a response with CORS headers.
@@ -119,40 +162,46 @@ pub async fn serve<S: Store, P: Platform>(
     let method = req.method.to_ascii_uppercase();
     match method.as_str() {
         "GET" | "HEAD" => {
-            let (mut resp, ops) = status_page(svc).await;
+            let (mut resp, ops) = status_page(req, svc).await;
             if method == "HEAD" {
                 resp.body.clear();
             }
-            (resp, Outcome { ops, peers: None })
+            let mut outcome = Outcome::new("status");
+            outcome.ops = ops;
+            (resp, outcome)
         }
         "OPTIONS" => match access(svc.config, req.header("origin")) {
-            Ok(_) => (options(req), Outcome::default()),
-            Err(e) => (HttpResponse::error(&e), Outcome::default()),
+            Ok(_) => (options(req), Outcome::new("preflight")),
+            Err(e) => (HttpResponse::error(&e), Outcome::new("preflight")),
         },
         "POST" | "DELETE" => {
+            let mut outcome = Outcome::new("refused");
             let Some(store) = svc.store else {
-                return (HttpResponse::error(&Error::NoBucket), Outcome::default());
+                return (HttpResponse::error(&Error::NoBucket), outcome);
             };
             let counting = Counting::new(store);
-            let result = signal(req, &method, &counting, svc).await;
-            let ops = counting.counts();
-            let (mut resp, peers) = match result {
+            let result = signal(req, &method, &counting, svc, &mut outcome).await;
+            outcome.ops = counting.counts();
+            let mut resp = match result {
                 Ok(reply) => {
                     let mut resp = HttpResponse::json(reply.body);
                     if let Some(hint) = reply.hint {
                         resp.headers.push(("X-Poll-Hint", hint.header()));
                     }
-                    (resp, Some(reply.peers))
+                    outcome.peers = Some(reply.peers);
+                    outcome.hint = reply.hint;
+                    resp
                 }
-                Err(e) => (HttpResponse::error(&e), None),
+                Err(e) => HttpResponse::error(&e),
             };
+            let ops = outcome.ops;
             resp.headers
                 .push(("X-R2-Ops", format!("A={} B={}", ops.class_a, ops.class_b)));
-            (resp, Outcome { ops, peers })
+            (resp, outcome)
         }
         _ => (
             HttpResponse::error(&Error::MethodNotAllowed),
-            Outcome::default(),
+            Outcome::new("refused"),
         ),
     }
 }
@@ -162,6 +211,7 @@ async fn signal<S: Store, P: Platform>(
     method: &str,
     store: &Counting<'_, S>,
     svc: &Services<'_, S, P>,
+    outcome: &mut Outcome,
 ) -> Result<Reply, Error> {
     if let Access::Metered { origin, quota } = access(svc.config, req.header("origin"))? {
         svc.ledger.admit(store, svc.platform, origin, quota).await?;
@@ -177,6 +227,16 @@ async fn signal<S: Store, P: Platform>(
             .header("x-worker-method")
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("DELETE"));
     let request = parse_request(&req.body, leave, svc.platform.now_ms())?;
+    let room = match &request {
+        Request::Poll { room, .. } | Request::Leave { room, .. } => room,
+        Request::Publish(p) => &p.room,
+    };
+    outcome.room = Some(room_tag(room));
+    outcome.op = match request {
+        Request::Poll { .. } => "poll",
+        Request::Publish(_) => "publish",
+        Request::Leave { .. } => "leave",
+    };
     handle(store, svc.platform, svc.policy, &svc.config.poll, &request).await
 }
 
@@ -205,7 +265,10 @@ fn options(req: &HttpRequest) -> HttpResponse {
 }
 
 /// Reads one (absent) key to prove the bucket answers: 1 Class B operation.
-async fn status_page<S: Store, P: Platform>(svc: &Services<'_, S, P>) -> (HttpResponse, OpCounts) {
+async fn status_page<S: Store, P: Platform>(
+    req: &HttpRequest,
+    svc: &Services<'_, S, P>,
+) -> (HttpResponse, OpCounts) {
     let (state, ops) = match svc.store {
         None => (BucketState::Missing, OpCounts::default()),
         Some(store) => {
@@ -222,7 +285,14 @@ async fn status_page<S: Store, P: Platform>(svc: &Services<'_, S, P>) -> (HttpRe
     } else {
         503
     };
-    let html = status::render(&state, svc.config, svc.version);
+    // The worker's own address: the URL without path, query or fragment.
+    let url = req
+        .url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let html = status::render(&state, svc.config, svc.version, url);
     (
         HttpResponse::new(status, Some("text/html; charset=utf-8"), html.into_bytes()),
         ops,
@@ -232,6 +302,34 @@ async fn status_page<S: Store, P: Platform>(svc: &Services<'_, S, P>) -> (HttpRe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_are_json_without_room_ids() {
+        let room = RoomId::parse("secret-room").unwrap();
+        let outcome = Outcome {
+            op: "poll",
+            room: Some(room_tag(&room)),
+            ops: OpCounts {
+                class_a: 0,
+                class_b: 1,
+            },
+            peers: Some(3),
+            hint: None,
+        };
+        let line = outcome.log_line(200, 12);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["op"], "poll");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["peers"], 3);
+        assert_eq!(v["r2"]["b"], 1);
+        assert_eq!(v["ms"], 12);
+        assert!(!line.contains("secret-room"));
+        assert_eq!(v["room"].as_str().unwrap().len(), 16);
+        assert_eq!(
+            room_tag(&room),
+            room_tag(&RoomId::parse("secret-room").unwrap())
+        );
+    }
 
     #[test]
     fn json_content_types() {

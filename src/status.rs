@@ -1,7 +1,12 @@
 //! The human-readable status page served on `GET`: is the R2 bucket bound
-//! and answering, and how to fix it if not.
+//! and answering (checked with a real read), how to fix it if not, how to
+//! use this deployment, and the effective configuration (there are no
+//! secrets in it).
 
 use crate::config::Config;
+use crate::http::MAX_BODY_BYTES;
+use crate::protocol::MAX_TTL_MS;
+use crate::room::JOIN_WINDOW_MS;
 
 /// The key read to prove the bucket answers. It never exists; a `null`
 /// answer is success.
@@ -33,23 +38,37 @@ fn escape(s: &str) -> String {
     out
 }
 
-pub fn render(state: &BucketState, config: &Config, version: &str) -> String {
-    let (class, headline, detail) = match state {
+fn seconds(ms: u64) -> String {
+    if ms >= 120_000 && ms % 60_000 == 0 {
+        format!("{} min", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+/// Renders the page. `url` is this worker's address (for the usage snippet).
+pub fn render(state: &BucketState, config: &Config, version: &str, url: &str) -> String {
+    let (class, badge, headline, detail) = match state {
         BucketState::Working => (
             "ok",
+            "Ready",
             "R2 bucket is configured and answering. Ready to serve.".to_owned(),
-            "Point the <code>p2pcf</code> client at this URL with the <code>workerUrl</code> option.".to_owned(),
+            "A read from the bucket just succeeded.".to_owned(),
         ),
         BucketState::Missing => (
             "bad",
+            "Not configured",
             "No R2 bucket is bound to this worker.".to_owned(),
             "Create a bucket (<code>npx wrangler r2 bucket create p2pcf</code>), bind it as \
              <code>BUCKET</code> in <code>wrangler.toml</code> (<code>[[r2_buckets]]</code> with \
-             <code>binding = \"BUCKET\"</code>), then deploy again. See INSTALL.md."
+             <code>binding = \"BUCKET\"</code>), then deploy again. INSTALL.md walks through it."
                 .to_owned(),
         ),
         BucketState::Failing(reason) => (
             "bad",
+            "Bucket failing",
             "The R2 bucket is bound but a read failed.".to_owned(),
             format!(
                 "R2 answered: <code>{}</code>. Check that the bucket named in \
@@ -59,45 +78,82 @@ pub fn render(state: &BucketState, config: &Config, version: &str) -> String {
         ),
     };
     let origins = if config.allowed_origins.is_empty() {
-        "any".to_owned()
+        "none listed".to_owned()
     } else {
         escape(&config.allowed_origins.join(", "))
+    };
+    let quota = match (config.origin_quota, config.allowed_origins.is_empty()) {
+        (0, _) => "refused (401)".to_owned(),
+        (q, true) => format!("{q} requests per month for each origin"),
+        (q, false) => format!("{q} requests per month for each other origin"),
     };
     let warnings: String = config
         .warnings
         .iter()
-        .map(|w| format!("<p class=\"bad\">{}</p>", escape(w)))
+        .map(|w| format!("<p class=\"warn\">&#9888; {}</p>", escape(w)))
         .collect();
+    let poll = &config.poll;
+    let url = escape(url);
     format!(
         r#"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>P2PCF signalling worker</title>
+<title>P2PCF signalling worker: {badge}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 42rem; margin: 3rem auto; padding: 0 1rem; color: #222; }}
-h1 {{ font-size: 1.5rem; }}
-.ok {{ color: #11692c; }} .bad {{ color: #a4161a; }}
-.state {{ font-size: 1.2rem; font-weight: 600; }}
-dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; }}
-dt {{ color: #666; }} code {{ background: #f2f2f2; padding: 0 .2rem; }}
+:root {{ color-scheme: light; }}
+body {{ font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 44rem; margin: 2.5rem auto; padding: 0 1.2rem; color: #1d2125; background: #fafbfc; }}
+header {{ display: flex; align-items: center; gap: .8rem; }}
+h1 {{ font-size: 1.45rem; margin: 0; }}
+h2 {{ font-size: 1.05rem; margin: 1.8rem 0 .5rem; color: #44505c; }}
+.badge {{ font-size: .8rem; font-weight: 600; padding: .15rem .6rem; border-radius: 1rem; color: #fff; }}
+.badge.ok {{ background: #1a7f37; }} .badge.bad {{ background: #c2262d; }}
+.card {{ background: #fff; border: 1px solid #e1e4e8; border-radius: .6rem; padding: 1rem 1.2rem; margin-top: 1rem; }}
+.card.ok {{ border-left: .3rem solid #1a7f37; }} .card.bad {{ border-left: .3rem solid #c2262d; }}
+.headline {{ font-weight: 600; margin: 0 0 .3rem; }}
+.warn {{ color: #8a5300; background: #fff8e5; border: 1px solid #f0d58c; border-radius: .4rem; padding: .4rem .7rem; }}
+pre {{ background: #f3f5f7; border-radius: .4rem; padding: .7rem .9rem; overflow-x: auto; font-size: .85rem; }}
+code {{ background: #f3f5f7; padding: 0 .25rem; border-radius: .2rem; font-size: .9em; }}
+pre code {{ background: none; padding: 0; }}
+dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1.2rem; margin: 0; }}
+dt {{ color: #5a6570; }} dd {{ margin: 0; }}
+footer {{ margin-top: 2rem; color: #6a737d; font-size: .85rem; }}
 </style>
 </head>
 <body>
-<h1>P2PCF signalling worker</h1>
-<p id="bucket" class="state {class}">{headline}</p>
+<header><h1>P2PCF signalling worker</h1><span class="badge {class}" id="badge">{badge}</span></header>
+<div class="card {class}">
+<p class="headline" id="bucket">{headline}</p>
 <p>{detail}</p>
+</div>
 {warnings}
-<dl>
-<dt>Version</dt><dd>p2pcf-rs {version}</dd>
+<h2>Use it</h2>
+<pre><code>import P2PCF from 'p2pcf'
+const p2pcf = new P2PCF('client-id', 'room-id', {{ workerUrl: '{url}' }})
+p2pcf.start()</code></pre>
+<h2>Configuration</h2>
+<div class="card">
+<dl id="config">
 <dt>Allowed origins</dt><dd>{origins}</dd>
-<dt>Monthly quota for other origins</dt><dd>{quota}</dd>
+<dt>Other origins</dt><dd>{quota}</dd>
+<dt>Poll hints</dt><dd>fast {fast}, slow {slow}, idle after {idle_after} alone, up to {idle_max}</dd>
+<dt>Join window</dt><dd>{join_window}</dd>
+<dt>Entry lifetime</dt><dd>as the client asks, at most {max_ttl}</dd>
+<dt>Request body</dt><dd>at most {body_kib} KiB</dd>
 </dl>
+</div>
+<footer>p2pcf-rs {version}</footer>
 </body>
 </html>
 "#,
         version = escape(version),
-        quota = config.origin_quota,
+        fast = seconds(poll.fast_ms),
+        slow = seconds(poll.slow_ms),
+        idle_after = seconds(poll.idle_after_ms),
+        idle_max = seconds(poll.idle_max_ms),
+        join_window = seconds(JOIN_WINDOW_MS),
+        max_ttl = seconds(MAX_TTL_MS),
+        body_kib = MAX_BODY_BYTES / 1024,
     )
 }

@@ -48,9 +48,18 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
         config: &config,
         ledger,
         policy: &policy,
-        version: env!("CARGO_PKG_VERSION"),
+        version: concat!(
+            env!("CARGO_PKG_VERSION"),
+            " (build ",
+            env!("P2PCF_BUILD"),
+            ")"
+        ),
     };
-    let (response, _outcome) = serve(&request, &services).await;
+    let started = WorkerPlatform.now_ms();
+    let (response, outcome) = serve(&request, &services).await;
+    let duration = WorkerPlatform.now_ms().saturating_sub(started);
+    // One JSON line per request, for `wrangler tail` and Workers Logs.
+    worker::console_log!("{}", outcome.log_line(response.status, duration));
     write_response(response)
 }
 
@@ -72,6 +81,7 @@ async fn read_request(mut req: Request) -> HttpRequest {
     };
     HttpRequest {
         method: req.method().to_string(),
+        url: req.url().map(|u| u.to_string()).unwrap_or_default(),
         headers,
         body,
     }

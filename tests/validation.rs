@@ -226,6 +226,7 @@ async fn methods_content_types_and_preflight() {
     let r = h
         .request(HttpRequest {
             method: "OPTIONS".into(),
+            url: String::new(),
             headers: vec![
                 ("Origin".into(), "https://app.test".into()),
                 ("Access-Control-Request-Method".into(), "POST".into()),

@@ -75,6 +75,7 @@ mod bench {
     fn request(body: &Value) -> HttpRequest {
         HttpRequest {
             method: "POST".into(),
+            url: String::new(),
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: serde_json::to_vec(body).unwrap(),
         }

@@ -120,6 +120,7 @@ impl Server for Ours<'_> {
         }
         let request = HttpRequest {
             method: "POST".to_owned(),
+            url: String::new(),
             headers,
             body: serde_json::to_vec(body).unwrap_or_default(),
         };

@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import { mkdirSync, statSync } from 'node:fs'
 import { build } from 'esbuild'
 import { chromium } from 'playwright-core'
 import { startWorker, Peer } from '../workerd/harness.mjs'
@@ -140,4 +141,23 @@ test('with the hints helper, two stock clients connect and the worker paces thei
   console.log(`alice made ${requests} signalling requests in ${Math.round((Date.now() - started) / 1000)} s`)
   await alice.context.close()
   await bob.context.close()
+})
+
+test('the status page renders for a person: a screenshot, the bucket state, the config', async () => {
+  const context = await browser.newContext({ viewport: { width: 900, height: 900 } })
+  const page = await context.newPage()
+  const res = await page.goto(worker.url + '/')
+  assert.equal(res.status(), 200)
+  assert.equal(await page.locator('#badge').innerText(), 'Ready')
+  assert.match(await page.locator('#bucket').innerText(), /configured and answering/)
+  const config = await page.locator('#config').innerText()
+  assert.match(config, /Poll hints/)
+  assert.match(config, /Request body/)
+  assert.match(await page.locator('pre').innerText(), new RegExp(`workerUrl: '${worker.url}'`))
+  mkdirSync(new URL('../../test-results/', import.meta.url), { recursive: true })
+  const path = new URL('../../test-results/status-page.png', import.meta.url).pathname
+  await page.screenshot({ path, fullPage: true })
+  assert.ok(statSync(path).size > 10000, 'a real screenshot')
+  console.log(`status page screenshot: ${path}`)
+  await context.close()
 })

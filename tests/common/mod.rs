@@ -92,6 +92,7 @@ impl Harness {
 pub fn post(body: &Value) -> HttpRequest {
     HttpRequest {
         method: "POST".into(),
+        url: String::new(),
         headers: vec![("Content-Type".into(), "application/json ".into())],
         body: serde_json::to_vec(body).unwrap(),
     }

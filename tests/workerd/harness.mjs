@@ -7,7 +7,7 @@ const root = new URL('../../', import.meta.url)
 const compatibilityDate = readFileSync(new URL('wrangler.toml', root), 'utf8')
   .match(/^compatibility_date\s*=\s*"([^"]+)"/m)[1]
 
-/** Starts the worker; `vars` become its [vars]. Returns { url, stop, bucket }. */
+/** Starts the worker; `vars` become its [vars]. Returns { url, logs, stop, bucket }. */
 export async function startWorker ({ vars = {}, bucket = true } = {}) {
   const mf = new Miniflare({
     modules: true,
@@ -21,11 +21,24 @@ export async function startWorker ({ vars = {}, bucket = true } = {}) {
     r2Buckets: bucket ? ['BUCKET'] : [],
     bindings: vars,
     host: '127.0.0.1',
-    port: 0
+    port: 0,
+    // The worker's log lines (one JSON line per request) are kept, not printed.
+    handleRuntimeStdio (stdout, stderr) {
+      for (const stream of [stdout, stderr]) {
+        let rest = ''
+        stream.on('data', chunk => {
+          const lines = (rest + chunk).split('\n')
+          rest = lines.pop()
+          logs.push(...lines.filter(l => l.trim()))
+        })
+      }
+    }
   })
+  const logs = []
   const url = (await mf.ready).href.replace(/\/$/, '')
   return {
     url,
+    logs,
     bucket: bucket ? () => mf.getR2Bucket('BUCKET') : null,
     stop: () => mf.dispose()
   }

@@ -210,3 +210,22 @@ test('ALLOWED_ORIGINS and ORIGIN_QUOTA', async () => {
     await metered.stop()
   }
 })
+
+test('one structured JSON log line per request, without room ids', async () => {
+  const before = worker.logs.length
+  const p = new Peer(worker.url, 'room-logs-secret', 1)
+  await p.firstPoll()
+  await p.publish(Date.now())
+  await p.send({ r: 'x', k: 'y' })
+  // The runtime's stdout arrives asynchronously.
+  for (let i = 0; i < 50 && worker.logs.length < before + 3; i++) await new Promise(resolve => setTimeout(resolve, 20))
+  const lines = worker.logs.slice(before).map(l => JSON.parse(l))
+  assert.deepEqual(lines.map(l => [l.op, l.status]), [['poll', 200], ['publish', 200], ['refused', 400]])
+  for (const l of lines) {
+    assert.ok(Number.isInteger(l.ms) && l.r2 && 'peers' in l, JSON.stringify(l))
+  }
+  assert.equal(lines[1].peers, 1)
+  assert.deepEqual(lines[1].r2, { a: 1, b: 2 })
+  assert.match(lines[0].room, /^[0-9a-f]{16}$/)
+  assert.ok(worker.logs.every(l => !l.includes('room-logs-secret')), 'room ids stay out of logs')
+})
