@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs whatever the project needs and is missing; safe to run again.
-#   bash scripts/setup.sh            tools to build and run the worker
-#   bash scripts/setup.sh --browser  the same, plus Chromium for the browser tests
+#   bash scripts/setup.sh          tools to build and run the worker
+#   bash scripts/setup.sh --test   the same, plus Chromium (browser tests) and actionlint
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -42,9 +42,18 @@ if [ ! -x node_modules/.bin/wrangler ] || ! npm ls --depth=0 >/dev/null 2>&1; th
   npm ci --no-audit --no-fund
 fi
 
+[ "${1:-}" = "--test" ] || exit 0
+
 # The browser tests use $CHROMIUM_PATH, by default Debian's /usr/bin/chromium.
-if [ "${1:-}" = "--browser" ] && [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
   say "installing Debian's chromium"
   as_root apt-get update
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+
+# actionlint, in a virtualenv of the project's own (.tools/py).
+if [ ! -x .tools/py/bin/actionlint ]; then
+  say "installing actionlint (tools/requirements-lint.txt)"
+  python3 -m venv .tools/py
+  .tools/py/bin/pip install --quiet --require-hashes -r tools/requirements-lint.txt
 fi

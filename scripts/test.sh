@@ -4,13 +4,14 @@
 # with the stock p2pcf client. Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --browser
+bash scripts/setup.sh --test
 export PATH="$HOME/.cargo/bin:$PATH"
 export CI=true WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_CF_FETCH_ENABLED=false
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-say "format and lints (host and wasm32)"
+say "format and lints (host and wasm32, workflows)"
+.tools/py/bin/actionlint .github/workflows/*.yml
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -- -D warnings
