@@ -1,6 +1,7 @@
 //! Configuration from the worker's `[vars]`.
 
 use crate::hints::PollSettings;
+use crate::limits::Limits;
 
 /// Monthly request quota for origins not in `ALLOWED_ORIGINS` when
 /// `ORIGIN_QUOTA` is not set (as in the original worker).
@@ -15,6 +16,8 @@ pub struct Config {
     /// Polling hints (`POLL_FAST_MS`, `POLL_SLOW_MS`, `POLL_IDLE_AFTER_MS`,
     /// `POLL_IDLE_MAX_MS`, `POLL_FAST_WINDOW_MS`).
     pub poll: PollSettings,
+    /// Abuse limits (`MAX_*`).
+    pub limits: Limits,
     /// Problems found while reading the variables, shown on the status page.
     pub warnings: Vec<String>,
 }
@@ -66,10 +69,33 @@ impl Config {
             idle_max_ms: ms("POLL_IDLE_MAX_MS", defaults.idle_max_ms),
             fast_window_ms: ms("POLL_FAST_WINDOW_MS", defaults.fast_window_ms),
         };
+        let d = Limits::default();
+        let mut size =
+            |name: &str, default: usize, max: usize| match var(name).map(|v| v.trim().to_owned()) {
+                Some(v) if !v.is_empty() => match v.parse::<usize>() {
+                    Ok(n) if (1..=max).contains(&n) => n,
+                    _ => {
+                        warnings.push(format!(
+                            "{name}={v:?} is not a whole number in 1..{max}; using {default}"
+                        ));
+                        default
+                    }
+                },
+                _ => default,
+            };
+        let limits = Limits {
+            max_body_bytes: size("MAX_BODY_BYTES", d.max_body_bytes, 1 << 20),
+            max_packages: size("MAX_PACKAGES", d.max_packages, 1024),
+            max_candidates: size("MAX_CANDIDATES", d.max_candidates, 1024),
+            max_package_bytes: size("MAX_PACKAGE_BYTES", d.max_package_bytes, 1 << 20),
+            max_peers: size("MAX_PEERS", d.max_peers, 256),
+            max_room_bytes: size("MAX_ROOM_BYTES", d.max_room_bytes, 8 << 20),
+        };
         Self {
             allowed_origins,
             origin_quota,
             poll,
+            limits,
             warnings,
         }
     }

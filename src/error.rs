@@ -9,8 +9,10 @@ pub enum Error {
     BadRequest(&'static str),
     /// Signalling calls must be `application/json`.
     UnsupportedMediaType,
-    /// The body is larger than the server accepts.
-    PayloadTooLarge,
+    /// The body, or a part of it, is larger than the server accepts; the text names which.
+    PayloadTooLarge(&'static str),
+    /// The room already holds as many peers as allowed.
+    RoomFull,
     /// A leave whose entry (context, session, delete key) does not exist.
     NotFound,
     /// A method the worker does not serve.
@@ -32,9 +34,9 @@ impl Error {
             Error::Unauthorized => 401,
             Error::NotFound => 404,
             Error::MethodNotAllowed => 405,
-            Error::PayloadTooLarge => 413,
+            Error::PayloadTooLarge(_) => 413,
             Error::UnsupportedMediaType => 415,
-            Error::OverQuota => 429,
+            Error::OverQuota | Error::RoomFull => 429,
             Error::Busy { .. } | Error::NoBucket => 503,
         }
     }
@@ -43,6 +45,8 @@ impl Error {
     pub fn retry_after_s(&self) -> Option<u32> {
         match self {
             Error::Busy { retry_after_s } => Some(*retry_after_s),
+            // Someone may leave: a stock client tries again at its next step anyway.
+            Error::RoomFull => Some(30),
             _ => None,
         }
     }
@@ -53,7 +57,8 @@ impl fmt::Display for Error {
         f.write_str(match self {
             Error::BadRequest(reason) => reason,
             Error::UnsupportedMediaType => "Expected content-type application/json",
-            Error::PayloadTooLarge => "Request body too large",
+            Error::PayloadTooLarge(reason) => reason,
+            Error::RoomFull => "Room is full",
             Error::NotFound => "No entry with this context, session and delete key",
             Error::MethodNotAllowed => "Method not allowed",
             Error::Unauthorized => "Unauthorized origin",

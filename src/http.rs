@@ -12,10 +12,6 @@ use crate::service::{handle, Reply, RetryPolicy};
 use crate::status::{self, BucketState};
 use crate::store::{Counting, OpCounts, Store};
 
-/// Largest request body accepted. A stock client's largest body (a few
-/// packages with their candidates) is a few KB.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
 const ALLOW_METHODS: &str = "GET,HEAD,POST,DELETE,OPTIONS";
 
 #[derive(Clone, Debug, Default)]
@@ -219,14 +215,15 @@ async fn signal<S: Store, P: Platform>(
     if !is_json(req.header("content-type")) {
         return Err(Error::UnsupportedMediaType);
     }
-    if req.body.len() > MAX_BODY_BYTES {
-        return Err(Error::PayloadTooLarge);
+    let limits = &svc.config.limits;
+    if req.body.len() > limits.max_body_bytes {
+        return Err(Error::PayloadTooLarge("Request body too large"));
     }
     let leave = method == "DELETE"
         || req
             .header("x-worker-method")
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("DELETE"));
-    let request = parse_request(&req.body, leave, svc.platform.now_ms())?;
+    let request = parse_request(&req.body, leave, svc.platform.now_ms(), limits)?;
     let room = match &request {
         Request::Poll { room, .. } | Request::Leave { room, .. } => room,
         Request::Publish(p) => &p.room,
@@ -237,7 +234,7 @@ async fn signal<S: Store, P: Platform>(
         Request::Publish(_) => "publish",
         Request::Leave { .. } => "leave",
     };
-    handle(store, svc.platform, svc.policy, &svc.config.poll, &request).await
+    handle(store, svc.platform, svc.policy, svc.config, &request).await
 }
 
 /// `application/json`, in any case, with optional parameters and whitespace.

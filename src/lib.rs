@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod hints;
 pub mod http;
+pub mod limits;
 pub mod platform;
 pub mod protocol;
 pub mod quota;

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Number, Value};
 
 use crate::error::Error;
+use crate::limits::Limits;
 
 /// Longest identifier (room, context, session, client) the protocol accepts.
 pub const MAX_ID_LEN: usize = 64;
@@ -261,11 +262,18 @@ impl PartialEq for Package {
 }
 
 impl Package {
-    /// Parses one package, which must be a JSON array whose first element is a session id.
-    pub fn parse(raw: Box<RawValue>) -> Result<Self, Error> {
-        let to = serde_json::from_str::<PackageHead>(raw.get())
-            .map_err(|_| Error::BadRequest("Bad package"))?
-            .0;
+    /// Parses one package, which must be a JSON array whose first element is
+    /// a session id, within the size and candidate limits.
+    pub fn parse(raw: Box<RawValue>, limits: &Limits) -> Result<Self, Error> {
+        if raw.get().len() > limits.max_package_bytes {
+            return Err(Error::PayloadTooLarge("Package too large"));
+        }
+        let head = serde_json::from_str::<PackageHead>(raw.get())
+            .map_err(|_| Error::BadRequest("Bad package"))?;
+        if head.candidates > limits.max_candidates {
+            return Err(Error::PayloadTooLarge("Too many candidates in a package"));
+        }
+        let to = head.to;
         Ok(Self {
             to: SessionId::parse(&to).map_err(|_| Error::BadRequest("Bad package"))?,
             raw,
@@ -273,8 +281,60 @@ impl Package {
     }
 }
 
-/// Reads element 0 of a JSON array as a string and skips the rest without building it.
-struct PackageHead(String);
+/// Reads element 0 of a JSON array as a string, counts the candidates
+/// (element 8, when an array) and skips the rest without building it.
+struct PackageHead {
+    to: String,
+    candidates: usize,
+}
+
+/// The number of elements of a JSON array (0 for anything else), counted without building them.
+struct ElementCount(usize);
+
+impl<'de> Deserialize<'de> for ElementCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl<'de> Visitor<'de> for CountVisitor {
+            type Value = ElementCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ElementCount, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(ElementCount(n))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ElementCount, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ElementCount(0))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ElementCount, E> {
+                Ok(ElementCount(0))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ElementCount, E> {
+                Ok(ElementCount(0))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ElementCount, E> {
+                Ok(ElementCount(0))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ElementCount, E> {
+                Ok(ElementCount(0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ElementCount, E> {
+                Ok(ElementCount(0))
+            }
+            fn visit_unit<E>(self) -> Result<ElementCount, E> {
+                Ok(ElementCount(0))
+            }
+        }
+        d.deserialize_any(CountVisitor)
+    }
+}
 
 impl<'de> Deserialize<'de> for PackageHead {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -285,11 +345,23 @@ impl<'de> Deserialize<'de> for PackageHead {
                 f.write_str("an array starting with a session id")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PackageHead, A::Error> {
-                let head: String = seq
+                let to: String = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(PackageHead(head))
+                let mut candidates = 0;
+                let mut index = 1;
+                loop {
+                    if index == 8 {
+                        match seq.next_element::<ElementCount>()? {
+                            Some(count) => candidates = count.0,
+                            None => break,
+                        }
+                    } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                        break;
+                    }
+                    index += 1;
+                }
+                Ok(PackageHead { to, candidates })
             }
         }
         d.deserialize_seq(HeadVisitor)
@@ -368,7 +440,12 @@ fn parse_string<T>(
 
 /// Parses a request body. `leave` is true for `DELETE` / `X-Worker-Method: DELETE`;
 /// `now_ms` is the server clock, against which `t` is checked.
-pub fn parse_request(body: &[u8], leave: bool, now_ms: u64) -> Result<Request, Error> {
+pub fn parse_request(
+    body: &[u8],
+    leave: bool,
+    now_ms: u64,
+    limits: &Limits,
+) -> Result<Request, Error> {
     let wire: WireBody = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             Error::BadRequest("Bad request body: expected a JSON object with valid fields")
@@ -416,13 +493,18 @@ pub fn parse_request(body: &[u8], leave: bool, now_ms: u64) -> Result<Request, E
 
     let packages = match wire.p.filter(|p| p.get() != "null") {
         None => None,
-        Some(p) => Some(
-            serde_json::from_str::<Vec<Box<RawValue>>>(p.get())
-                .map_err(|_| Error::BadRequest("Bad packages"))?
-                .into_iter()
-                .map(Package::parse)
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Some(p) => {
+            let raw = serde_json::from_str::<Vec<Box<RawValue>>>(p.get())
+                .map_err(|_| Error::BadRequest("Bad packages"))?;
+            if raw.len() > limits.max_packages {
+                return Err(Error::PayloadTooLarge("Too many packages"));
+            }
+            Some(
+                raw.into_iter()
+                    .map(|r| Package::parse(r, limits))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        }
     };
 
     Ok(match (data, packages) {
@@ -474,7 +556,12 @@ mod tests {
     }
 
     fn parse(body: Value, leave: bool) -> Result<Request, Error> {
-        parse_request(&serde_json::to_vec(&body).unwrap(), leave, NOW)
+        parse_request(
+            &serde_json::to_vec(&body).unwrap(),
+            leave,
+            NOW,
+            &Limits::default(),
+        )
     }
 
     #[test]
@@ -521,7 +608,9 @@ mod tests {
         let body = format!(
             r#"{{"r":"room","k":"ctx","d":["sess","client",false,"{FP}",1,[]],"t":{NOW},"x":1000,"p":[["to", "from", 1.50, null, {{"a" : 1e3}}]]}}"#
         );
-        let Request::Publish(p) = parse_request(body.as_bytes(), false, NOW).unwrap() else {
+        let Request::Publish(p) =
+            parse_request(body.as_bytes(), false, NOW, &Limits::default()).unwrap()
+        else {
             panic!("expected a publish");
         };
         assert_eq!(p.packages[0].to.as_str(), "to");

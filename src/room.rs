@@ -15,6 +15,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::error::Error;
 use crate::hints::Situation;
 use crate::protocol::{
     ContextId, DeleteKeyInput, LastWrite, Millis, Package, PeerData, PeerView, PollResponse,
@@ -217,13 +218,17 @@ impl Room {
     /// recipients outside their join window. A publish that only changed
     /// packages within join windows leaves the index alone: that is what lets
     /// many peers hand over packages at once without queueing on one key.
+    ///
+    /// A new entry is refused with [`Error::RoomFull`] when `max_peers`
+    /// other entries may still be alive.
     pub fn apply_publish(
         &mut self,
         publish: &Publish,
         outbox_changed: bool,
         now_ms: u64,
+        max_peers: usize,
         new_key: impl FnOnce() -> DeleteKey,
-    ) -> IndexChange {
+    ) -> Result<IndexChange, Error> {
         let announced = self.announcements(publish, outbox_changed, now_ms);
         let fresh = |dk, joined_ms, announced| Entry {
             d: publish.data.clone(),
@@ -236,25 +241,33 @@ impl Room {
         };
         let Some(current) = self.own(&publish.context, &publish.data.session, now_ms) else {
             self.prune(now_ms);
+            let others = self
+                .entries
+                .keys()
+                .filter(|k| **k != publish.context)
+                .count();
+            if others >= max_peers {
+                return Err(Error::RoomFull);
+            }
             let entry = fresh(new_key(), now_ms, announced);
             self.entries.insert(publish.context.clone(), entry);
             self.membership_changed_ms = now_ms;
-            return IndexChange::Write;
+            return Ok(IndexChange::Write);
         };
         if current.t == publish.t && current.d == publish.data {
-            return IndexChange::Unchanged;
+            return Ok(IndexChange::Unchanged);
         }
         let needs_write = current.d != publish.data
             || !outbox_changed
             || !current.index_live(now_ms)
             || announced != current.announced;
         if !needs_write {
-            return IndexChange::Unchanged;
+            return Ok(IndexChange::Unchanged);
         }
         let entry = fresh(current.dk.clone(), current.joined_ms, announced);
         self.prune(now_ms);
         self.entries.insert(publish.context.clone(), entry);
-        IndexChange::Write
+        Ok(IndexChange::Write)
     }
 
     /// Announcements the caller's entry must carry: still-valid earlier ones,
@@ -479,9 +492,37 @@ mod tests {
 
     fn publish(k: &str, session: &str, t: u64, p: serde_json::Value) -> Publish {
         let body = json!({"r": "room", "k": k, "d": [session, "client", false, "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=", 1, []], "t": t, "x": 60_000, "p": p});
-        match parse_request(&serde_json::to_vec(&body).unwrap(), false, NOW) {
+        match parse_request(
+            &serde_json::to_vec(&body).unwrap(),
+            false,
+            NOW,
+            &crate::limits::Limits::default(),
+        ) {
             Ok(Request::Publish(p)) => p,
             other => panic!("not a publish: {other:?}"),
+        }
+    }
+
+    /// `apply_publish` with room for 32 peers, which these tests never reach.
+    trait Apply {
+        fn apply(
+            &mut self,
+            p: &Publish,
+            changed: bool,
+            now: u64,
+            k: impl FnOnce() -> DeleteKey,
+        ) -> IndexChange;
+    }
+
+    impl Apply for Room {
+        fn apply(
+            &mut self,
+            p: &Publish,
+            changed: bool,
+            now: u64,
+            k: impl FnOnce() -> DeleteKey,
+        ) -> IndexChange {
+            self.apply_publish(p, changed, now, 32, k).unwrap()
         }
     }
 
@@ -516,23 +557,23 @@ mod tests {
         let mut room = Room::new();
         let a = ctx("a");
         assert_eq!(
-            room.apply_publish(&publish("a", "s1", NOW, json!([])), false, NOW, || key(1)),
+            room.apply(&publish("a", "s1", NOW, json!([])), false, NOW, || key(1)),
             IndexChange::Write
         );
         assert_eq!(
-            room.apply_publish(&publish("a", "s1", NOW, json!([])), false, NOW, || key(2)),
+            room.apply(&publish("a", "s1", NOW, json!([])), false, NOW, || key(2)),
             IndexChange::Unchanged
         );
         // A heartbeat (new t, same packages) is written; the key is kept.
         assert_eq!(
-            room.apply_publish(&publish("a", "s1", NOW + 1, json!([])), false, NOW, || key(
+            room.apply(&publish("a", "s1", NOW + 1, json!([])), false, NOW, || key(
                 3
             )),
             IndexChange::Write
         );
         assert_eq!(room.entry(&a).unwrap().dk, key(1));
         // A new session in the same context replaces the entry with a new key and join time.
-        room.apply_publish(
+        room.apply(
             &publish("a", "s2", NOW + 2, json!([])),
             false,
             NOW + 5,
@@ -546,13 +587,13 @@ mod tests {
     #[test]
     fn packages_within_a_join_window_leave_the_index_alone() {
         let mut room = Room::new();
-        room.apply_publish(
+        room.apply(
             &publish("b", "sb", NOW, json!([])),
             false,
             NOW + 30_000,
             || key(1),
         );
-        room.apply_publish(
+        room.apply(
             &publish("a", "sa", NOW, json!([])),
             false,
             NOW + 60_000,
@@ -561,14 +602,14 @@ mod tests {
         // b sends a package to the newcomer a 5 s after it joined: outbox only.
         let to_a = publish("b", "sb", NOW + 65_000, json!([["sa", 1]]));
         assert_eq!(
-            room.apply_publish(&to_a, true, NOW + 65_000, || key(3)),
+            room.apply(&to_a, true, NOW + 65_000, || key(3)),
             IndexChange::Unchanged
         );
         // A package when the window (a's join + 45 s) closes within 20 s is announced.
         let late = publish("b", "sb", NOW + 200_000, json!([["sa", 2]]));
         let mut later = room.clone();
         assert_eq!(
-            later.apply_publish(&late, true, NOW + 86_000, || key(3)),
+            later.apply(&late, true, NOW + 86_000, || key(3)),
             IndexChange::Write
         );
         let announced = &later.entry(&ctx("b")).unwrap().announced;
@@ -579,8 +620,8 @@ mod tests {
     #[test]
     fn outboxes_are_read_only_where_packages_can_wait() {
         let mut room = Room::new();
-        room.apply_publish(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
-        room.apply_publish(
+        room.apply(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        room.apply(
             &publish("b", "sb", NOW, json!([])),
             false,
             NOW + 1000,
@@ -602,13 +643,13 @@ mod tests {
             "no session, no packages"
         );
         // Steady: heartbeats keep both index-live, windows closed: nothing to read.
-        room.apply_publish(
+        room.apply(
             &publish("a", "sa", NOW + 1, json!([])),
             false,
             NOW + 100_000,
             || key(1),
         );
-        room.apply_publish(
+        room.apply(
             &publish("b", "sb", NOW + 1, json!([])),
             false,
             NOW + 100_000,
@@ -627,9 +668,9 @@ mod tests {
     #[test]
     fn view_uses_outboxes_for_packages_liveness_and_t() {
         let mut room = Room::new();
-        room.apply_publish(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
-        room.apply_publish(&publish("b", "sb", NOW, json!([])), false, NOW, || key(2));
-        room.apply_publish(&publish("c", "sc", NOW, json!([])), false, NOW, || key(3));
+        room.apply(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        room.apply(&publish("b", "sb", NOW, json!([])), false, NOW, || key(2));
+        room.apply(&publish("c", "sc", NOW, json!([])), false, NOW, || key(3));
         let mut outboxes = Outboxes::new();
         outboxes.insert(
             ctx("a"),
@@ -671,7 +712,7 @@ mod tests {
     #[test]
     fn remove_requires_context_session_and_key() {
         let mut room = Room::new();
-        room.apply_publish(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        room.apply(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
         let (a, sa, other) = (ctx("a"), sess("sa"), sess("sx"));
         assert!(!room.remove(&a, Some(&sa), &input(&key(2)), NOW));
         assert!(!room.remove(&a, Some(&other), &input(&key(1)), NOW));
@@ -683,13 +724,41 @@ mod tests {
     #[test]
     fn stored_form_round_trips_and_bad_documents_read_as_empty() {
         let mut room = Room::new();
-        room.apply_publish(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        room.apply(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
         let bytes = room.encode();
         assert_eq!(Room::decode(&bytes), room);
         assert_eq!(Room::decode(b"not json"), Room::new());
         assert_eq!(Room::decode(br#"{"v":1,"e":{}}"#), Room::new());
         let o = outbox("sa", NOW, NOW + 1, json!([["sb", {"x": 1.50}]]));
         assert_eq!(Outbox::decode(&o.encode()), Some(o));
+    }
+
+    #[test]
+    fn a_full_room_refuses_newcomers_but_not_its_members() {
+        let mut room = Room::new();
+        for n in 0..3u8 {
+            let p = publish(&format!("c{n}"), &format!("s{n}"), NOW, json!([]));
+            assert_eq!(
+                room.apply_publish(&p, false, NOW, 3, || key(n)),
+                Ok(IndexChange::Write)
+            );
+        }
+        let newcomer = publish("c9", "s9", NOW, json!([]));
+        assert_eq!(
+            room.apply_publish(&newcomer, false, NOW, 3, || key(9)),
+            Err(Error::RoomFull)
+        );
+        let heartbeat = publish("c0", "s0", NOW + 1, json!([]));
+        assert_eq!(
+            room.apply_publish(&heartbeat, false, NOW, 3, || key(0)),
+            Ok(IndexChange::Write)
+        );
+        // Once an entry is surely gone, there is room again.
+        let later = NOW + 2 * 60_000;
+        assert_eq!(
+            room.apply_publish(&newcomer, false, later, 3, || key(9)),
+            Ok(IndexChange::Write)
+        );
     }
 
     #[test]

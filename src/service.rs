@@ -15,6 +15,7 @@ use std::task::Poll;
 
 use base64::Engine as _;
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::hints::{self, Hint, PollSettings};
 use crate::platform::{join_all, Platform};
@@ -80,9 +81,11 @@ pub async fn handle<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     platform: &P,
     policy: &RetryPolicy,
-    poll: &PollSettings,
+    config: &Config,
     request: &Request,
 ) -> Result<Reply, Error> {
+    let poll = &config.poll;
+    let max_room_bytes = config.limits.max_room_bytes;
     match request {
         Request::Poll {
             room,
@@ -102,7 +105,7 @@ pub async fn handle<S: Store, P: Platform>(
             };
             respond(store, &mut attempts, poll, &index, view).await
         }
-        Request::Publish(publish) => publish_entry(store, platform, policy, poll, publish).await,
+        Request::Publish(publish) => publish_entry(store, platform, policy, config, publish).await,
         Request::Leave {
             room,
             context,
@@ -112,13 +115,20 @@ pub async fn handle<S: Store, P: Platform>(
             let mut attempts = Attempts::new(platform, policy);
             let key = room_key(room);
             let current = read_with(store, &mut attempts, &key).await?;
-            let index = update(store, &mut attempts, &key, current, |r, now| {
-                if r.remove(context, session.as_ref(), delete_key, now) {
-                    Ok(true)
-                } else {
-                    Err(Error::NotFound)
-                }
-            })
+            let index = update(
+                store,
+                &mut attempts,
+                &key,
+                current,
+                max_room_bytes,
+                |r, now| {
+                    if r.remove(context, session.as_ref(), delete_key, now) {
+                        Ok(true)
+                    } else {
+                        Err(Error::NotFound)
+                    }
+                },
+            )
             .await?;
             Ok(Reply {
                 body: b"{}".to_vec(),
@@ -188,9 +198,10 @@ async fn publish_entry<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     platform: &P,
     policy: &RetryPolicy,
-    poll: &PollSettings,
+    config: &Config,
     publish: &Publish,
 ) -> Result<Reply, Error> {
+    let limits = &config.limits;
     let mut attempts = Attempts::new(platform, policy);
     let index_key = room_key(&publish.room);
     let own_key = outbox_key(&publish.room, &publish.context);
@@ -224,10 +235,18 @@ async fn publish_entry<S: Store, P: Platform>(
         platform.fill_random(&mut bytes);
         DeleteKey::from_random(&bytes)
     };
-    let index = update(store, &mut attempts, &index_key, index, |r, now| {
-        let change = r.apply_publish(publish, outbox_changed, now, new_key);
-        Ok(change == IndexChange::Write)
-    })
+    let index = update(
+        store,
+        &mut attempts,
+        &index_key,
+        index,
+        limits.max_room_bytes,
+        |r, now| {
+            let change =
+                r.apply_publish(publish, outbox_changed, now, limits.max_peers, new_key)?;
+            Ok(change == IndexChange::Write)
+        },
+    )
     .await?;
     let dk = index.entry(&publish.context).map(|e| e.dk.clone());
     let last_write = LastWrite {
@@ -241,7 +260,7 @@ async fn publish_entry<S: Store, P: Platform>(
         dk: dk.as_ref(),
         last_write: Some(&last_write),
     };
-    respond(store, &mut attempts, poll, &index, view).await
+    respond(store, &mut attempts, &config.poll, &index, view).await
 }
 
 /// Writes the caller's outbox. Only this context writes it; a conflict
@@ -359,6 +378,7 @@ async fn update<S: Store, P: Platform>(
     attempts: &mut Attempts<'_, P>,
     key: &str,
     mut current: Option<Object>,
+    max_bytes: usize,
     mut apply: impl FnMut(&mut Room, u64) -> Result<bool, Error>,
 ) -> Result<Room, Error> {
     let policy = attempts.policy;
@@ -386,7 +406,11 @@ async fn update<S: Store, P: Platform>(
         let precondition = current.as_ref().map_or(Precondition::Absent, |o| {
             Precondition::EtagMatches(o.etag.clone())
         });
-        match store.put(key, room.encode(), precondition).await {
+        let body = room.encode();
+        if body.len() > max_bytes {
+            return Err(Error::PayloadTooLarge("Room too large"));
+        }
+        match store.put(key, body, precondition).await {
             Ok(PutOutcome::Stored { .. }) => return Ok(room),
             // Someone else wrote first: read their version and merge onto it.
             Ok(PutOutcome::PreconditionFailed) => current = read_with(store, attempts, key).await?,

@@ -4,7 +4,6 @@
 //! secrets in it).
 
 use crate::config::Config;
-use crate::http::MAX_BODY_BYTES;
 use crate::protocol::MAX_TTL_MS;
 use crate::room::JOIN_WINDOW_MS;
 
@@ -140,7 +139,8 @@ p2pcf.start()</code></pre>
 <dt>Poll hints</dt><dd>fast {fast}, slow {slow}, idle after {idle_after} alone, up to {idle_max}</dd>
 <dt>Join window</dt><dd>{join_window}</dd>
 <dt>Entry lifetime</dt><dd>as the client asks, at most {max_ttl}</dd>
-<dt>Request body</dt><dd>at most {body_kib} KiB</dd>
+<dt>Request body</dt><dd>at most {body_kib} KiB, {max_packages} packages of {package_kib} KiB</dd>
+<dt>Room size</dt><dd>at most {max_peers} peers</dd>
 </dl>
 </div>
 <footer>p2pcf-rs {version}</footer>
@@ -154,6 +154,9 @@ p2pcf.start()</code></pre>
         idle_max = seconds(poll.idle_max_ms),
         join_window = seconds(JOIN_WINDOW_MS),
         max_ttl = seconds(MAX_TTL_MS),
-        body_kib = MAX_BODY_BYTES / 1024,
+        body_kib = config.limits.max_body_bytes / 1024,
+        max_packages = config.limits.max_packages,
+        package_kib = config.limits.max_package_bytes / 1024,
+        max_peers = config.limits.max_peers,
     )
 }

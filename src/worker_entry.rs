@@ -7,7 +7,7 @@ use std::time::Duration;
 use worker::{event, Context, Env, Headers, Request, Response};
 
 use crate::config::Config;
-use crate::http::{serve, HttpRequest, HttpResponse, Services, MAX_BODY_BYTES};
+use crate::http::{serve, HttpRequest, HttpResponse, Services};
 use crate::platform::{os_random, Platform};
 use crate::quota::QuotaLedger;
 use crate::service::RetryPolicy;
@@ -37,8 +37,8 @@ thread_local! {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
-    let request = read_request(req).await;
     let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
+    let request = read_request(req, config.limits.max_body_bytes).await;
     let store = env.bucket("BUCKET").ok().map(R2Store::new);
     let ledger = LEDGER.with(|l| *l);
     let policy = RetryPolicy::default();
@@ -65,7 +65,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 
 /// Reads method, headers and (up to the size limit) the body. An oversized
 /// or unreadable body becomes one byte past the limit, which `serve` refuses with 413.
-async fn read_request(mut req: Request) -> HttpRequest {
+async fn read_request(mut req: Request, max_body_bytes: usize) -> HttpRequest {
     let headers: Vec<(String, String)> = req.headers().entries().collect();
     let declared_too_large = req
         .headers()
@@ -73,9 +73,9 @@ async fn read_request(mut req: Request) -> HttpRequest {
         .ok()
         .flatten()
         .and_then(|l| l.trim().parse::<usize>().ok())
-        .is_some_and(|l| l > MAX_BODY_BYTES);
+        .is_some_and(|l| l > max_body_bytes);
     let body = if declared_too_large {
-        vec![0; MAX_BODY_BYTES + 1]
+        vec![0; max_body_bytes + 1]
     } else {
         req.bytes().await.unwrap_or_default()
     };

@@ -262,7 +262,7 @@ async fn methods_content_types_and_preflight() {
 
     // Oversized bodies: 413.
     let mut req = post(&body);
-    req.body = vec![b' '; p2pcf_rs::http::MAX_BODY_BYTES + 1];
+    req.body = vec![b' '; p2pcf_rs::limits::Limits::default().max_body_bytes + 1];
     assert_eq!(h.request(req).await.status, 413);
 }
 
