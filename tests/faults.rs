@@ -1,104 +1,105 @@
-//! R2 refusing writes: retried inside the request; when retries run out the
-//! client gets 503 with Retry-After and CORS, and nothing was stored.
+//! R2 faults injected into the memory model (errors, 429s, slow calls, on
+//! gets and on puts): a few are absorbed by retries inside the request;
+//! endless ones give 503 with Retry-After and CORS, nothing half-written is
+//! visible, and the client's retry then succeeds and loses nothing.
 
 mod common;
 
-use std::cell::Cell;
+use common::{sessions, Harness, Peer};
+use p2pcf_rs::store::memory::{Fault, Operation};
+use serde_json::json;
 
-use common::{post, Peer, SimPlatform};
-use p2pcf_rs::config::Config;
-use p2pcf_rs::http::{serve, Services};
-use p2pcf_rs::quota::QuotaLedger;
-use p2pcf_rs::service::RetryPolicy;
-use p2pcf_rs::store::memory::MemoryStore;
-use p2pcf_rs::store::{Object, Precondition, PutOutcome, Store, StoreError};
-use serde_json::{json, Value};
+const FAULTS: [Fault; 2] = [Fault::Unavailable, Fault::RateLimited];
+const OPERATIONS: [Operation; 2] = [Operation::Get, Operation::Put];
 
-/// Fails the first `failures` puts with `error`, then behaves like R2.
-struct Refusing<'a> {
-    inner: MemoryStore<&'a SimPlatform>,
-    failures: Cell<u32>,
-    error: StoreError,
-}
-
-impl Store for Refusing<'_> {
-    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
-        self.inner.get(key).await
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        pre: Precondition,
-    ) -> Result<PutOutcome, StoreError> {
-        if self.failures.get() > 0 {
-            self.failures.set(self.failures.get() - 1);
-            return Err(self.error.clone());
-        }
-        self.inner.put(key, body, pre).await
-    }
-}
-
-async fn publish_through(
-    failures: u32,
-    error: StoreError,
-) -> (u16, Value, Option<String>, Option<String>, usize) {
-    let platform: &'static SimPlatform = Box::leak(Box::new(SimPlatform::new(3)));
-    let store = Refusing {
-        inner: MemoryStore::new(platform, 10),
-        failures: Cell::new(failures),
-        error,
-    };
-    let (config, ledger, policy) = (
-        Config::default(),
-        QuotaLedger::default(),
-        RetryPolicy::default(),
+/// A room with one member, and a joiner whose publish carries a package.
+async fn room_with_member(h: &Harness) -> (Peer, Peer) {
+    let member = Peer::new("room-faults", 1);
+    let joiner = Peer::new("room-faults", 2);
+    assert_eq!(
+        h.post(&member.publish(h.now(), json!([]))).await.status,
+        200
     );
-    let services = Services {
-        store: Some(&store),
-        platform,
-        config: &config,
-        ledger: &ledger,
-        policy: &policy,
-        version: "test",
-    };
-    let peer = Peer::new("room-faults", 1);
-    let (resp, _) = serve(&post(&peer.publish(common::EPOCH_MS, json!([]))), &services).await;
-    let body = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-    (
-        resp.status,
-        body,
-        resp.header("retry-after").map(str::to_owned),
-        resp.header("access-control-allow-origin")
-            .map(str::to_owned),
-        store.inner.len(),
-    )
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    (member, joiner)
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_few_refusals_are_retried_and_the_write_lands() {
-    for error in [
-        StoreError::RateLimited,
-        StoreError::Unavailable("internal error".into()),
-    ] {
-        let (status, body, _, _, stored) = publish_through(3, error.clone()).await;
-        assert_eq!(status, 200, "{error:?}");
-        assert!(body["dk"].is_string());
-        assert_eq!(stored, 1, "the room was written");
+async fn a_few_faults_are_retried_and_the_write_lands() {
+    for operation in OPERATIONS {
+        for fault in FAULTS {
+            let h = Harness::new();
+            let (member, joiner) = room_with_member(&h).await;
+            h.store.inject(operation, fault.clone(), 3);
+            let t = h.now();
+            let r = h
+                .post(&joiner.publish(t, json!([joiner.package_to(&member, t)])))
+                .await;
+            assert_eq!(r.status, 200, "{operation:?} {fault:?}: {}", r.text);
+            h.store.clear_faults();
+            let seen = h.post(&member.poll(t)).await;
+            assert_eq!(sessions(&seen.body), vec![joiner.session.clone()]);
+            assert_eq!(
+                seen.body["pk"].as_array().map(Vec::len),
+                Some(1),
+                "the package too"
+            );
+        }
     }
 }
 
 #[tokio::test(start_paused = true)]
-async fn endless_refusals_give_503_with_retry_after_and_store_nothing() {
-    for error in [
-        StoreError::RateLimited,
-        StoreError::Unavailable("internal error".into()),
-    ] {
-        let (status, _, retry_after, cors, stored) = publish_through(u32::MAX, error.clone()).await;
-        assert_eq!(status, 503, "{error:?}");
-        assert_eq!(retry_after.as_deref(), Some("2"));
-        assert_eq!(cors.as_deref(), Some("*"));
-        assert_eq!(stored, 0, "nothing half-written");
+async fn slow_calls_only_make_the_request_slower() {
+    for operation in OPERATIONS {
+        let h = Harness::new();
+        let (member, joiner) = room_with_member(&h).await;
+        h.store.inject(operation, Fault::Slow(3000), u32::MAX);
+        let t = h.now();
+        assert_eq!(h.post(&joiner.publish(t, json!([]))).await.status, 200);
+        assert_eq!(
+            sessions(&h.post(&member.poll(t)).await.body),
+            vec![joiner.session.clone()]
+        );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn endless_faults_give_503_and_nothing_half_written_is_visible() {
+    for operation in OPERATIONS {
+        for fault in FAULTS {
+            let h = Harness::new();
+            let (member, joiner) = room_with_member(&h).await;
+            h.store.inject(operation, fault.clone(), u32::MAX);
+            let t = h.now();
+            let publish = joiner.publish(t, json!([joiner.package_to(&member, t)]));
+            let r = h.post(&publish).await;
+            assert_eq!(r.status, 503, "{operation:?} {fault:?}");
+            assert_eq!(r.response.header("retry-after"), Some("2"));
+            assert_eq!(r.response.header("access-control-allow-origin"), Some("*"));
+            assert_eq!(r.text, "Storage busy, nothing was stored; retry later");
+            h.store.clear_faults();
+            // Neither the joiner nor its package is visible.
+            let seen = h.post(&member.poll(t)).await;
+            assert_eq!(seen.body["ps"], json!([]), "{operation:?} {fault:?}");
+            assert_eq!(seen.body["pk"], json!([]));
+            // The client's next attempt lands, whole.
+            tokio::time::advance(std::time::Duration::from_secs(2)).await;
+            assert_eq!(h.post(&publish).await.status, 200);
+            let seen = h.post(&member.poll(t)).await;
+            assert_eq!(sessions(&seen.body), vec![joiner.session.clone()]);
+            assert_eq!(seen.body["pk"].as_array().map(Vec::len), Some(1));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poll_during_an_outage_is_a_503_too() {
+    let h = Harness::new();
+    let (member, _) = room_with_member(&h).await;
+    h.store.inject(Operation::Get, Fault::Unavailable, u32::MAX);
+    let r = h.post(&member.poll(h.now())).await;
+    assert_eq!(
+        (r.status, r.response.header("retry-after")),
+        (503, Some("2"))
+    );
 }

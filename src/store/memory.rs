@@ -9,7 +9,8 @@
 //! * latency: every operation waits `latency_ms` on the platform's clock and
 //!   takes effect at the end, so concurrent requests interleave as they do
 //!   against R2;
-//! * counts of Class A (every put, refused or not) and Class B (every get).
+//! * counts of Class A (every put, refused or not) and Class B (every get);
+//! * injected faults on gets or puts: errors, 429s and slow calls.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +39,24 @@ pub struct Stats {
     pub peak_puts_per_key_second: u64,
 }
 
+/// Which operations a fault applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Get,
+    Put,
+}
+
+/// A fault the model can inject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The call fails (network, R2 internal error).
+    Unavailable,
+    /// R2 answers 429.
+    RateLimited,
+    /// The call succeeds after this many extra ms.
+    Slow(u64),
+}
+
 pub struct MemoryStore<P> {
     platform: P,
     latency_ms: u64,
@@ -47,6 +66,8 @@ pub struct MemoryStore<P> {
     stats: Cell<Stats>,
     /// Recent put attempts per key, for the peak rate.
     recent_puts: RefCell<HashMap<String, VecDeque<u64>>>,
+    /// Injected faults: (operation, fault, how many more times).
+    faults: RefCell<Vec<(Operation, Fault, u32)>>,
 }
 
 impl<P: Platform> MemoryStore<P> {
@@ -62,6 +83,42 @@ impl<P: Platform> MemoryStore<P> {
             next_etag: Cell::new(1),
             stats: Cell::new(Stats::default()),
             recent_puts: RefCell::default(),
+            faults: RefCell::default(),
+        }
+    }
+
+    /// Makes the next `times` calls of `operation` meet `fault`
+    /// (`u32::MAX`: until [`MemoryStore::clear_faults`]).
+    pub fn inject(&self, operation: Operation, fault: Fault, times: u32) {
+        self.faults.borrow_mut().push((operation, fault, times));
+    }
+
+    pub fn clear_faults(&self) {
+        self.faults.borrow_mut().clear();
+    }
+
+    /// Takes the fault for this call, if one is pending.
+    fn fault(&self, operation: Operation) -> Option<Fault> {
+        let mut faults = self.faults.borrow_mut();
+        let slot = faults
+            .iter_mut()
+            .find(|(op, _, n)| *op == operation && *n > 0)?;
+        if slot.2 != u32::MAX {
+            slot.2 -= 1;
+        }
+        Some(slot.1.clone())
+    }
+
+    /// Applies an injected fault: waits for `Slow`, fails for the others.
+    async fn meet_fault(&self, operation: Operation) -> Result<(), StoreError> {
+        match self.fault(operation) {
+            None => Ok(()),
+            Some(Fault::Slow(ms)) => {
+                self.platform.sleep(ms).await;
+                Ok(())
+            }
+            Some(Fault::RateLimited) => Err(StoreError::RateLimited),
+            Some(Fault::Unavailable) => Err(StoreError::Unavailable("injected fault".to_owned())),
         }
     }
 
@@ -178,6 +235,7 @@ impl<P: Platform> Store for MemoryStore<P> {
     async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
         self.platform.sleep(self.latency_ms).await;
         self.bump(|s| s.class_b += 1);
+        self.meet_fault(Operation::Get).await?;
         Ok(self.objects.borrow().get(key).cloned())
     }
 
@@ -188,6 +246,7 @@ impl<P: Platform> Store for MemoryStore<P> {
         pre: Precondition,
     ) -> Result<PutOutcome, StoreError> {
         self.platform.sleep(self.latency_ms).await;
+        self.meet_fault(Operation::Put).await?;
         let now = self.platform.now_ms();
         self.count_put(key, now);
         if self.rate_limited(key, now) {
