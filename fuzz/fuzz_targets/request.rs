@@ -21,17 +21,18 @@ fuzz_target!(|data: &[u8]| {
     };
     // A room that already has someone in it, then the fuzzed request.
     let mut room = Room::decode(br#"{"v":2,"e":{},"m":0}"#);
+    let outboxes = Outboxes::new();
     match &request {
         Request::Publish(p) => {
             let _ = room.apply_publish(p, !p.packages.is_empty(), NOW, 32, || {
                 DeleteKey::from_random(&[7; DELETE_KEY_BYTES])
             });
-            let view = room.view(&p.context, Some(&p.data.session), None, &Outboxes::new(), NOW);
+            let view = room.view(&p.context, Some(&p.data.session), None, &outboxes, NOW);
             let _ = serde_json::to_vec(&view);
             let _ = Room::decode(&room.encode());
         }
         Request::Poll { context, session, .. } => {
-            let view = room.view(context, session.as_ref(), None, &Outboxes::new(), NOW);
+            let view = room.view(context, session.as_ref(), None, &outboxes, NOW);
             let _ = serde_json::to_vec(&view);
         }
         Request::Leave { context, session, delete_key, .. } => {
