@@ -239,6 +239,14 @@ impl Room {
             joined_ms,
             announced,
         };
+        // A session id belongs to one context: claiming another's would
+        // receive the packages addressed to it.
+        let taken = self.entries.iter().any(|(k, e)| {
+            *k != publish.context && e.d.session == publish.data.session && !e.is_dead(now_ms)
+        });
+        if taken {
+            return Err(Error::BadRequest("Session id in use"));
+        }
         let Some(current) = self.own(&publish.context, &publish.data.session, now_ms) else {
             self.prune(now_ms);
             let others = self
@@ -436,7 +444,8 @@ impl Room {
 
     /// The poll response for `context`: every other live peer (with the
     /// newer of its index and outbox `t`), and the packages addressed to
-    /// `session` in the outboxes at hand. `dk` is included when given.
+    /// `session` in the outboxes at hand, given only to the context whose
+    /// entry holds that session. `dk` is included when given.
     pub fn view<'a>(
         &'a self,
         context: &ContextId,
@@ -461,7 +470,7 @@ impl Room {
                     },
                 })
                 .collect(),
-            pk: match session {
+            pk: match session.filter(|s| self.own(context, s, now_ms).is_some()) {
                 Some(me) => others()
                     .filter_map(|(_, outbox)| outbox)
                     .flat_map(|o| o.p.iter())
