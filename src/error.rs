@@ -21,6 +21,8 @@ pub enum Error {
     Unauthorized,
     /// This origin used its monthly `ORIGIN_QUOTA`.
     OverQuota,
+    /// The optional per-client rate limit (the `RATE_LIMITER` binding) refused the request.
+    RateLimited,
     /// R2 kept refusing or failing the write; nothing was stored. Retry later.
     Busy { retry_after_s: u32 },
     /// The `BUCKET` binding is missing: the deployment is not configured.
@@ -36,7 +38,7 @@ impl Error {
             Error::MethodNotAllowed => 405,
             Error::PayloadTooLarge(_) => 413,
             Error::UnsupportedMediaType => 415,
-            Error::OverQuota | Error::RoomFull => 429,
+            Error::OverQuota | Error::RoomFull | Error::RateLimited => 429,
             Error::Busy { .. } | Error::NoBucket => 503,
         }
     }
@@ -47,6 +49,7 @@ impl Error {
             Error::Busy { retry_after_s } => Some(*retry_after_s),
             // Someone may leave: a stock client tries again at its next step anyway.
             Error::RoomFull => Some(30),
+            Error::RateLimited => Some(10),
             _ => None,
         }
     }
@@ -63,6 +66,7 @@ impl fmt::Display for Error {
             Error::MethodNotAllowed => "Method not allowed",
             Error::Unauthorized => "Unauthorized origin",
             Error::OverQuota => "Origin over quota",
+            Error::RateLimited => "Too many requests from this client",
             Error::Busy { .. } => "Storage busy, nothing was stored; retry later",
             Error::NoBucket => "R2 bucket binding BUCKET is not configured",
         })

@@ -90,6 +90,17 @@ impl HttpResponse {
     }
 }
 
+/// The response for an error raised outside [`serve`] (e.g. by a platform
+/// rate limiter in front of it): status, reason and CORS headers as always.
+pub fn error_response(e: &Error) -> HttpResponse {
+    HttpResponse::error(e)
+}
+
+/// Whether a request is a signalling call (the calls that rate limits count).
+pub fn is_signalling(req: &HttpRequest) -> bool {
+    matches!(req.method.to_ascii_uppercase().as_str(), "POST" | "DELETE")
+}
+
 /// Everything a request is served with.
 pub struct Services<'a, S, P> {
     /// `None` when the `BUCKET` binding is missing.

@@ -7,7 +7,10 @@ use std::time::Duration;
 use worker::{event, Context, Env, Headers, Request, Response};
 
 use crate::config::Config;
-use crate::http::{serve, HttpRequest, HttpResponse, Services};
+use crate::error::Error;
+use crate::http::{
+    error_response, is_signalling, serve, HttpRequest, HttpResponse, Outcome, Services,
+};
 use crate::platform::{os_random, Platform};
 use crate::quota::QuotaLedger;
 use crate::service::RetryPolicy;
@@ -56,11 +59,37 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
         ),
     };
     let started = WorkerPlatform.now_ms();
+    if let Some(refused) = rate_limit(&env, &request).await {
+        let outcome = Outcome {
+            op: "limited",
+            ..Outcome::default()
+        };
+        worker::console_log!("{}", outcome.log_line(refused.status, 0));
+        return write_response(refused);
+    }
     let (response, outcome) = serve(&request, &services).await;
     let duration = WorkerPlatform.now_ms().saturating_sub(started);
     // One JSON line per request, for `wrangler tail` and Workers Logs.
     worker::console_log!("{}", outcome.log_line(response.status, duration));
     write_response(response)
+}
+
+/// The optional per-client rate limit: when a `RATE_LIMITER` binding
+/// (Workers rate limiting) exists, each client IP's signalling calls are
+/// counted there. Without the binding, or if it fails, nothing is limited.
+async fn rate_limit(env: &Env, request: &HttpRequest) -> Option<HttpResponse> {
+    if !is_signalling(request) {
+        return None;
+    }
+    let limiter = env.rate_limiter("RATE_LIMITER").ok()?;
+    let client = request
+        .header("cf-connecting-ip")
+        .unwrap_or("unknown")
+        .to_owned();
+    match limiter.limit(client).await {
+        Ok(outcome) if !outcome.success => Some(error_response(&Error::RateLimited)),
+        _ => None,
+    }
 }
 
 /// Reads method, headers and (up to the size limit) the body. An oversized

@@ -8,7 +8,7 @@ const compatibilityDate = readFileSync(new URL('wrangler.toml', root), 'utf8')
   .match(/^compatibility_date\s*=\s*"([^"]+)"/m)[1]
 
 /** Starts the worker; `vars` become its [vars]. Returns { url, logs, stop, bucket }. */
-export async function startWorker ({ vars = {}, bucket = true } = {}) {
+export async function startWorker ({ vars = {}, bucket = true, ratelimits } = {}) {
   const mf = new Miniflare({
     modules: true,
     scriptPath: new URL('build/index.js', root).pathname,
@@ -20,6 +20,7 @@ export async function startWorker ({ vars = {}, bucket = true } = {}) {
     compatibilityDate,
     r2Buckets: bucket ? ['BUCKET'] : [],
     bindings: vars,
+    ...(ratelimits ? { ratelimits } : {}),
     host: '127.0.0.1',
     port: 0,
     // The worker's log lines (one JSON line per request) are kept, not printed.

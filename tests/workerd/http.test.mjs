@@ -229,3 +229,23 @@ test('one structured JSON log line per request, without room ids', async () => {
   assert.match(lines[0].room, /^[0-9a-f]{16}$/)
   assert.ok(worker.logs.every(l => !l.includes('room-logs-secret')), 'room ids stay out of logs')
 })
+
+test('optional per-client rate limit through the RATE_LIMITER binding', async () => {
+  const limited = await startWorker({ ratelimits: { RATE_LIMITER: { simple: { limit: 3, period: 60 } } } })
+  try {
+    const p = new Peer(limited.url, 'room-rate', 1)
+    const statuses = []
+    for (let i = 0; i < 5; i++) statuses.push((await p.firstPoll()).status)
+    assert.deepEqual(statuses, [200, 200, 200, 429, 429])
+    const res = await p.firstPoll()
+    assert.equal(res.text, 'Too many requests from this client')
+    assertCors(res)
+    assert.equal(res.headers.get('retry-after'), '10')
+    assert.equal((await fetch(limited.url)).status, 200, 'the status page is not limited')
+  } finally {
+    await limited.stop()
+  }
+  // Without the binding nothing is limited.
+  const p = new Peer(worker.url, 'room-rate-free', 1)
+  for (let i = 0; i < 5; i++) assert.equal((await p.firstPoll()).status, 200)
+})
