@@ -288,54 +288,6 @@ struct PackageHead {
     candidates: usize,
 }
 
-/// The number of elements of a JSON array (0 for anything else), counted without building them.
-struct ElementCount(usize);
-
-impl<'de> Deserialize<'de> for ElementCount {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct CountVisitor;
-        impl<'de> Visitor<'de> for CountVisitor {
-            type Value = ElementCount;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ElementCount, A::Error> {
-                let mut n = 0;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    n += 1;
-                }
-                Ok(ElementCount(n))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<ElementCount, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(ElementCount(0))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<ElementCount, E> {
-                Ok(ElementCount(0))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<ElementCount, E> {
-                Ok(ElementCount(0))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<ElementCount, E> {
-                Ok(ElementCount(0))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<ElementCount, E> {
-                Ok(ElementCount(0))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<ElementCount, E> {
-                Ok(ElementCount(0))
-            }
-            fn visit_unit<E>(self) -> Result<ElementCount, E> {
-                Ok(ElementCount(0))
-            }
-        }
-        d.deserialize_any(CountVisitor)
-    }
-}
-
 impl<'de> Deserialize<'de> for PackageHead {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct HeadVisitor;
@@ -352,8 +304,12 @@ impl<'de> Deserialize<'de> for PackageHead {
                 let mut index = 1;
                 loop {
                     if index == 8 {
-                        match seq.next_element::<ElementCount>()? {
-                            Some(count) => candidates = count.0,
+                        // Packages are only read with serde_json, where RawValue works.
+                        match seq.next_element::<Box<RawValue>>()? {
+                            Some(raw) => {
+                                candidates = serde_json::from_str::<Vec<IgnoredAny>>(raw.get())
+                                    .map_or(0, |c| c.len())
+                            }
                             None => break,
                         }
                     } else if seq.next_element::<IgnoredAny>()?.is_none() {
