@@ -46,6 +46,8 @@ pub struct RetryPolicy {
     pub max_ops: u32,
     /// Wall-clock time after which no new attempt starts, ms.
     pub budget_ms: u64,
+    /// The same for a poll, which only reads, ms.
+    pub read_budget_ms: u64,
     /// R2 refuses a second write to a key within this interval, ms.
     pub write_interval_ms: u64,
     /// Base of the exponential jitter window added to every wait, ms.
@@ -59,6 +61,7 @@ impl Default for RetryPolicy {
         Self {
             max_ops: 45,
             budget_ms: 60_000,
+            read_budget_ms: 5_000,
             write_interval_ms: 1000,
             jitter_base_ms: 250,
             retry_after_s: 2,
@@ -93,7 +96,8 @@ pub async fn handle<S: Store, P: Platform>(
             session,
             last_write,
         } => {
-            let mut attempts = Attempts::new(platform, policy);
+            // A read has no write to land: answer 503 soon rather than keep the client waiting.
+            let mut attempts = Attempts::new(platform, policy).within(policy.read_budget_ms);
             let index = read_with(store, &mut attempts, &room_key(room)).await?;
             let index = decode(index.as_ref());
             let view = View {
@@ -323,6 +327,14 @@ impl<'a, P: Platform> Attempts<'a, P> {
             deadline_ms: platform.now_ms().saturating_add(policy.budget_ms),
             round: 0,
         }
+    }
+
+    /// The same budget, cut to `ms` of wall-clock time.
+    fn within(mut self, ms: u64) -> Self {
+        self.deadline_ms = self
+            .deadline_ms
+            .min(self.platform.now_ms().saturating_add(ms));
+        self
     }
 
     /// Fails with 503 when another `ops` operations or the time would go over budget.
