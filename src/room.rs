@@ -513,26 +513,14 @@ mod tests {
     }
 
     /// `apply_publish` with room for 32 peers, which these tests never reach.
-    trait Apply {
-        fn apply(
-            &mut self,
-            p: &Publish,
-            changed: bool,
-            now: u64,
-            k: impl FnOnce() -> DeleteKey,
-        ) -> IndexChange;
-    }
-
-    impl Apply for Room {
-        fn apply(
-            &mut self,
-            p: &Publish,
-            changed: bool,
-            now: u64,
-            k: impl FnOnce() -> DeleteKey,
-        ) -> IndexChange {
-            self.apply_publish(p, changed, now, 32, k).unwrap()
-        }
+    fn apply(
+        room: &mut Room,
+        p: &Publish,
+        changed: bool,
+        now: u64,
+        k: impl FnOnce() -> DeleteKey,
+    ) -> IndexChange {
+        room.apply_publish(p, changed, now, 32, k).unwrap()
     }
 
     fn key(n: u8) -> DeleteKey {
@@ -566,23 +554,40 @@ mod tests {
         let mut room = Room::new();
         let a = ctx("a");
         assert_eq!(
-            room.apply(&publish("a", "s1", NOW, json!([])), false, NOW, || key(1)),
+            apply(
+                &mut room,
+                &publish("a", "s1", NOW, json!([])),
+                false,
+                NOW,
+                || key(1)
+            ),
             IndexChange::Write
         );
         assert_eq!(
-            room.apply(&publish("a", "s1", NOW, json!([])), false, NOW, || key(2)),
+            apply(
+                &mut room,
+                &publish("a", "s1", NOW, json!([])),
+                false,
+                NOW,
+                || key(2)
+            ),
             IndexChange::Unchanged
         );
         // A heartbeat (new t, same packages) is written; the key is kept.
         assert_eq!(
-            room.apply(&publish("a", "s1", NOW + 1, json!([])), false, NOW, || key(
-                3
-            )),
+            apply(
+                &mut room,
+                &publish("a", "s1", NOW + 1, json!([])),
+                false,
+                NOW,
+                || key(3)
+            ),
             IndexChange::Write
         );
         assert_eq!(room.entry(&a).unwrap().dk, key(1));
         // A new session in the same context replaces the entry with a new key and join time.
-        room.apply(
+        apply(
+            &mut room,
             &publish("a", "s2", NOW + 2, json!([])),
             false,
             NOW + 5,
@@ -596,13 +601,15 @@ mod tests {
     #[test]
     fn packages_within_a_join_window_leave_the_index_alone() {
         let mut room = Room::new();
-        room.apply(
+        apply(
+            &mut room,
             &publish("b", "sb", NOW, json!([])),
             false,
             NOW + 30_000,
             || key(1),
         );
-        room.apply(
+        apply(
+            &mut room,
             &publish("a", "sa", NOW, json!([])),
             false,
             NOW + 60_000,
@@ -611,14 +618,14 @@ mod tests {
         // b sends a package to the newcomer a 5 s after it joined: outbox only.
         let to_a = publish("b", "sb", NOW + 65_000, json!([["sa", 1]]));
         assert_eq!(
-            room.apply(&to_a, true, NOW + 65_000, || key(3)),
+            apply(&mut room, &to_a, true, NOW + 65_000, || key(3)),
             IndexChange::Unchanged
         );
         // A package when the window (a's join + 45 s) closes within 20 s is announced.
         let late = publish("b", "sb", NOW + 200_000, json!([["sa", 2]]));
         let mut later = room.clone();
         assert_eq!(
-            later.apply(&late, true, NOW + 86_000, || key(3)),
+            apply(&mut later, &late, true, NOW + 86_000, || key(3)),
             IndexChange::Write
         );
         let announced = &later.entry(&ctx("b")).unwrap().announced;
@@ -629,8 +636,15 @@ mod tests {
     #[test]
     fn outboxes_are_read_only_where_packages_can_wait() {
         let mut room = Room::new();
-        room.apply(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
-        room.apply(
+        apply(
+            &mut room,
+            &publish("a", "sa", NOW, json!([])),
+            false,
+            NOW,
+            || key(1),
+        );
+        apply(
+            &mut room,
             &publish("b", "sb", NOW, json!([])),
             false,
             NOW + 1000,
@@ -652,13 +666,15 @@ mod tests {
             "no session, no packages"
         );
         // Steady: heartbeats keep both index-live, windows closed: nothing to read.
-        room.apply(
+        apply(
+            &mut room,
             &publish("a", "sa", NOW + 1, json!([])),
             false,
             NOW + 100_000,
             || key(1),
         );
-        room.apply(
+        apply(
+            &mut room,
             &publish("b", "sb", NOW + 1, json!([])),
             false,
             NOW + 100_000,
@@ -677,9 +693,27 @@ mod tests {
     #[test]
     fn view_uses_outboxes_for_packages_liveness_and_t() {
         let mut room = Room::new();
-        room.apply(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
-        room.apply(&publish("b", "sb", NOW, json!([])), false, NOW, || key(2));
-        room.apply(&publish("c", "sc", NOW, json!([])), false, NOW, || key(3));
+        apply(
+            &mut room,
+            &publish("a", "sa", NOW, json!([])),
+            false,
+            NOW,
+            || key(1),
+        );
+        apply(
+            &mut room,
+            &publish("b", "sb", NOW, json!([])),
+            false,
+            NOW,
+            || key(2),
+        );
+        apply(
+            &mut room,
+            &publish("c", "sc", NOW, json!([])),
+            false,
+            NOW,
+            || key(3),
+        );
         let mut outboxes = Outboxes::new();
         outboxes.insert(
             ctx("a"),
@@ -721,7 +755,13 @@ mod tests {
     #[test]
     fn remove_requires_context_session_and_key() {
         let mut room = Room::new();
-        room.apply(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        apply(
+            &mut room,
+            &publish("a", "sa", NOW, json!([])),
+            false,
+            NOW,
+            || key(1),
+        );
         let (a, sa, other) = (ctx("a"), sess("sa"), sess("sx"));
         assert!(!room.remove(&a, Some(&sa), &input(&key(2)), NOW));
         assert!(!room.remove(&a, Some(&other), &input(&key(1)), NOW));
@@ -733,7 +773,13 @@ mod tests {
     #[test]
     fn stored_form_round_trips_and_bad_documents_read_as_empty() {
         let mut room = Room::new();
-        room.apply(&publish("a", "sa", NOW, json!([])), false, NOW, || key(1));
+        apply(
+            &mut room,
+            &publish("a", "sa", NOW, json!([])),
+            false,
+            NOW,
+            || key(1),
+        );
         let bytes = room.encode();
         assert_eq!(Room::decode(&bytes), room);
         assert_eq!(Room::decode(b"not json"), Room::new());

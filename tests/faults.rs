@@ -30,13 +30,13 @@ async fn a_few_faults_are_retried_and_the_write_lands() {
         for fault in FAULTS {
             let h = Harness::new();
             let (member, joiner) = room_with_member(&h).await;
-            h.store.inject(operation, fault.clone(), 3);
+            h.worker.store.inject(operation, fault.clone(), 3);
             let t = h.now();
             let r = h
                 .post(&joiner.publish(t, json!([joiner.package_to(&member, t)])))
                 .await;
             assert_eq!(r.status, 200, "{operation:?} {fault:?}: {}", r.text);
-            h.store.clear_faults();
+            h.worker.store.clear_faults();
             let seen = h.post(&member.poll(t)).await;
             assert_eq!(sessions(&seen.body), vec![joiner.session.clone()]);
             assert_eq!(
@@ -53,7 +53,9 @@ async fn slow_calls_only_make_the_request_slower() {
     for operation in OPERATIONS {
         let h = Harness::new();
         let (member, joiner) = room_with_member(&h).await;
-        h.store.inject(operation, Fault::Slow(3000), u32::MAX);
+        h.worker
+            .store
+            .inject(operation, Fault::Slow(3000), u32::MAX);
         let t = h.now();
         assert_eq!(h.post(&joiner.publish(t, json!([]))).await.status, 200);
         assert_eq!(
@@ -69,7 +71,7 @@ async fn endless_faults_give_503_and_nothing_half_written_is_visible() {
         for fault in FAULTS {
             let h = Harness::new();
             let (member, joiner) = room_with_member(&h).await;
-            h.store.inject(operation, fault.clone(), u32::MAX);
+            h.worker.store.inject(operation, fault.clone(), u32::MAX);
             let t = h.now();
             let publish = joiner.publish(t, json!([joiner.package_to(&member, t)]));
             let r = h.post(&publish).await;
@@ -77,7 +79,7 @@ async fn endless_faults_give_503_and_nothing_half_written_is_visible() {
             assert_eq!(r.response.header("retry-after"), Some("2"));
             assert_eq!(r.response.header("access-control-allow-origin"), Some("*"));
             assert_eq!(r.text, "Storage busy, nothing was stored; retry later");
-            h.store.clear_faults();
+            h.worker.store.clear_faults();
             // Neither the joiner nor its package is visible.
             let seen = h.post(&member.poll(t)).await;
             assert_eq!(seen.body["ps"], json!([]), "{operation:?} {fault:?}");
@@ -96,7 +98,9 @@ async fn endless_faults_give_503_and_nothing_half_written_is_visible() {
 async fn a_poll_during_an_outage_is_a_503_too() {
     let h = Harness::new();
     let (member, _) = room_with_member(&h).await;
-    h.store.inject(Operation::Get, Fault::Unavailable, u32::MAX);
+    h.worker
+        .store
+        .inject(Operation::Get, Fault::Unavailable, u32::MAX);
     let r = h.post(&member.poll(h.now())).await;
     assert_eq!(
         (r.status, r.response.header("retry-after")),

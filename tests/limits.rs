@@ -19,11 +19,11 @@ fn harness(vars: &[(&str, &str)]) -> Harness {
 }
 
 async fn refused(h: &Harness, body: &Value, status: u16, reason: &str) {
-    let writes = h.store.stats().writes;
+    let writes = h.worker.store.stats().writes;
     let r = h.post(body).await;
     assert_eq!((r.status, r.text.as_str()), (status, reason));
     assert_eq!(r.response.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(h.store.stats().writes, writes, "nothing stored");
+    assert_eq!(h.worker.store.stats().writes, writes, "nothing stored");
 }
 
 #[tokio::test(start_paused = true)]
@@ -157,7 +157,11 @@ async fn limits_follow_vars() {
                 .status,
         );
     }
-    let size = h.store.peek("rooms/room-vars").map_or(0, |b| b.len());
+    let size = h
+        .worker
+        .store
+        .peek("rooms/room-vars")
+        .map_or(0, |b| b.len());
     assert!(statuses.starts_with(&[200, 200, 200]), "{statuses:?}");
     assert!(statuses.contains(&413), "{statuses:?}, index {size} bytes");
     assert!(size <= 1200);

@@ -135,9 +135,13 @@ async fn same_t_is_not_written_again_and_reload_replaces_entry() {
     let watcher = Peer::new("room-reload", 2);
     let t = h.now();
     let first = h.post(&a.publish(t, json!([]))).await;
-    let writes = h.store.stats().writes;
+    let writes = h.worker.store.stats().writes;
     let again = h.post(&a.publish(t, json!([]))).await;
-    assert_eq!(h.store.stats().writes, writes, "same t: nothing written");
+    assert_eq!(
+        h.worker.store.stats().writes,
+        writes,
+        "same t: nothing written"
+    );
     assert_eq!(ops(&again), (0, 2));
     assert_eq!(again.body["dk"], first.body["dk"]);
 
@@ -249,7 +253,7 @@ async fn twenty_simultaneous_publishers_are_all_visible() {
             p.session
         );
     }
-    let stats = h.store.stats();
+    let stats = h.worker.store.stats();
     assert_eq!(stats.writes, 20, "one stored write per publisher");
     println!(
         "20 simultaneous joins: {} class A ({} refused by condition, {} by 429), {} class B, {} ms",
@@ -312,7 +316,7 @@ async fn join_of_the_next_peer_costs_n_plus_2_writes() {
             h.post(&p.publish(t0, json!([]))).await;
         }
         tokio::time::advance(std::time::Duration::from_secs(5)).await;
-        let before = h.store.stats();
+        let before = h.worker.store.stats();
 
         // The joiner (A): first poll sees peers, so it publishes on its next step.
         let joiner = Peer::new(&room, 100);
@@ -341,7 +345,7 @@ async fn join_of_the_next_peer_costs_n_plus_2_writes() {
         let answers: Vec<Value> = existing.iter().map(|p| joiner.package_to(p, t)).collect();
         h.post(&joiner.publish(t, Value::Array(answers))).await;
 
-        let after = h.store.stats();
+        let after = h.worker.store.stats();
         let class_a = after.class_a - before.class_a;
         println!(
             "join of peer {}: {} class A, {} class B",

@@ -20,7 +20,7 @@ fn assert_cors(r: &common::Reply) {
 }
 
 async fn expect_400(h: &Harness, body: Value, reason: &str) {
-    let before = h.store.stats().writes;
+    let before = h.worker.store.stats().writes;
     let r = h.post(&body).await;
     assert_eq!((r.status, r.text.as_str()), (400, reason), "body: {body}");
     assert_cors(&r);
@@ -29,7 +29,7 @@ async fn expect_400(h: &Harness, body: Value, reason: &str) {
         Some("text/plain; charset=utf-8")
     );
     assert_eq!(
-        h.store.stats().writes,
+        h.worker.store.stats().writes,
         before,
         "a refused request stores nothing"
     );
@@ -300,9 +300,9 @@ async fn missing_bucket_is_explained() {
     let services: Services<'_, MemoryStore<&common::SimPlatform>, _> = Services {
         store: None,
         platform: h.platform,
-        config: &h.config,
-        ledger: &h.ledger,
-        policy: &h.policy,
+        config: &h.worker.config,
+        ledger: &h.worker.ledger,
+        policy: &h.worker.policy,
         version: "test",
     };
     let (page, _) = serve(
@@ -366,7 +366,7 @@ async fn allowed_origins_and_quota() {
         200,
         "quotas are per origin"
     );
-    let stats = h.store.stats();
+    let stats = h.worker.store.stats();
     println!(
         "27 metered requests: {} class A, {} class B (room reads included)",
         stats.class_a, stats.class_b

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::http::{serve, HttpRequest, Services};
+use crate::http::{serve, HttpRequest, HttpResponse, Outcome, Services};
 use crate::platform::Platform;
 use crate::quota::QuotaLedger;
 use crate::service::RetryPolicy;
@@ -91,24 +91,42 @@ pub trait Server {
     fn name(&self) -> &'static str;
 }
 
-/// This worker: its real HTTP layer over the in-memory R2 model.
+/// This worker: its real HTTP layer over the in-memory R2 model (also the
+/// native tests' harness).
 pub struct Ours<'a> {
     pub store: MemoryStore<&'a SimPlatform>,
-    platform: &'a SimPlatform,
-    config: Config,
-    ledger: QuotaLedger,
-    policy: RetryPolicy,
+    pub platform: &'a SimPlatform,
+    pub config: Config,
+    pub ledger: QuotaLedger,
+    pub policy: RetryPolicy,
 }
 
 impl<'a> Ours<'a> {
     pub fn new(platform: &'a SimPlatform, latency_ms: u64) -> Self {
+        Self::with_config(platform, Config::default(), latency_ms)
+    }
+
+    pub fn with_config(platform: &'a SimPlatform, config: Config, latency_ms: u64) -> Self {
         Self {
             store: MemoryStore::new(platform, latency_ms),
             platform,
-            config: Config::default(),
+            config,
             ledger: QuotaLedger::default(),
             policy: RetryPolicy::default(),
         }
+    }
+
+    /// Serves one request as the Worker would.
+    pub async fn serve(&self, request: &HttpRequest) -> (HttpResponse, Outcome) {
+        let services = Services {
+            store: Some(&self.store),
+            platform: self.platform,
+            config: &self.config,
+            ledger: &self.ledger,
+            policy: &self.policy,
+            version: "sim",
+        };
+        serve(request, &services).await
     }
 }
 
@@ -124,15 +142,7 @@ impl Server for Ours<'_> {
             headers,
             body: serde_json::to_vec(body).unwrap_or_default(),
         };
-        let services = Services {
-            store: Some(&self.store),
-            platform: self.platform,
-            config: &self.config,
-            ledger: &self.ledger,
-            policy: &self.policy,
-            version: "sim",
-        };
-        let (response, _) = serve(&request, &services).await;
+        let (response, _) = self.serve(&request).await;
         (
             response.status,
             serde_json::from_slice(&response.body).unwrap_or(Value::Null),

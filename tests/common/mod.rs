@@ -3,21 +3,17 @@
 #![allow(dead_code)]
 
 use p2pcf_rs::config::Config;
-use p2pcf_rs::http::{serve, HttpRequest, HttpResponse, Outcome, Services};
+use p2pcf_rs::http::{HttpRequest, HttpResponse, Outcome};
 use p2pcf_rs::platform::Platform;
-use p2pcf_rs::quota::QuotaLedger;
-use p2pcf_rs::service::RetryPolicy;
-use p2pcf_rs::store::memory::MemoryStore;
+use p2pcf_rs::sim::Ours;
 use serde_json::{json, Value};
 
 pub use p2pcf_rs::sim::{SimPlatform, EPOCH_MS};
 
 pub struct Harness {
     pub platform: &'static SimPlatform,
-    pub store: MemoryStore<&'static SimPlatform>,
-    pub config: Config,
-    pub ledger: QuotaLedger,
-    pub policy: RetryPolicy,
+    /// The worker over the in-memory R2 model (`worker.store` is the model).
+    pub worker: Ours<'static>,
 }
 
 pub struct Reply {
@@ -40,10 +36,7 @@ impl Harness {
         let platform: &'static SimPlatform = Box::leak(Box::new(SimPlatform::new(7)));
         Self {
             platform,
-            store: MemoryStore::new(platform, latency_ms),
-            config,
-            ledger: QuotaLedger::default(),
-            policy: RetryPolicy::default(),
+            worker: Ours::with_config(platform, config, latency_ms),
         }
     }
 
@@ -52,15 +45,7 @@ impl Harness {
     }
 
     pub async fn request(&self, req: HttpRequest) -> Reply {
-        let services = Services {
-            store: Some(&self.store),
-            platform: self.platform,
-            config: &self.config,
-            ledger: &self.ledger,
-            policy: &self.policy,
-            version: "test",
-        };
-        let (response, outcome) = serve(&req, &services).await;
+        let (response, outcome) = self.worker.serve(&req).await;
         let text = String::from_utf8_lossy(&response.body).into_owned();
         let mut body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let hint = body
