@@ -13,6 +13,8 @@ pub enum Error {
     PayloadTooLarge(&'static str),
     /// The room already holds as many peers as allowed.
     RoomFull,
+    /// This (context, session) left the room; a new page load (new session) can join.
+    Left,
     /// A leave whose entry (context, session, delete key) does not exist.
     NotFound,
     /// A method the worker does not serve.
@@ -23,8 +25,13 @@ pub enum Error {
     OverQuota,
     /// The optional per-client rate limit (the `RATE_LIMITER` binding) refused the request.
     RateLimited,
-    /// R2 kept refusing or failing the write; nothing was stored. Retry later.
-    Busy { retry_after_s: u32 },
+    /// R2 kept refusing or failing; the text says what was and was not stored.
+    Busy {
+        retry_after_s: u32,
+        stored: &'static str,
+    },
+    /// The room's stored index is in a format this build cannot read; it is left untouched.
+    Unreadable { retry_after_s: u32 },
     /// The `BUCKET` binding is missing: the deployment is not configured.
     NoBucket,
 }
@@ -35,18 +42,21 @@ impl Error {
             Error::BadRequest(_) => 400,
             Error::Unauthorized => 401,
             Error::NotFound => 404,
+            Error::Left => 410,
             Error::MethodNotAllowed => 405,
             Error::PayloadTooLarge(_) => 413,
             Error::UnsupportedMediaType => 415,
             Error::OverQuota | Error::RoomFull | Error::RateLimited => 429,
-            Error::Busy { .. } | Error::NoBucket => 503,
+            Error::Busy { .. } | Error::Unreadable { .. } | Error::NoBucket => 503,
         }
     }
 
     /// Seconds for the `Retry-After` header, when the client should retry.
     pub fn retry_after_s(&self) -> Option<u32> {
         match self {
-            Error::Busy { retry_after_s } => Some(*retry_after_s),
+            Error::Busy { retry_after_s, .. } | Error::Unreadable { retry_after_s } => {
+                Some(*retry_after_s)
+            }
             // Someone may leave: a stock client tries again at its next step anyway.
             Error::RoomFull => Some(30),
             Error::RateLimited => Some(10),
@@ -57,6 +67,9 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Error::Busy { stored, .. } = self {
+            return write!(f, "Storage busy: {stored}");
+        }
         f.write_str(match self {
             Error::BadRequest(reason) => reason,
             Error::UnsupportedMediaType => "Expected content-type application/json",
@@ -67,7 +80,11 @@ impl fmt::Display for Error {
             Error::Unauthorized => "Unauthorized origin",
             Error::OverQuota => "Origin over quota",
             Error::RateLimited => "Too many requests from this client",
-            Error::Busy { .. } => "Storage busy, nothing was stored; retry later",
+            Error::Busy { .. } => "Storage busy",
+            Error::Unreadable { .. } => {
+                "Room data is in a format this version cannot read; nothing was changed"
+            }
+            Error::Left => "This session left the room; a new session can join",
             Error::NoBucket => "R2 bucket binding BUCKET is not configured",
         })
     }

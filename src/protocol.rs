@@ -23,6 +23,9 @@ pub const MAX_ID_LEN: usize = 64;
 pub const MAX_CLOCK_SKEW_MS: f64 = 10.0 * 60.0 * 1000.0;
 /// Largest `x` a client may ask for.
 pub const MAX_REQUESTED_TTL_MS: f64 = 24.0 * 60.0 * 60.0 * 1000.0;
+/// Most reflexive IPs one peer may list (a real client has one per
+/// network path it found through STUN: one or two, rarely more).
+pub const MAX_REFLEXIVE_IPS: usize = 8;
 /// The server never keeps an entry longer than this after its last write.
 pub const MAX_TTL_MS: u64 = 15 * 60 * 1000;
 
@@ -188,7 +191,11 @@ impl PeerData {
             .ok_or(Error::BadRequest("Bad joined at timestamp"))?;
         let ips = ips
             .as_array()
-            .ok_or(Error::BadRequest("Bad reflexive IPs"))?
+            .ok_or(Error::BadRequest("Bad reflexive IPs"))?;
+        if ips.len() > MAX_REFLEXIVE_IPS {
+            return Err(Error::BadRequest("Too many reflexive IPs"));
+        }
+        let ips = ips
             .iter()
             .map(|ip| ReflexiveIp::parse(str_of(ip, "Bad reflexive IPs")?))
             .collect::<Result<Vec<_>, _>>()?;
@@ -264,7 +271,10 @@ impl PartialEq for Package {
 impl Package {
     /// Parses one package, which must be a JSON array whose first element is
     /// a session id, within the size and candidate limits.
-    pub fn parse(raw: Box<RawValue>, limits: &Limits) -> Result<Self, Error> {
+    /// Parses one package sent by `sender`: a package claiming another
+    /// sender would make its recipient connect to the publisher believing it
+    /// is someone else, so it is refused.
+    pub fn parse(raw: Box<RawValue>, sender: &SessionId, limits: &Limits) -> Result<Self, Error> {
         if raw.get().len() > limits.max_package_bytes {
             return Err(Error::PayloadTooLarge("Package too large"));
         }
@@ -273,11 +283,11 @@ impl Package {
         if head.candidates > limits.max_candidates {
             return Err(Error::PayloadTooLarge("Too many candidates in a package"));
         }
-        let to = head.to;
-        Ok(Self {
-            to: SessionId::parse(&to).map_err(|_| Error::BadRequest("Bad package"))?,
-            raw,
-        })
+        let to = SessionId::parse(&head.to).map_err(|_| Error::BadRequest("Bad package"))?;
+        if head.from.as_deref() != Some(sender.as_str()) {
+            return Err(Error::BadRequest("Package sender is not this session"));
+        }
+        Ok(Self { to, raw })
     }
 }
 
@@ -285,6 +295,7 @@ impl Package {
 /// (element 8, when an array) and skips the rest without building it.
 struct PackageHead {
     to: String,
+    from: Option<String>,
     candidates: usize,
 }
 
@@ -300,8 +311,12 @@ impl<'de> Deserialize<'de> for PackageHead {
                 let to: String = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let from: Option<String> = match seq.next_element::<Value>()? {
+                    Some(Value::String(s)) => Some(s),
+                    _ => None,
+                };
                 let mut candidates = 0;
-                let mut index = 1;
+                let mut index = 2;
                 loop {
                     if index == 8 {
                         // Packages are only read with serde_json, where RawValue works.
@@ -317,7 +332,11 @@ impl<'de> Deserialize<'de> for PackageHead {
                     }
                     index += 1;
                 }
-                Ok(PackageHead { to, candidates })
+                Ok(PackageHead {
+                    to,
+                    from,
+                    candidates,
+                })
             }
         }
         d.deserialize_seq(HeadVisitor)
@@ -327,13 +346,12 @@ impl<'de> Deserialize<'de> for PackageHead {
 /// What a request asks the server to do.
 #[derive(Debug, PartialEq)]
 pub enum Request {
-    /// Read the room. `session` (from `d[0]`) selects the packages returned.
+    /// Read the room. With `d`, the caller's session selects the packages
+    /// returned, and the poll says "I am here" (see [`Presence`]).
     Poll {
         room: RoomId,
         context: ContextId,
-        session: Option<SessionId>,
-        /// The caller's `t` and lifetime, when it sent `d`.
-        last_write: Option<LastWrite>,
+        presence: Option<Presence>,
     },
     /// Create or refresh this context's entry, then read the room.
     Publish(Publish),
@@ -348,8 +366,11 @@ pub enum Request {
 
 /// A client's own account of its last write: `t` (its clock) and the
 /// lifetime it asked for, capped as the server grants it.
+/// What a poll carrying `d` tells: the client's data and its last write
+/// (`t`, the client clock) with the lifetime it asked for.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LastWrite {
+pub struct Presence {
+    pub data: PeerData,
     pub t: Millis,
     pub ttl_ms: u64,
 }
@@ -455,11 +476,15 @@ pub fn parse_request(
             if raw.len() > limits.max_packages {
                 return Err(Error::PayloadTooLarge("Too many packages"));
             }
-            Some(
-                raw.into_iter()
-                    .map(|r| Package::parse(r, limits))
-                    .collect::<Result<Vec<_>, _>>()?,
-            )
+            // A package list needs its sender: without `d` it is ignored, as before.
+            match &data {
+                Some((d, _, _)) => Some(
+                    raw.into_iter()
+                        .map(|r| Package::parse(r, &d.session, limits))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                None => None,
+            }
         }
     };
 
@@ -472,18 +497,11 @@ pub fn parse_request(
             ttl_ms,
             packages,
         }),
-        (data, _) => {
-            let (session, last_write) = match data {
-                Some((d, t, ttl_ms)) => (Some(d.session), Some(LastWrite { t, ttl_ms })),
-                None => (None, None),
-            };
-            Request::Poll {
-                room,
-                context,
-                session,
-                last_write,
-            }
-        }
+        (data, _) => Request::Poll {
+            room,
+            context,
+            presence: data.map(|(data, t, ttl_ms)| Presence { data, t, ttl_ms }),
+        },
     })
 }
 
@@ -523,13 +541,15 @@ mod tests {
     #[test]
     fn first_poll_read_and_publish_are_told_apart() {
         let first = parse(json!({"r": "room", "k": "ctx"}), false).unwrap();
-        assert!(matches!(first, Request::Poll { session: None, .. }));
+        assert!(matches!(first, Request::Poll { presence: None, .. }));
         let read = parse(
             json!({"r": "room", "k": "ctx", "d": d(), "t": NOW, "x": 1000}),
             false,
         )
         .unwrap();
-        assert!(matches!(read, Request::Poll { session: Some(ref s), .. } if s.as_str() == "sess"));
+        assert!(
+            matches!(read, Request::Poll { presence: Some(ref p), .. } if p.data.session.as_str() == "sess")
+        );
         let null_p = parse(
             json!({"r": "room", "k": "ctx", "d": d(), "t": NOW, "x": 1000, "p": null}),
             false,
@@ -562,7 +582,7 @@ mod tests {
     #[test]
     fn packages_pass_through_byte_for_byte() {
         let body = format!(
-            r#"{{"r":"room","k":"ctx","d":["sess","client",false,"{FP}",1,[]],"t":{NOW},"x":1000,"p":[["to", "from", 1.50, null, {{"a" : 1e3}}]]}}"#
+            r#"{{"r":"room","k":"ctx","d":["sess","client",false,"{FP}",1,[]],"t":{NOW},"x":1000,"p":[["to", "sess", 1.50, null, {{"a" : 1e3}}]]}}"#
         );
         let Request::Publish(p) =
             parse_request(body.as_bytes(), false, NOW, &Limits::default()).unwrap()
@@ -572,7 +592,7 @@ mod tests {
         assert_eq!(p.packages[0].to.as_str(), "to");
         assert_eq!(
             p.packages[0].raw.get(),
-            r#"["to", "from", 1.50, null, {"a" : 1e3}]"#
+            r#"["to", "sess", 1.50, null, {"a" : 1e3}]"#
         );
     }
 

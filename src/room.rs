@@ -3,22 +3,23 @@
 //! A room is an index (one R2 object: every participant's entry, keyed by
 //! context id) plus one outbox per participant (its packages, in an object
 //! only its own requests write). A steady poll reads the index alone: one
-//! read whatever the room size. Outboxes are read only where packages can be
-//! waiting: between two peers for [`JOIN_WINDOW_MS`] after the later one
-//! joined, where an entry announces packages for the caller, or to check an
-//! entry whose index expiry passed. Expiry is judged at read time, so an
-//! expired entry is never returned, with or without cleanup.
+//! read whatever the room size, and who is in the room is decided from the
+//! index alone. Outboxes are read only where packages can be waiting:
+//! between two peers for [`JOIN_WINDOW_MS`] after the later one joined, or
+//! where an entry announces packages for the caller. Expiry is judged at
+//! read time, so an expired entry is never returned, with or without cleanup.
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 use crate::hints::Situation;
 use crate::protocol::{
-    ContextId, DeleteKeyInput, LastWrite, Millis, Package, PeerData, PeerView, PollResponse,
+    ContextId, DeleteKeyInput, Millis, Package, PeerData, PeerView, PollResponse, Presence,
     Publish, SessionId,
 };
 
@@ -56,6 +57,23 @@ pub const JOIN_WINDOW_MS: u64 = 45_000;
 /// A package written when its recipient's window closes sooner than this is
 /// announced in the index instead.
 pub const ANNOUNCE_MARGIN_MS: u64 = 20_000;
+/// The renewal window: in the last this-many ms of an entry's life (or the
+/// last quarter, if shorter) its owner's next request that reports a later
+/// write renews it (see [`Room::apply`]). The stock client heartbeats 30 s
+/// before its expiry, just before the window opens, so heartbeats cost no
+/// write of their own: the polls that follow renew the entry, each at its own
+/// moment, instead of every heartbeat of a room competing for the index key.
+/// The hints bring the next poll at least 10 s before the expiry, and the
+/// stock client polls every 1.5-5 s, so several polls fall in the window.
+pub const RENEW_LEAD_MS: u64 = 25_000;
+/// A heartbeat this close before the renewal window opens is not written
+/// (the polls in the window renew the entry); an earlier one is.
+pub const HEARTBEAT_SLACK_MS: u64 = 10_000;
+/// How long a leave is remembered: no request of the left session, even
+/// one that started before the leave, can bring the entry back.
+pub const DEPARTURE_MEMORY_MS: u64 = 120_000;
+/// Most departures a room remembers (the oldest is forgotten first).
+pub const MAX_DEPARTURES: usize = 64;
 
 /// "The outbox of this entry holds packages for `to`": makes `to` read it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,15 +84,15 @@ pub struct Announcement {
     pub until_ms: u64,
 }
 
-/// One participant's entry in the room index.
+/// One participant's entry in the room index. Whether it is in `ps` is
+/// decided by this entry alone: live while `expires_ms` lies ahead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// The peer's public data `d`.
     pub d: PeerData,
     /// The client's `t` at the last index write.
     pub t: Millis,
-    /// Expiry set by the last index write, ms since the epoch. The outbox
-    /// may extend it (see [`Entry::is_live`]).
+    /// Last index write + lifetime, ms since the epoch.
     #[serde(rename = "x")]
     pub expires_ms: u64,
     /// The lifetime granted per write, ms (`min(x, 15 min)`).
@@ -89,6 +107,60 @@ pub struct Entry {
     pub announced: Vec<Announcement>,
 }
 
+impl Entry {
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
+    }
+
+    /// How long before its expiry the entry is renewed.
+    pub fn renewal_lead(&self) -> u64 {
+        RENEW_LEAD_MS.min(self.ttl_ms / 4)
+    }
+
+    /// Server time of the last index write.
+    fn written_ms(&self) -> u64 {
+        self.expires_ms.saturating_sub(self.ttl_ms)
+    }
+
+    /// Server time of a client write stamped `t` (client clock), mapped with
+    /// the offset between the clocks seen at the last index write; never later than now.
+    fn server_time_of(&self, t: &Millis, now_ms: u64) -> u64 {
+        let offset = self.written_ms() as f64 - self.t.as_f64();
+        (t.as_f64() + offset).clamp(0.0, now_ms as f64) as u64
+    }
+
+    fn valid_announcements(&self, now_ms: u64) -> Vec<Announcement> {
+        self.announced
+            .iter()
+            .filter(|a| a.until_ms > now_ms)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A package in an outbox, bound to the context its recipient had when it
+/// was written: only that context receives it, so a session id claimed
+/// later by someone else gets nothing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sent {
+    pub to: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<ContextId>,
+    pub raw: Box<RawValue>,
+}
+
+impl PartialEq for Sent {
+    fn eq(&self, other: &Self) -> bool {
+        self.to == other.to && self.k == other.k && self.raw.get() == other.raw.get()
+    }
+}
+
+impl Sent {
+    fn is(&self, package: &Package) -> bool {
+        self.to == package.to && self.raw.get() == package.raw.get()
+    }
+}
+
 /// The packages one context sends, in an R2 object of its own
 /// (`rooms/<room>/c/<context>`), written only by that context's requests.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,10 +168,10 @@ pub struct Outbox {
     #[serde(rename = "s")]
     pub session: SessionId,
     pub t: Millis,
-    /// Written at `now`, this keeps its writer alive until `now + ttl`.
+    /// Write time + the writer's lifetime (tells how fresh the packages are).
     #[serde(rename = "x")]
     pub expires_ms: u64,
-    pub p: Vec<Package>,
+    pub p: Vec<Sent>,
 }
 
 impl Outbox {
@@ -110,33 +182,53 @@ impl Outbox {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
+
+    /// The publish's packages against what this outbox holds.
+    pub fn compare(stored: Option<&Outbox>, packages: &[Package]) -> PackageChange {
+        let held: &[Sent] = stored.map_or(&[], |o| &o.p);
+        if held.len() == packages.len() && held.iter().zip(packages).all(|(s, p)| s.is(p)) {
+            PackageChange::Same
+        } else if packages.len() < held.len()
+            && packages.iter().all(|p| held.iter().any(|s| s.is(p)))
+        {
+            PackageChange::Withdrawn
+        } else {
+            PackageChange::New
+        }
+    }
+}
+
+/// What a publish does to the caller's packages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackageChange {
+    /// The same packages: a heartbeat (or a retry).
+    Same,
+    /// Only packages removed. The stock client withdraws a package once its
+    /// peer is connected; the connected peer ignores it from then on, and
+    /// nobody reads the outbox for it after the join window, so this is not
+    /// written (it would be a second write per peer per join).
+    Withdrawn,
+    /// New packages: the outbox is written first.
+    New,
 }
 
 /// Outboxes read for one request, by context.
 pub type Outboxes = BTreeMap<ContextId, Outbox>;
 
-impl Entry {
-    /// Live by the index alone.
-    pub fn index_live(&self, now_ms: u64) -> bool {
-        now_ms < self.expires_ms
-    }
-
-    /// Past this, the outbox has expired too (an outbox write never happens
-    /// while the index entry has expired), so the entry can go unread.
-    pub fn is_dead(&self, now_ms: u64) -> bool {
-        now_ms >= self.expires_ms.saturating_add(self.ttl_ms)
-    }
-
-    /// Live by the index, or by an outbox this session wrote later.
-    pub fn is_live(&self, now_ms: u64, outbox: Option<&Outbox>) -> bool {
-        self.index_live(now_ms)
-            || outbox.is_some_and(|o| o.session == self.d.session && now_ms < o.expires_ms)
-    }
-
-    fn own_outbox<'a>(&self, outbox: Option<&'a Outbox>) -> Option<&'a Outbox> {
-        outbox.filter(|o| o.session == self.d.session)
-    }
+/// A left (context, session): remembered so that a request of that session
+/// which started before the leave cannot re-create the entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Departure {
+    pub k: ContextId,
+    pub s: SessionId,
+    #[serde(rename = "u")]
+    pub until_ms: u64,
 }
+
+/// A stored index this build cannot read (newer format, or damaged). It is
+/// never written over: the request answers 503 and the document stays.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unreadable;
 
 /// The room index, as stored: every participant's entry by context id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,15 +240,59 @@ pub struct Room {
     /// Last join or leave written to the index, ms since the epoch.
     #[serde(rename = "m", default)]
     membership_changed_ms: u64,
+    #[serde(rename = "g", default, skip_serializing_if = "Vec::is_empty")]
+    departures: Vec<Departure>,
 }
 
-/// Whether a publish needs the index written.
+/// Whether a request needs the index written.
 #[derive(Debug, PartialEq, Eq)]
 pub enum IndexChange {
     /// Nothing the index holds changed.
     Unchanged,
     /// The entry was created or changed: write the index.
     Write,
+}
+
+/// A client saying "I am here": its context, data and last write (`t`, client clock).
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    pub context: &'a ContextId,
+    pub data: &'a PeerData,
+    pub t: &'a Millis,
+    pub ttl_ms: u64,
+}
+
+impl<'a> Claim<'a> {
+    pub fn of_publish(p: &'a Publish) -> Self {
+        Self {
+            context: &p.context,
+            data: &p.data,
+            t: &p.t,
+            ttl_ms: p.ttl_ms,
+        }
+    }
+
+    pub fn of_presence(context: &'a ContextId, p: &'a Presence) -> Self {
+        Self {
+            context,
+            data: &p.data,
+            t: &p.t,
+            ttl_ms: p.ttl_ms,
+        }
+    }
+}
+
+/// The request a claim comes with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Arrival<'a> {
+    /// A poll with `d`: registers the caller if it has no entry, renews its
+    /// entry when it wrote since the last index write and the entry nears expiry.
+    Poll,
+    /// A publish with `d` and `p`.
+    Publish {
+        change: PackageChange,
+        packages: &'a [Package],
+    },
 }
 
 impl Room {
@@ -167,16 +303,18 @@ impl Room {
             v: Self::VERSION,
             entries: BTreeMap::new(),
             membership_changed_ms: 0,
+            departures: Vec::new(),
         }
     }
 
-    /// Reads a stored index. A document this version cannot read counts as
-    /// an empty room: it holds nothing a client could still use.
-    pub fn decode(bytes: &[u8]) -> Self {
+    /// Reads a stored index. A document of another version or one that
+    /// does not parse is [`Unreadable`], never an empty room: writing over
+    /// it would silently wipe the room (a rollback, a stricter validator).
+    pub fn decode(bytes: &[u8]) -> Result<Self, Unreadable> {
         serde_json::from_slice::<Room>(bytes)
             .ok()
             .filter(|r| r.v == Self::VERSION)
-            .unwrap_or_default()
+            .ok_or(Unreadable)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -188,93 +326,168 @@ impl Room {
         self.entries.get(context)
     }
 
-    /// The caller's own entry, if `session` is the one stored for `context`.
+    /// The caller's own live entry, if `session` is the one stored for `context`.
     fn own(&self, context: &ContextId, session: &SessionId, now_ms: u64) -> Option<&Entry> {
         self.entries
             .get(context)
-            .filter(|e| e.d.session == *session && !e.is_dead(now_ms))
+            .filter(|e| e.d.session == *session && e.is_live(now_ms))
     }
 
-    /// Number of live entries, judged with the outboxes at hand.
-    pub fn live_count(&self, now_ms: u64, outboxes: &Outboxes) -> usize {
+    pub fn owns_live_entry(&self, context: &ContextId, session: &SessionId, now_ms: u64) -> bool {
+        self.own(context, session, now_ms).is_some()
+    }
+
+    /// Number of live entries.
+    pub fn live_count(&self, now_ms: u64) -> usize {
+        self.entries.values().filter(|e| e.is_live(now_ms)).count()
+    }
+
+    /// The context that holds `session` now, if any.
+    pub fn context_of(&self, session: &SessionId, now_ms: u64) -> Option<&ContextId> {
         self.entries
             .iter()
-            .filter(|(k, e)| e.is_live(now_ms, outboxes.get(*k)))
-            .count()
+            .find(|(_, e)| e.d.session == *session && e.is_live(now_ms))
+            .map(|(k, _)| k)
     }
 
-    /// Drops entries that are surely gone (done on every write, at no extra cost).
+    /// Drops expired entries and forgotten departures (on every write, at no extra cost).
     pub fn prune(&mut self, now_ms: u64) {
-        self.entries.retain(|_, e| !e.is_dead(now_ms));
+        self.entries.retain(|_, e| e.is_live(now_ms));
+        self.departures.retain(|d| d.until_ms > now_ms);
+        if self.departures.len() > MAX_DEPARTURES {
+            self.departures.sort_by_key(|d| d.until_ms);
+            let excess = self.departures.len() - MAX_DEPARTURES;
+            self.departures.drain(..excess);
+        }
     }
 
-    /// Applies a publish to the index. `outbox_changed`: this publish wrote
-    /// new packages to the caller's outbox.
+    /// Refuses a claim the room must not take: a session that left (from
+    /// any context) or that another context holds.
+    pub fn check(&self, claim: &Claim<'_>, now_ms: u64) -> Result<(), Error> {
+        let session = &claim.data.session;
+        let left = self
+            .departures
+            .iter()
+            .find(|d| d.s == *session && d.until_ms > now_ms);
+        if let Some(d) = left {
+            return Err(if d.k == *claim.context {
+                Error::Left
+            } else {
+                Error::BadRequest("Session id in use")
+            });
+        }
+        // A session id belongs to one context: claiming another's would
+        // receive the packages addressed to it.
+        let taken = self
+            .entries
+            .iter()
+            .any(|(k, e)| k != claim.context && e.d.session == *session && e.is_live(now_ms));
+        if taken {
+            return Err(Error::BadRequest("Session id in use"));
+        }
+        Ok(())
+    }
+
+    /// Applies a claim to the index and says whether to write it.
     ///
-    /// The index is written for a new entry (one per context: a reload's
-    /// new session replaces the old one, with a new delete key), a changed
-    /// `d`, a heartbeat (new `t`, same packages), when the entry expired by
-    /// the index while its outbox kept it alive, or to announce packages to
-    /// recipients outside their join window. A publish that only changed
-    /// packages within join windows leaves the index alone: that is what lets
-    /// many peers hand over packages at once without queueing on one key.
-    ///
-    /// A new entry is refused with [`Error::RoomFull`] when `max_peers`
-    /// other entries may still be alive.
-    pub fn apply_publish(
+    /// * No live entry for this (context, session): the caller joins (a
+    ///   publish, or a poll with `d`: the client believes it is here, e.g.
+    ///   after its publish was refused). One entry per context: a reload's
+    ///   new session replaces the old one, with a new delete key. Refused
+    ///   with [`Error::RoomFull`] when `max_peers` others are live.
+    /// * A publish writes the index for a changed `d`, new announcements,
+    ///   a heartbeat long before the renewal window, or when the entry is in
+    ///   its renewal window ([`RENEW_LEAD_MS`]). New packages inside join
+    ///   windows, withdrawals and heartbeats just before the window (the
+    ///   stock client's) leave the index alone: that is what lets a whole room hand over
+    ///   packages at once without queueing on one key.
+    /// * Those writes still moved the client's next heartbeat (the stock
+    ///   client counts 90 s from any write). So a request whose `t` is newer
+    ///   than the entry's renews it inside the window, to that write + its
+    ///   lifetime. Liveness is thus always in the index: a poll never needs
+    ///   an outbox read to know who is here. A client that dies right after
+    ///   an unwritten write expires at its earlier index expiry: sooner,
+    ///   never later, than "last write + x".
+    pub fn apply(
         &mut self,
-        publish: &Publish,
-        outbox_changed: bool,
+        claim: &Claim<'_>,
+        arrival: Arrival<'_>,
         now_ms: u64,
         max_peers: usize,
         new_key: impl FnOnce() -> DeleteKey,
     ) -> Result<IndexChange, Error> {
-        let announced = self.announcements(publish, outbox_changed, now_ms);
-        let fresh = |dk, joined_ms, announced| Entry {
-            d: publish.data.clone(),
-            t: publish.t.clone(),
-            expires_ms: now_ms.saturating_add(publish.ttl_ms),
-            ttl_ms: publish.ttl_ms,
-            dk,
-            joined_ms,
-            announced,
-        };
-        // A session id belongs to one context: claiming another's would
-        // receive the packages addressed to it.
-        let taken = self.entries.iter().any(|(k, e)| {
-            *k != publish.context && e.d.session == publish.data.session && !e.is_dead(now_ms)
-        });
-        if taken {
-            return Err(Error::BadRequest("Session id in use"));
-        }
-        let Some(current) = self.own(&publish.context, &publish.data.session, now_ms) else {
+        self.check(claim, now_ms)?;
+        let session = &claim.data.session;
+        let Some(current) = self.own(claim.context, session, now_ms) else {
             self.prune(now_ms);
-            let others = self
-                .entries
-                .keys()
-                .filter(|k| **k != publish.context)
-                .count();
+            let others = self.entries.keys().filter(|k| *k != claim.context).count();
             if others >= max_peers {
                 return Err(Error::RoomFull);
             }
-            let entry = fresh(new_key(), now_ms, announced);
-            self.entries.insert(publish.context.clone(), entry);
+            let announced = match arrival {
+                Arrival::Publish { change, packages } => {
+                    self.announcements(claim, change, packages, now_ms)
+                }
+                Arrival::Poll => Vec::new(),
+            };
+            let entry = Entry {
+                d: claim.data.clone(),
+                t: claim.t.clone(),
+                expires_ms: now_ms.saturating_add(claim.ttl_ms),
+                ttl_ms: claim.ttl_ms,
+                dk: new_key(),
+                joined_ms: now_ms,
+                announced,
+            };
+            self.entries.insert(claim.context.clone(), entry);
             self.membership_changed_ms = now_ms;
             return Ok(IndexChange::Write);
         };
-        if current.t == publish.t && current.d == publish.data {
-            return Ok(IndexChange::Unchanged);
-        }
-        let needs_write = current.d != publish.data
-            || !outbox_changed
-            || !current.index_live(now_ms)
-            || announced != current.announced;
-        if !needs_write {
-            return Ok(IndexChange::Unchanged);
-        }
-        let entry = fresh(current.dk.clone(), current.joined_ms, announced);
+        let renewal_due = current.expires_ms < now_ms.saturating_add(current.renewal_lead());
+        let newer = claim.t.as_f64() > current.t.as_f64();
+        let (written_ms, announced) = match arrival {
+            Arrival::Poll => {
+                // The client's last write, as it reports it, mapped to server time.
+                let at = current.server_time_of(claim.t, now_ms);
+                let extends = at.saturating_add(claim.ttl_ms) > current.expires_ms;
+                if !(newer && extends && (renewal_due || current.d != *claim.data)) {
+                    return Ok(IndexChange::Unchanged);
+                }
+                (at, current.valid_announcements(now_ms))
+            }
+            Arrival::Publish { change, packages } => {
+                if current.t == *claim.t && current.d == *claim.data {
+                    return Ok(IndexChange::Unchanged); // a retry of a stored write
+                }
+                let announced = self.announcements(claim, change, packages, now_ms);
+                // A heartbeat just before the window (the stock client's, 30 s
+                // before the expiry) is left to the polls that follow; one at
+                // any other time is written.
+                let left = current.expires_ms.saturating_sub(now_ms);
+                let early_heartbeat = change == PackageChange::Same
+                    && left > current.renewal_lead() + HEARTBEAT_SLACK_MS;
+                let needed = current.d != *claim.data
+                    || renewal_due
+                    || early_heartbeat
+                    || (change == PackageChange::New
+                        && announced != current.valid_announcements(now_ms));
+                if !needed {
+                    return Ok(IndexChange::Unchanged);
+                }
+                (now_ms, announced)
+            }
+        };
+        let entry = Entry {
+            d: claim.data.clone(),
+            t: claim.t.clone(),
+            expires_ms: written_ms.saturating_add(claim.ttl_ms),
+            ttl_ms: claim.ttl_ms,
+            dk: current.dk.clone(),
+            joined_ms: current.joined_ms,
+            announced,
+        };
         self.prune(now_ms);
-        self.entries.insert(publish.context.clone(), entry);
+        self.entries.insert(claim.context.clone(), entry);
         Ok(IndexChange::Write)
     }
 
@@ -283,26 +496,23 @@ impl Room {
     /// closes within [`ANNOUNCE_MARGIN_MS`].
     fn announcements(
         &self,
-        publish: &Publish,
-        outbox_changed: bool,
+        claim: &Claim<'_>,
+        change: PackageChange,
+        packages: &[Package],
         now_ms: u64,
     ) -> Vec<Announcement> {
-        let own = self.own(&publish.context, &publish.data.session, now_ms);
-        let mut out: Vec<Announcement> = own
-            .map(|e| {
-                e.announced
-                    .iter()
-                    .filter(|a| a.until_ms > now_ms)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !outbox_changed {
+        let own = self.own(claim.context, &claim.data.session, now_ms);
+        let mut out = own.map_or_else(Vec::new, |e| e.valid_announcements(now_ms));
+        if change != PackageChange::New {
             return out;
         }
         let my_join = own.map_or(now_ms, |e| e.joined_ms);
-        for package in &publish.packages {
-            let Some(recipient) = self.entries.values().find(|e| e.d.session == package.to) else {
+        for package in packages {
+            let Some(recipient) = self
+                .entries
+                .values()
+                .find(|e| e.d.session == package.to && e.is_live(now_ms))
+            else {
                 continue; // not in the room: nobody will ask for it
             };
             let window_end = my_join.max(recipient.joined_ms) + JOIN_WINDOW_MS;
@@ -321,8 +531,20 @@ impl Room {
         out
     }
 
+    /// Binds each package to its recipient's current context (see [`Sent`]).
+    pub fn address(&self, packages: &[Package], now_ms: u64) -> Vec<Sent> {
+        packages
+            .iter()
+            .map(|p| Sent {
+                to: p.to.clone(),
+                k: self.context_of(&p.to, now_ms).cloned(),
+                raw: p.raw.clone(),
+            })
+            .collect()
+    }
+
     /// Removes the caller's entry if context, session (when given) and
-    /// delete key all match. Returns whether it did.
+    /// delete key all match, and remembers the departure. Returns whether it did.
     pub fn remove(
         &mut self,
         context: &ContextId,
@@ -331,10 +553,14 @@ impl Room {
         now_ms: u64,
     ) -> bool {
         let owned = self.entries.get(context).is_some_and(|e| {
-            !e.is_dead(now_ms) && session.is_none_or(|s| *s == e.d.session) && e.dk.matches(key)
+            e.is_live(now_ms) && session.is_none_or(|s| *s == e.d.session) && e.dk.matches(key)
         });
-        if owned {
-            self.entries.remove(context);
+        if let Some(entry) = owned.then(|| self.entries.remove(context)).flatten() {
+            self.departures.push(Departure {
+                k: context.clone(),
+                s: entry.d.session,
+                until_ms: now_ms + DEPARTURE_MEMORY_MS,
+            });
             self.prune(now_ms);
             self.membership_changed_ms = now_ms;
         }
@@ -342,11 +568,10 @@ impl Room {
     }
 
     /// The outboxes a view for `context`/`session` needs, at most `limit`:
-    /// first those announced to the caller and those of entries expired by
-    /// the index (their outbox may keep them alive), then those of peers in
-    /// a join window with the caller, taken in a rotation that moves on every
-    /// second so that successive polls cover a large room. In a steady room
-    /// this is empty: a poll is one read.
+    /// those announced to the caller, then those of peers in a join window
+    /// with the caller, each list taken in a rotation that moves by `limit`
+    /// every second, so that a newcomer's polls (1-2 s apart) cover a full
+    /// room in two or three polls. In a steady room this is empty: a poll is one read.
     pub fn outboxes_to_read(
         &self,
         context: &ContextId,
@@ -354,48 +579,46 @@ impl Room {
         now_ms: u64,
         limit: usize,
     ) -> Vec<ContextId> {
-        let me = session.and_then(|s| self.own(context, s, now_ms));
-        let mut first = Vec::new();
+        let Some((session, me)) = session.and_then(|s| Some((s, self.own(context, s, now_ms)?)))
+        else {
+            return Vec::new(); // no entry, no packages
+        };
+        let mut announced = Vec::new();
         let mut windows = Vec::new();
         for (k, e) in &self.entries {
-            if k == context || e.is_dead(now_ms) {
+            if k == context || !e.is_live(now_ms) {
                 continue;
             }
-            let announced = session.is_some_and(|s| {
-                e.announced
-                    .iter()
-                    .any(|a| a.to == *s && now_ms < a.until_ms)
-            });
-            if announced || !e.index_live(now_ms) {
-                first.push(k.clone());
-            } else if me.is_some_and(|m| now_ms < m.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS) {
+            if e.announced
+                .iter()
+                .any(|a| a.to == *session && now_ms < a.until_ms)
+            {
+                announced.push(k.clone());
+            } else if now_ms < me.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS {
                 windows.push(k.clone());
             }
         }
-        first.truncate(limit);
-        let room_left = limit - first.len();
-        if windows.len() > room_left && !windows.is_empty() {
-            let offset = (now_ms / 1000) as usize % windows.len();
-            windows.rotate_left(offset);
+        // Each second starts one block of `limit` further on, so polls in
+        // consecutive seconds read consecutive blocks.
+        let offset = (now_ms / 1000) as usize;
+        for list in [&mut announced, &mut windows] {
+            if !list.is_empty() {
+                let n = list.len();
+                list.rotate_left(offset.wrapping_mul(limit.max(1)) % n);
+            }
         }
-        windows.truncate(room_left);
-        first.extend(windows);
-        first
+        announced.extend(windows);
+        announced.truncate(limit);
+        announced
     }
 
     /// What the polling hint for the caller depends on, from this index and
     /// the outboxes read for the view. Packages count as waiting for the
     /// caller while their outbox is younger than `fresh_ms`.
-    ///
-    /// The caller's expiry is the later of its index expiry and the one its
-    /// last write (as the caller reports it: an outbox write leaves the index
-    /// alone) gave it; the client's clock is mapped to the server's with the
-    /// offset seen at the last index write.
     pub fn situation(
         &self,
         context: &ContextId,
         session: Option<&SessionId>,
-        last_write: Option<&LastWrite>,
         outboxes: &Outboxes,
         fresh_ms: u64,
         now_ms: u64,
@@ -407,34 +630,25 @@ impl Room {
         // Departures by expiry count as membership changes too.
         let mut changed = self.membership_changed_ms;
         for (k, e) in self.entries.iter().filter(|(k, _)| *k != context) {
-            let outbox = e.own_outbox(outboxes.get(k));
-            if e.is_live(now_ms, outbox) {
-                others += 1;
-                // Packages written within `fresh_ms` (older ones were seen already).
-                if let (Some(o), Some(me)) = (outbox, session) {
-                    let written = o.expires_ms.saturating_sub(e.ttl_ms);
-                    if now_ms < written.saturating_add(fresh_ms) {
-                        fresh_packages += o.p.iter().filter(|p| p.to == *me).count();
-                    }
-                }
-                in_join_window |=
-                    me.is_some_and(|m| now_ms < m.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS);
-            } else {
-                changed =
-                    changed.max(outbox.map_or(e.expires_ms, |o| o.expires_ms.max(e.expires_ms)));
+            if !e.is_live(now_ms) {
+                changed = changed.max(e.expires_ms);
+                continue;
             }
+            others += 1;
+            let outbox = outboxes.get(k).filter(|o| o.session == e.d.session);
+            // Packages written within `fresh_ms` (older ones were seen already).
+            if let (Some(o), Some(_)) = (outbox, me) {
+                let written = o.expires_ms.saturating_sub(e.ttl_ms);
+                if now_ms < written.saturating_add(fresh_ms) {
+                    fresh_packages += o.p.iter().filter(|p| p.k.as_ref() == Some(context)).count();
+                }
+            }
+            in_join_window |=
+                me.is_some_and(|m| now_ms < m.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS);
         }
-        let own = me.map(|m| {
-            let reported = last_write.map_or(0, |w| {
-                let offset = m.expires_ms.saturating_sub(m.ttl_ms) as f64 - m.t.as_f64();
-                let at = (w.t.as_f64() + offset).clamp(0.0, now_ms as f64) as u64;
-                at.saturating_add(w.ttl_ms)
-            });
-            (m.joined_ms, m.expires_ms.max(reported))
-        });
         Situation {
             now_ms,
-            own,
+            own: me.map(|m| (m.joined_ms, m.expires_ms)),
             others,
             packages_for_caller: fresh_packages,
             in_join_window,
@@ -443,12 +657,12 @@ impl Room {
     }
 
     /// The poll response for `context`: every other live peer (with the
-    /// newer of its index and outbox `t`), and the packages addressed to
-    /// `session` in the outboxes at hand, given only to the context whose
-    /// entry holds that session. `dk` is included when given.
+    /// newer of its index and outbox `t`), and the packages in the outboxes
+    /// at hand addressed to `session` *and* bound to `context`, given only
+    /// to the live entry holding both. `dk` is included when given.
     pub fn view<'a>(
         &'a self,
-        context: &ContextId,
+        context: &'a ContextId,
         session: Option<&SessionId>,
         dk: Option<&'a DeleteKey>,
         outboxes: &'a Outboxes,
@@ -457,8 +671,8 @@ impl Room {
         let others = || {
             self.entries
                 .iter()
-                .filter(move |(k, e)| *k != context && e.is_live(now_ms, outboxes.get(*k)))
-                .map(|(k, e)| (e, e.own_outbox(outboxes.get(k))))
+                .filter(move |(k, e)| *k != context && e.is_live(now_ms))
+                .map(|(k, e)| (e, outboxes.get(k).filter(|o| o.session == e.d.session)))
         };
         PollResponse {
             ps: others()
@@ -474,7 +688,7 @@ impl Room {
                 Some(me) => others()
                     .filter_map(|(_, outbox)| outbox)
                     .flat_map(|o| o.p.iter())
-                    .filter(|p| p.to == *me)
+                    .filter(|p| p.to == *me && p.k.as_ref() == Some(context))
                     .map(|p| &*p.raw)
                     .collect(),
                 None => Vec::new(),
@@ -498,29 +712,81 @@ mod tests {
     use serde_json::json;
 
     const NOW: u64 = 1_795_219_200_000;
+    const TTL: u64 = 120_000;
 
-    fn publish(k: &str, session: &str, t: u64, p: serde_json::Value) -> Publish {
-        let body = json!({"r": "room", "k": k, "d": [session, "client", false, "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=", 1, []], "t": t, "x": 60_000, "p": p});
-        match parse_request(
+    fn body(k: &str, session: &str, t: u64, p: Option<serde_json::Value>) -> Request {
+        let mut body = json!({"r": "room", "k": k, "d": [session, "client", false, "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=", 1, []], "t": t, "x": TTL});
+        if let Some(p) = p {
+            body["p"] = p;
+        }
+        parse_request(
             &serde_json::to_vec(&body).unwrap(),
             false,
             NOW,
             &crate::limits::Limits::default(),
-        ) {
-            Ok(Request::Publish(p)) => p,
+        )
+        .unwrap()
+    }
+
+    fn publish(k: &str, session: &str, t: u64, p: serde_json::Value) -> Publish {
+        match body(k, session, t, Some(p)) {
+            Request::Publish(p) => p,
             other => panic!("not a publish: {other:?}"),
         }
     }
 
-    /// `apply_publish` with room for 32 peers, which these tests never reach.
-    fn apply(
+    fn presence(k: &str, session: &str, t: u64) -> Presence {
+        match body(k, session, t, None) {
+            Request::Poll {
+                presence: Some(p), ..
+            } => p,
+            other => panic!("not a poll with d: {other:?}"),
+        }
+    }
+
+    /// A package from `from` to `to`, as the stock client shapes it.
+    fn pkg(to: &str, from: &str, n: u64) -> serde_json::Value {
+        json!([to, from, null, null, null, "u", "p", n, []])
+    }
+
+    /// Applies a publish whose package change is judged against `held`.
+    fn apply_held(
         room: &mut Room,
         p: &Publish,
-        changed: bool,
+        held: Option<&Outbox>,
         now: u64,
         k: impl FnOnce() -> DeleteKey,
     ) -> IndexChange {
-        room.apply_publish(p, changed, now, 32, k).unwrap()
+        let change = Outbox::compare(held, &p.packages);
+        let arrival = Arrival::Publish {
+            change,
+            packages: &p.packages,
+        };
+        room.apply(&Claim::of_publish(p), arrival, now, 32, k)
+            .unwrap()
+    }
+
+    /// Applies a publish without packages held before (a join or heartbeat).
+    fn apply(room: &mut Room, p: &Publish, now: u64, k: impl FnOnce() -> DeleteKey) -> IndexChange {
+        apply_held(room, p, None, now, k)
+    }
+
+    fn apply_poll(
+        room: &mut Room,
+        k: &str,
+        session: &str,
+        t: u64,
+        now: u64,
+    ) -> Result<IndexChange, Error> {
+        let presence = presence(k, session, t);
+        let context = ctx(k);
+        room.apply(
+            &Claim::of_presence(&context, &presence),
+            Arrival::Poll,
+            now,
+            32,
+            || key(99),
+        )
     }
 
     fn key(n: u8) -> DeleteKey {
@@ -539,63 +805,66 @@ mod tests {
         SessionId::parse(s).unwrap()
     }
 
-    fn outbox(session: &str, t: u64, expires_ms: u64, p: serde_json::Value) -> Outbox {
-        let publish = publish("x", session, t, p);
+    /// The outbox `room` would store for this publish at `now`.
+    fn outbox_of(room: &Room, p: &Publish, now: u64) -> Outbox {
         Outbox {
-            session: sess(session),
-            t: publish.t,
-            expires_ms,
-            p: publish.packages,
+            session: p.data.session.clone(),
+            t: p.t.clone(),
+            expires_ms: now + p.ttl_ms,
+            p: room.address(&p.packages, now),
         }
+    }
+
+    fn sessions_in(view: &PollResponse<'_>) -> Vec<String> {
+        view.ps
+            .iter()
+            .map(|p| p.data.session.as_str().to_owned())
+            .collect()
     }
 
     #[test]
     fn index_writes_keep_the_key_and_skip_same_t() {
         let mut room = Room::new();
         let a = ctx("a");
+        let first = publish("a", "s1", NOW, json!([]));
+        assert_eq!(apply(&mut room, &first, NOW, || key(1)), IndexChange::Write);
         assert_eq!(
-            apply(
-                &mut room,
-                &publish("a", "s1", NOW, json!([])),
-                false,
-                NOW,
-                || key(1)
-            ),
-            IndexChange::Write
-        );
-        assert_eq!(
-            apply(
-                &mut room,
-                &publish("a", "s1", NOW, json!([])),
-                false,
-                NOW,
-                || key(2)
-            ),
+            apply(&mut room, &first, NOW, || key(2)),
             IndexChange::Unchanged
         );
-        // A heartbeat (new t, same packages) is written; the key is kept.
+        // A heartbeat 30 s before the expiry is acknowledged without a write
+        // (the renewal window opens 25 s before it) ...
+        let beat = NOW + 90_000;
+        let heartbeat = publish("a", "s1", beat, json!([]));
         assert_eq!(
-            apply(
-                &mut room,
-                &publish("a", "s1", NOW + 1, json!([])),
-                false,
-                NOW,
-                || key(3)
-            ),
+            apply(&mut room, &heartbeat, beat, || key(3)),
+            IndexChange::Unchanged
+        );
+        // ... and the poll that follows inside the window renews it to the heartbeat + lifetime.
+        assert_eq!(
+            apply_poll(&mut room, "a", "s1", beat, beat + 6_000),
+            Ok(IndexChange::Write)
+        );
+        assert_eq!(room.entry(&a).unwrap().expires_ms, beat + TTL);
+        // A heartbeat that comes late, inside the window, is written itself; the key is kept.
+        let late = beat + TTL - 10_000;
+        let heartbeat = publish("a", "s1", late, json!([]));
+        assert_eq!(
+            apply(&mut room, &heartbeat, late, || key(3)),
             IndexChange::Write
         );
+        assert_eq!(room.entry(&a).unwrap().expires_ms, late + TTL);
         assert_eq!(room.entry(&a).unwrap().dk, key(1));
         // A new session in the same context replaces the entry with a new key and join time.
         apply(
             &mut room,
             &publish("a", "s2", NOW + 2, json!([])),
-            false,
             NOW + 5,
             || key(4),
         );
         assert_eq!(room.entry(&a).unwrap().dk, key(4));
         assert_eq!(room.entry(&a).unwrap().joined_ms, NOW + 5);
-        assert_eq!(room.live_count(NOW + 5, &Outboxes::new()), 1);
+        assert_eq!(room.live_count(NOW + 5), 1);
     }
 
     #[test]
@@ -604,28 +873,37 @@ mod tests {
         apply(
             &mut room,
             &publish("b", "sb", NOW, json!([])),
-            false,
             NOW + 30_000,
             || key(1),
         );
         apply(
             &mut room,
             &publish("a", "sa", NOW, json!([])),
-            false,
             NOW + 60_000,
             || key(2),
         );
         // b sends a package to the newcomer a 5 s after it joined: outbox only.
-        let to_a = publish("b", "sb", NOW + 65_000, json!([["sa", 1]]));
+        let to_a = publish("b", "sb", NOW + 65_000, json!([pkg("sa", "sb", 1)]));
         assert_eq!(
-            apply(&mut room, &to_a, true, NOW + 65_000, || key(3)),
+            apply(&mut room, &to_a, NOW + 65_000, || key(3)),
+            IndexChange::Unchanged
+        );
+        // Withdrawing it (the stock client does, once connected) writes nothing.
+        let held = outbox_of(&room, &to_a, NOW + 65_000);
+        let withdrawn = publish("b", "sb", NOW + 68_000, json!([]));
+        assert_eq!(
+            Outbox::compare(Some(&held), &withdrawn.packages),
+            PackageChange::Withdrawn
+        );
+        assert_eq!(
+            apply_held(&mut room, &withdrawn, Some(&held), NOW + 68_000, || key(3)),
             IndexChange::Unchanged
         );
         // A package when the window (a's join + 45 s) closes within 20 s is announced.
-        let late = publish("b", "sb", NOW + 200_000, json!([["sa", 2]]));
+        let late = publish("b", "sb", NOW + 200_000, json!([pkg("sa", "sb", 2)]));
         let mut later = room.clone();
         assert_eq!(
-            apply(&mut later, &late, true, NOW + 86_000, || key(3)),
+            apply(&mut later, &late, NOW + 86_000, || key(3)),
             IndexChange::Write
         );
         let announced = &later.entry(&ctx("b")).unwrap().announced;
@@ -633,185 +911,253 @@ mod tests {
         assert_eq!(announced[0].to, sess("sa"));
     }
 
+    /// Issue 9 §1: a peer alive on outbox writes alone stays in `ps`,
+    /// decided by the index: its polls renew it before the index expiry.
     #[test]
-    fn outboxes_are_read_only_where_packages_can_wait() {
+    fn polls_renew_an_entry_that_wrote_only_packages() {
         let mut room = Room::new();
-        apply(
-            &mut room,
-            &publish("a", "sa", NOW, json!([])),
-            false,
-            NOW,
-            || key(1),
-        );
+        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
+            key(1)
+        });
         apply(
             &mut room,
             &publish("b", "sb", NOW, json!([])),
-            false,
+            NOW + 40_000,
+            || key(2),
+        );
+        // a writes a package to b at +45 s (outbox only); its client's next
+        // heartbeat is 90 s after that, past the index expiry (+120 s).
+        let t = NOW + 45_000;
+        let p = publish("a", "sa", t, json!([pkg("sb", "sa", 1)]));
+        assert_eq!(apply(&mut room, &p, t, || key(1)), IndexChange::Unchanged);
+        // A poll far from expiry does not write (no hot key after a join).
+        assert_eq!(
+            apply_poll(&mut room, "a", "sa", t, NOW + 90_000),
+            Ok(IndexChange::Unchanged)
+        );
+        // Within the renewal window it writes, to the package write + lifetime.
+        assert_eq!(
+            apply_poll(&mut room, "a", "sa", t, NOW + 96_000),
+            Ok(IndexChange::Write)
+        );
+        let a = room.entry(&ctx("a")).unwrap();
+        assert_eq!(a.expires_ms, t + TTL);
+        assert_eq!(a.dk, key(1), "the key is kept");
+        // A poll that reports no newer write never renews: dead clients expire exactly.
+        assert_eq!(
+            apply_poll(&mut room, "b", "sb", NOW, NOW + 150_000),
+            Ok(IndexChange::Unchanged)
+        );
+        let empty = Outboxes::new();
+        let at = |now| sessions_in(&room.view(&ctx("b"), Some(&sess("sb")), None, &empty, now));
+        assert_eq!(at(t + TTL - 1), vec!["sa"], "no outbox read needed");
+        assert!(at(t + TTL).is_empty(), "exact expiry");
+    }
+
+    /// Issue 9 §2: a poll with `d` from a context with no entry registers it.
+    #[test]
+    fn a_poll_with_d_registers_a_missing_entry() {
+        let mut room = Room::new();
+        assert_eq!(
+            apply_poll(&mut room, "a", "sa", NOW, NOW),
+            Ok(IndexChange::Write)
+        );
+        let a = room.entry(&ctx("a")).unwrap();
+        assert_eq!(
+            (a.joined_ms, a.expires_ms, a.dk.clone()),
+            (NOW, NOW + TTL, key(99))
+        );
+        // Once in, it is a read again.
+        assert_eq!(
+            apply_poll(&mut room, "a", "sa", NOW, NOW + 1000),
+            Ok(IndexChange::Unchanged)
+        );
+    }
+
+    /// Issue 9 §3: a leave stays a leave; a new session of the tab can join.
+    #[test]
+    fn a_left_session_cannot_come_back_but_a_new_one_can() {
+        let mut room = Room::new();
+        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
+            key(1)
+        });
+        assert!(room.remove(&ctx("a"), Some(&sess("sa")), &input(&key(1)), NOW + 1000));
+        // A heartbeat that started before the leave, landing after it.
+        let late = publish("a", "sa", NOW + 500, json!([]));
+        let arrival = Arrival::Publish {
+            change: PackageChange::Same,
+            packages: &[],
+        };
+        assert_eq!(
+            room.apply(&Claim::of_publish(&late), arrival, NOW + 2000, 32, || key(
+                2
+            )),
+            Err(Error::Left)
+        );
+        assert_eq!(
+            apply_poll(&mut room, "a", "sa", NOW + 500, NOW + 3000),
+            Err(Error::Left)
+        );
+        // Nor can another context take the left session id.
+        assert!(apply_poll(&mut room, "x", "sa", NOW, NOW + 3000).is_err());
+        // The reload: same tab, new session.
+        assert_eq!(
+            apply(
+                &mut room,
+                &publish("a", "sa2", NOW + 4000, json!([])),
+                NOW + 4000,
+                || key(3)
+            ),
+            IndexChange::Write
+        );
+        // Departures are forgotten after a while, and kept bounded.
+        room.prune(NOW + 1000 + DEPARTURE_MEMORY_MS);
+        assert!(room.departures.is_empty());
+    }
+
+    /// Issue 9 §4: packages go to the recipient's context, not to whoever
+    /// holds its session id later.
+    #[test]
+    fn packages_are_bound_to_the_recipients_context() {
+        let mut room = Room::new();
+        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
+            key(1)
+        });
+        apply(&mut room, &publish("b", "sb", NOW, json!([])), NOW, || {
+            key(2)
+        });
+        let p = publish("a", "sa", NOW + 1, json!([pkg("sb", "sa", 1)]));
+        let mut outboxes = Outboxes::new();
+        outboxes.insert(ctx("a"), outbox_of(&room, &p, NOW + 1000));
+        let pk = |room: &Room, k: &str, now| {
+            room.view(&ctx(k), Some(&sess("sb")), None, &outboxes, now)
+                .pk
+                .len()
+        };
+        assert_eq!(pk(&room, "b", NOW + 2000), 1);
+        // b's entry expires; a thief's context claims session "sb".
+        let later = NOW + TTL + 1;
+        let mut stolen = room.clone();
+        apply(
+            &mut stolen,
+            &publish("thief", "sb", later, json!([])),
+            later,
+            || key(3),
+        );
+        assert_eq!(pk(&stolen, "thief", later + 1), 0);
+    }
+
+    #[test]
+    fn outboxes_are_read_only_where_packages_can_wait() {
+        let mut room = Room::new();
+        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
+            key(1)
+        });
+        apply(
+            &mut room,
+            &publish("b", "sb", NOW, json!([])),
             NOW + 1000,
             || key(2),
         );
         let (a, sa) = (ctx("a"), sess("sa"));
         assert_eq!(
             room.outboxes_to_read(&a, Some(&sa), NOW + 2000, 20),
-            vec![ctx("b")],
-            "join window"
-        );
-        assert!(
-            room.outboxes_to_read(&a, Some(&sa), NOW + 2000, 0)
-                .is_empty(),
-            "limit"
-        );
-        assert!(
-            room.outboxes_to_read(&a, None, NOW + 2000, 20).is_empty(),
-            "no session, no packages"
-        );
-        // Steady: heartbeats keep both index-live, windows closed: nothing to read.
-        apply(
-            &mut room,
-            &publish("a", "sa", NOW + 1, json!([])),
-            false,
-            NOW + 100_000,
-            || key(1),
-        );
-        apply(
-            &mut room,
-            &publish("b", "sb", NOW + 1, json!([])),
-            false,
-            NOW + 100_000,
-            || key(2),
-        );
-        assert!(room
-            .outboxes_to_read(&a, Some(&sa), NOW + 101_000, 20)
-            .is_empty());
-        // b's index expiry passes: its outbox may keep it alive, so it is read.
-        assert_eq!(
-            room.outboxes_to_read(&a, Some(&sa), NOW + 161_000, 20),
             vec![ctx("b")]
         );
+        assert!(room
+            .outboxes_to_read(&a, Some(&sa), NOW + 2000, 0)
+            .is_empty());
+        assert!(room.outboxes_to_read(&a, None, NOW + 2000, 20).is_empty());
+        // Steady: windows closed, nothing announced: nothing to read, even
+        // past b's index expiry (liveness is in the index).
+        assert!(room
+            .outboxes_to_read(&a, Some(&sa), NOW + 50_000, 20)
+            .is_empty());
     }
 
+    /// Issue 9 §1: in a full 32-peer room a newcomer's window reads cover
+    /// every peer within three polls 1.5 s apart, whatever the context ids sort like.
     #[test]
-    fn view_uses_outboxes_for_packages_liveness_and_t() {
+    fn window_reads_rotate_over_a_large_room() {
         let mut room = Room::new();
+        for n in 0..31 {
+            let p = publish(&format!("c{n:02}"), &format!("s{n:02}"), NOW, json!([]));
+            apply(&mut room, &p, NOW, || key(1));
+        }
         apply(
             &mut room,
-            &publish("a", "sa", NOW, json!([])),
-            false,
-            NOW,
-            || key(1),
-        );
-        apply(
-            &mut room,
-            &publish("b", "sb", NOW, json!([])),
-            false,
-            NOW,
+            &publish("zz", "sz", NOW, json!([])),
+            NOW + 1000,
             || key(2),
         );
-        apply(
-            &mut room,
-            &publish("c", "sc", NOW, json!([])),
-            false,
-            NOW,
-            || key(3),
-        );
-        let mut outboxes = Outboxes::new();
-        outboxes.insert(
-            ctx("a"),
-            outbox(
-                "sa",
-                NOW + 7,
-                NOW + 100_000,
-                json!([["sb", "sa", 1], ["sc", "sa", 2]]),
-            ),
-        );
-        let (b, sb) = (ctx("b"), sess("sb"));
-        let view = |outboxes: &Outboxes, now| {
-            serde_json::to_value(room.view(&b, Some(&sb), None, outboxes, now)).unwrap()
-        };
-        let at = |now| view(&outboxes, now);
-        let v = at(NOW + 30_000);
-        assert_eq!(v["ps"].as_array().unwrap().len(), 2);
-        assert_eq!(
-            v["pk"],
-            json!([["sb", "sa", 1]]),
-            "only packages addressed to b"
-        );
-        assert_eq!(v["ps"][0][6], json!(NOW + 7), "the outbox's newer t");
-        // Past a's index expiry (NOW + 60 s) its outbox keeps it alive; c is gone.
-        let v = at(NOW + 70_000);
-        assert_eq!(v["ps"].as_array().unwrap().len(), 1);
-        assert_eq!(v["ps"][0][0], json!("sa"));
-        // An outbox of another session does not count.
-        let mut stale = outboxes.clone();
-        stale.insert(
-            ctx("a"),
-            outbox("old-session", NOW + 7, NOW + 100_000, json!([["sb", 1]])),
-        );
-        let v = view(&stale, NOW + 30_000);
-        assert_eq!(v["pk"], json!([]));
-        assert!(v.get("dk").is_none());
+        let mut seen = std::collections::BTreeSet::new();
+        for poll in 0..3 {
+            let now = NOW + 2000 + poll * 1500;
+            seen.extend(room.outboxes_to_read(&ctx("zz"), Some(&sess("sz")), now, 20));
+        }
+        assert_eq!(seen.len(), 31);
     }
 
     #[test]
     fn remove_requires_context_session_and_key() {
         let mut room = Room::new();
-        apply(
-            &mut room,
-            &publish("a", "sa", NOW, json!([])),
-            false,
-            NOW,
-            || key(1),
-        );
+        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
+            key(1)
+        });
         let (a, sa, other) = (ctx("a"), sess("sa"), sess("sx"));
         assert!(!room.remove(&a, Some(&sa), &input(&key(2)), NOW));
         assert!(!room.remove(&a, Some(&other), &input(&key(1)), NOW));
         assert!(!room.remove(&ctx("b"), Some(&sa), &input(&key(1)), NOW));
         assert!(room.remove(&a, Some(&sa), &input(&key(1)), NOW));
-        assert_eq!(room.live_count(NOW, &Outboxes::new()), 0);
+        assert_eq!(room.live_count(NOW), 0);
     }
 
+    /// Issue 9 §6: absent and undecodable differ.
     #[test]
-    fn stored_form_round_trips_and_bad_documents_read_as_empty() {
+    fn stored_form_round_trips_and_unknown_documents_are_unreadable() {
         let mut room = Room::new();
-        apply(
-            &mut room,
-            &publish("a", "sa", NOW, json!([])),
-            false,
-            NOW,
-            || key(1),
-        );
+        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
+            key(1)
+        });
         let bytes = room.encode();
-        assert_eq!(Room::decode(&bytes), room);
-        assert_eq!(Room::decode(b"not json"), Room::new());
-        assert_eq!(Room::decode(br#"{"v":1,"e":{}}"#), Room::new());
-        let o = outbox("sa", NOW, NOW + 1, json!([["sb", {"x": 1.50}]]));
+        assert_eq!(Room::decode(&bytes), Ok(room.clone()));
+        assert_eq!(Room::decode(b"not json"), Err(Unreadable));
+        assert_eq!(Room::decode(br#"{"v":3,"e":{}}"#), Err(Unreadable));
+        let p = publish("a", "sa", NOW, json!([pkg("sb", "sa", 1)]));
+        let o = outbox_of(&room, &p, NOW);
         assert_eq!(Outbox::decode(&o.encode()), Some(o));
     }
 
     #[test]
     fn a_full_room_refuses_newcomers_but_not_its_members() {
         let mut room = Room::new();
+        let arrival = Arrival::Publish {
+            change: PackageChange::Same,
+            packages: &[],
+        };
         for n in 0..3u8 {
             let p = publish(&format!("c{n}"), &format!("s{n}"), NOW, json!([]));
             assert_eq!(
-                room.apply_publish(&p, false, NOW, 3, || key(n)),
+                room.apply(&Claim::of_publish(&p), arrival, NOW, 3, || key(n)),
                 Ok(IndexChange::Write)
             );
         }
         let newcomer = publish("c9", "s9", NOW, json!([]));
         assert_eq!(
-            room.apply_publish(&newcomer, false, NOW, 3, || key(9)),
+            room.apply(&Claim::of_publish(&newcomer), arrival, NOW, 3, || key(9)),
             Err(Error::RoomFull)
         );
-        let heartbeat = publish("c0", "s0", NOW + 1, json!([]));
+        let d_change = publish("c0", "s0", NOW + 1, json!([]));
+        let mut d_change = d_change;
+        d_change.data.symmetric = true;
         assert_eq!(
-            room.apply_publish(&heartbeat, false, NOW, 3, || key(0)),
+            room.apply(&Claim::of_publish(&d_change), arrival, NOW, 3, || key(0)),
             Ok(IndexChange::Write)
         );
-        // Once an entry is surely gone, there is room again.
-        let later = NOW + 2 * 60_000;
+        // Issue 9 §6: an expired entry holds no slot, pruned or not.
+        let later = NOW + TTL;
         assert_eq!(
-            room.apply_publish(&newcomer, false, later, 3, || key(9)),
+            room.apply(&Claim::of_publish(&newcomer), arrival, later, 3, || key(9)),
             Ok(IndexChange::Write)
         );
     }

@@ -5,8 +5,11 @@
 //! Cost per request (R2 operations; see ARCHITECTURE.md for a whole join):
 //! * poll in a steady room: 1 get (the index);
 //! * poll while packages can be waiting: 1 get + 1 per outbox to read;
+//! * poll that renews its caller (about once per lifetime after package
+//!   writes) or registers it: + 1 put (index);
 //! * heartbeat: 2 gets (index, own outbox) + 1 put (index);
 //! * new packages within join windows: 2 gets + 1 put (own outbox only);
+//! * withdrawn packages: 2 gets, no put;
 //! * join, `d` change, leave: 2 gets + 1 put (index), + 1 put with packages;
 //! * plus one get and one put for each conflict or 429 met on the way.
 
@@ -19,8 +22,10 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::hints::{self, Hint, PollSettings};
 use crate::platform::{join_all, Platform};
-use crate::protocol::{ContextId, LastWrite, Publish, Request, RoomId, SessionId};
-use crate::room::{DeleteKey, IndexChange, Outbox, Outboxes, Room, DELETE_KEY_BYTES};
+use crate::protocol::{ContextId, Presence, Publish, Request, RoomId, SessionId};
+use crate::room::{
+    Arrival, Claim, DeleteKey, IndexChange, Outbox, Outboxes, PackageChange, Room, DELETE_KEY_BYTES,
+};
 use crate::store::{Counting, Object, Precondition, PutOutcome, Store, StoreError};
 
 /// The R2 key of a room's index.
@@ -39,19 +44,34 @@ pub fn outbox_key(room: &RoomId, context: &ContextId) -> String {
 /// allows 50 per request).
 pub const MAX_OUTBOX_READS: usize = 20;
 
-/// How hard a request tries to land its write before answering 503.
+/// How hard a request tries before answering 503, by what it has to land.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
     /// Most R2 operations one request may make (Workers free plan: 50 subrequests).
     pub max_ops: u32,
-    /// Wall-clock time after which no new attempt starts, ms.
-    pub budget_ms: u64,
-    /// The same for a poll, which only reads, ms.
+    /// Failed R2 calls (errors, not conflicts) one request tolerates.
+    pub max_failures: u32,
+    /// A poll: nothing to land, answer soon. ms.
     pub read_budget_ms: u64,
+    /// A poll that registers or renews its caller: the write is a bonus. ms.
+    pub poll_write_budget_ms: u64,
+    /// A publish by a caller already in the room (heartbeat, packages, `d`):
+    /// it blocks the stock client's polling, and the next poll renews the
+    /// entry anyway, so it is short: a quarter of the entry's time left,
+    /// between these two bounds. ms.
+    pub write_budget_ms: u64,
+    pub write_budget_max_ms: u64,
+    /// A publish by a caller not in the room yet (a join): it waits its turn
+    /// on the index in a join storm (one write per second). ms.
+    pub join_budget_ms: u64,
+    /// A leave (sent as the page closes). ms.
+    pub leave_budget_ms: u64,
     /// R2 refuses a second write to a key within this interval, ms.
     pub write_interval_ms: u64,
-    /// Base of the exponential jitter window added to every wait, ms.
-    pub jitter_base_ms: u64,
+    /// Base of the backoff after an R2 failure (doubles per failure), ms.
+    pub failure_backoff_ms: u64,
+    /// Jitter added to waits on a busy key, ms.
+    pub jitter_ms: u64,
     /// `Retry-After` sent with a 503, s.
     pub retry_after_s: u32,
 }
@@ -60,10 +80,16 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_ops: 45,
-            budget_ms: 60_000,
+            max_failures: 3,
             read_budget_ms: 5_000,
+            poll_write_budget_ms: 3_000,
+            write_budget_ms: 3_000,
+            write_budget_max_ms: 8_000,
+            join_budget_ms: 60_000,
+            leave_budget_ms: 10_000,
             write_interval_ms: 1000,
-            jitter_base_ms: 250,
+            failure_backoff_ms: 200,
+            jitter_ms: 250,
             retry_after_s: 2,
         }
     }
@@ -79,6 +105,21 @@ pub struct Reply {
     pub hint: Option<Hint>,
 }
 
+/// An entry this close to its expiry gets a longer budget for its renewal.
+const URGENT_MS: u64 = 10_000;
+
+// What a 503 says was stored, by where the request gave up.
+const NOTHING_READ: &str = "nothing was read or stored; retry";
+const JOIN_NOT_STORED: &str =
+    "nothing was stored; you are not in the room yet (your next poll with d adds you)";
+const JOIN_PACKAGES_ONLY: &str =
+    "your packages were stored, but you are not in the room yet (your next poll with d adds you)";
+const ENTRY_NOT_RENEWED: &str =
+    "nothing was stored; your entry stays in the room and your next poll renews it";
+const PACKAGES_ONLY: &str =
+    "your packages were stored; your room entry was not updated (your next poll renews it)";
+const LEAVE_NOT_STORED: &str = "the leave was not stored; your entry expires on its own";
+
 /// Runs `request`. `store` counts the operations made.
 pub async fn handle<S: Store, P: Platform>(
     store: &Counting<'_, S>,
@@ -87,27 +128,22 @@ pub async fn handle<S: Store, P: Platform>(
     config: &Config,
     request: &Request,
 ) -> Result<Reply, Error> {
-    let poll = &config.poll;
-    let max_room_bytes = config.limits.max_room_bytes;
     match request {
         Request::Poll {
             room,
             context,
-            session,
-            last_write,
+            presence,
         } => {
-            // A read has no write to land: answer 503 soon rather than keep the client waiting.
-            let mut attempts = Attempts::new(platform, policy).within(policy.read_budget_ms);
-            let index = read_with(store, &mut attempts, &room_key(room)).await?;
-            let index = decode(index.as_ref());
-            let view = View {
+            poll(
+                store,
+                platform,
+                policy,
+                config,
                 room,
                 context,
-                session: session.as_ref(),
-                dk: None,
-                last_write: last_write.as_ref(),
-            };
-            respond(store, &mut attempts, poll, &index, view).await
+                presence.as_ref(),
+            )
+            .await
         }
         Request::Publish(publish) => publish_entry(store, platform, policy, config, publish).await,
         Request::Leave {
@@ -116,7 +152,8 @@ pub async fn handle<S: Store, P: Platform>(
             session,
             delete_key,
         } => {
-            let mut attempts = Attempts::new(platform, policy);
+            let mut attempts =
+                Attempts::new(platform, policy, policy.leave_budget_ms, LEAVE_NOT_STORED);
             let key = room_key(room);
             let current = read_with(store, &mut attempts, &key).await?;
             let index = update(
@@ -124,7 +161,7 @@ pub async fn handle<S: Store, P: Platform>(
                 &mut attempts,
                 &key,
                 current,
-                max_room_bytes,
+                config.limits.max_room_bytes,
                 |r, now| {
                     if r.remove(context, session.as_ref(), delete_key, now) {
                         Ok(true)
@@ -136,11 +173,85 @@ pub async fn handle<S: Store, P: Platform>(
             .await?;
             Ok(Reply {
                 body: b"{}".to_vec(),
-                peers: index.live_count(platform.now_ms(), &Outboxes::new()),
+                peers: index.live_count(platform.now_ms()),
                 hint: None,
             })
         }
     }
+}
+
+/// A poll: one read of the index, plus the outboxes where packages can be
+/// waiting. With `d` it may also register or renew the caller (see
+/// [`Room::apply`]); that write gets a short budget and never fails the poll.
+async fn poll<S: Store, P: Platform>(
+    store: &Counting<'_, S>,
+    platform: &P,
+    policy: &RetryPolicy,
+    config: &Config,
+    room: &RoomId,
+    context: &ContextId,
+    presence: Option<&Presence>,
+) -> Result<Reply, Error> {
+    let mut attempts = Attempts::new(platform, policy, policy.read_budget_ms, NOTHING_READ);
+    let key = room_key(room);
+    let object = read_with(store, &mut attempts, &key).await?;
+    let mut index = decode(object.as_ref())?;
+    let mut dk = None;
+    if let Some(presence) = presence {
+        let claim = Claim::of_presence(context, presence);
+        let session = &presence.data.session;
+        let now = platform.now_ms();
+        let registering = !index.owns_live_entry(context, session, now);
+        // A renewal close to the expiry may take longer: the alternative is dropping out.
+        let left = index
+            .entry(context)
+            .filter(|e| e.d.session == *session)
+            .map_or(u64::MAX, |e| e.expires_ms.saturating_sub(now));
+        let budget = if left < URGENT_MS {
+            left.saturating_sub(1000)
+                .clamp(policy.poll_write_budget_ms, policy.write_budget_max_ms)
+        } else {
+            policy.poll_write_budget_ms
+        };
+        let mut writing = Attempts::new(platform, policy, budget, "");
+        let limits = &config.limits;
+        let written = update(
+            store,
+            &mut writing,
+            &key,
+            object,
+            limits.max_room_bytes,
+            |r, now| {
+                let change = r.apply(&claim, Arrival::Poll, now, limits.max_peers, || {
+                    new_delete_key(platform)
+                })?;
+                Ok(change == IndexChange::Write)
+            },
+        )
+        .await;
+        match written {
+            Ok(updated) => {
+                if registering {
+                    dk = updated
+                        .entry(context)
+                        .filter(|e| e.d.session == *session)
+                        .map(|e| e.dk.clone());
+                }
+                index = updated;
+            }
+            Err(e @ Error::Unreadable { .. }) => return Err(e),
+            // A poll stays a read: a refusal (room full, left, session in use)
+            // or a busy index only means no registration this time.
+            Err(_) => {}
+        }
+    }
+    let view = View {
+        room,
+        context,
+        session: presence.map(|p| &p.data.session),
+        dk: dk.as_ref(),
+    };
+    respond(store, &mut attempts, &config.poll, &index, view).await
 }
 
 /// Whose view a response is.
@@ -149,11 +260,11 @@ struct View<'a> {
     context: &'a ContextId,
     session: Option<&'a SessionId>,
     dk: Option<&'a DeleteKey>,
-    /// The caller's last write as it reports it (for the hint's expiry bound).
-    last_write: Option<&'a LastWrite>,
 }
 
 /// Reads the outboxes the caller's view needs and builds the response.
+/// Who is in the room comes from the index alone; an outbox that cannot be
+/// read only delays its packages to a later poll.
 async fn respond<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
@@ -175,7 +286,6 @@ async fn respond<S: Store, P: Platform>(
     let reads = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
     let mut outboxes = Outboxes::new();
     for (context, read) in wanted.into_iter().zip(reads) {
-        // One failed outbox read must not fail the poll: its packages come next time.
         if let Some(outbox) = read.ok().flatten().and_then(|o| Outbox::decode(&o.body)) {
             outboxes.insert(context, outbox);
         }
@@ -184,7 +294,6 @@ async fn respond<S: Store, P: Platform>(
     let situation = index.situation(
         who.context,
         who.session,
-        who.last_write,
         &outboxes,
         poll.fast_window_ms,
         now,
@@ -193,9 +302,15 @@ async fn respond<S: Store, P: Platform>(
     view.hint = Some(hint);
     Ok(Reply {
         body: to_json(&view),
-        peers: index.live_count(now, &outboxes),
+        peers: index.live_count(now),
         hint: Some(hint),
     })
+}
+
+fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
+    let mut bytes = [0u8; DELETE_KEY_BYTES];
+    platform.fill_random(&mut bytes);
+    DeleteKey::from_random(&bytes)
 }
 
 async fn publish_entry<S: Store, P: Platform>(
@@ -206,7 +321,7 @@ async fn publish_entry<S: Store, P: Platform>(
     publish: &Publish,
 ) -> Result<Reply, Error> {
     let limits = &config.limits;
-    let mut attempts = Attempts::new(platform, policy);
+    let mut attempts = Attempts::new(platform, policy, policy.join_budget_ms, JOIN_NOT_STORED);
     let index_key = room_key(&publish.room);
     let own_key = outbox_key(&publish.room, &publish.context);
     attempts.check(store, 2)?;
@@ -219,25 +334,52 @@ async fn publish_entry<S: Store, P: Platform>(
         Ok(own) => own,
         Err(_) => read_with(store, &mut attempts, &own_key).await?,
     };
+    let room = decode(index.as_ref())?;
+    let claim = Claim::of_publish(publish);
+    let now = platform.now_ms();
+    // Refuse before anything is stored.
+    room.check(&claim, now)?;
+    let joining = !room.owns_live_entry(&publish.context, &publish.data.session, now);
+    if !joining {
+        // The caller cannot poll while this runs: a short budget, a little
+        // longer when its entry has time to spare (a heartbeat leaves 30 s).
+        let left = room
+            .entry(&publish.context)
+            .map_or(0, |e| e.expires_ms.saturating_sub(now));
+        let budget = (left / 4).clamp(policy.write_budget_ms, policy.write_budget_max_ms);
+        attempts = attempts.within(budget);
+        attempts.stored = ENTRY_NOT_RENEWED;
+    }
 
-    // New packages go to the caller's outbox first, so that whoever learns
-    // of them from the index finds them there.
     let stored = own
         .as_ref()
         .and_then(|o| Outbox::decode(&o.body))
         .filter(|o| o.session == publish.data.session);
-    let outbox_changed = match &stored {
-        Some(o) => o.p != publish.packages,
-        None => !publish.packages.is_empty(),
+    let change = match Outbox::compare(stored.as_ref(), &publish.packages) {
+        // Withdrawals skip the write only for an entry that is in the room.
+        PackageChange::Withdrawn if joining => PackageChange::New,
+        change => change,
     };
-    if outbox_changed {
-        write_outbox(store, &mut attempts, &own_key, own, publish).await?;
+    // New packages go to the caller's outbox first, so that whoever learns
+    // of them from the index finds them there.
+    if change == PackageChange::New {
+        let outbox = |now| Outbox {
+            session: publish.data.session.clone(),
+            t: publish.t.clone(),
+            expires_ms: now + publish.ttl_ms,
+            p: room.address(&publish.packages, now),
+        };
+        write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
+        attempts.stored = if joining {
+            JOIN_PACKAGES_ONLY
+        } else {
+            PACKAGES_ONLY
+        };
     }
 
-    let new_key = || {
-        let mut bytes = [0u8; DELETE_KEY_BYTES];
-        platform.fill_random(&mut bytes);
-        DeleteKey::from_random(&bytes)
+    let arrival = Arrival::Publish {
+        change,
+        packages: &publish.packages,
     };
     let index = update(
         store,
@@ -246,23 +388,19 @@ async fn publish_entry<S: Store, P: Platform>(
         index,
         limits.max_room_bytes,
         |r, now| {
-            let change =
-                r.apply_publish(publish, outbox_changed, now, limits.max_peers, new_key)?;
+            let change = r.apply(&claim, arrival, now, limits.max_peers, || {
+                new_delete_key(platform)
+            })?;
             Ok(change == IndexChange::Write)
         },
     )
     .await?;
     let dk = index.entry(&publish.context).map(|e| e.dk.clone());
-    let last_write = LastWrite {
-        t: publish.t.clone(),
-        ttl_ms: publish.ttl_ms,
-    };
     let view = View {
         room: &publish.room,
         context: &publish.context,
         session: Some(&publish.data.session),
         dk: dk.as_ref(),
-        last_write: Some(&last_write),
     };
     respond(store, &mut attempts, &config.poll, &index, view).await
 }
@@ -274,28 +412,22 @@ async fn write_outbox<S: Store, P: Platform>(
     attempts: &mut Attempts<'_, P>,
     key: &str,
     mut current: Option<Object>,
-    publish: &Publish,
+    outbox: impl Fn(u64) -> Outbox,
 ) -> Result<(), Error> {
     loop {
-        let now = attempts.platform.now_ms();
-        let outbox = Outbox {
-            session: publish.data.session.clone(),
-            t: publish.t.clone(),
-            expires_ms: now.saturating_add(publish.ttl_ms),
-            p: publish.packages.clone(),
-        };
+        let body = outbox(attempts.platform.now_ms()).encode();
         attempts.check(store, 1)?;
         let precondition = current.as_ref().map_or(Precondition::Absent, |o| {
             Precondition::EtagMatches(o.etag.clone())
         });
-        match store.put(key, outbox.encode(), precondition).await {
+        match store.put(key, body, precondition).await {
             Ok(PutOutcome::Stored { .. }) => return Ok(()),
             Ok(PutOutcome::PreconditionFailed) => current = read_with(store, attempts, key).await?,
             Err(StoreError::RateLimited) => {
-                attempts.back_off(attempts.policy.write_interval_ms).await;
+                attempts.wait(attempts.policy.write_interval_ms).await;
                 current = read_with(store, attempts, key).await?;
             }
-            Err(StoreError::Unavailable(_)) => attempts.back_off(0).await,
+            Err(StoreError::Unavailable(_)) => attempts.failed().await?,
         }
     }
 }
@@ -305,31 +437,34 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-fn busy(policy: &RetryPolicy) -> Error {
-    Error::Busy {
-        retry_after_s: policy.retry_after_s,
-    }
-}
-
-/// Tracks one request's remaining budget of operations and time.
+/// Tracks one request's remaining budget of operations, failures and time,
+/// and what a 503 would have to say was stored.
 struct Attempts<'a, P> {
     platform: &'a P,
     policy: &'a RetryPolicy,
     deadline_ms: u64,
-    round: u32,
+    failures: u32,
+    /// Puts lost to other writers.
+    losses: u32,
+    /// The etag whose cool-down this request already waited out (see [`update`]).
+    waited_for: Option<String>,
+    stored: &'static str,
 }
 
 impl<'a, P: Platform> Attempts<'a, P> {
-    fn new(platform: &'a P, policy: &'a RetryPolicy) -> Self {
+    fn new(platform: &'a P, policy: &'a RetryPolicy, budget_ms: u64, stored: &'static str) -> Self {
         Self {
             platform,
             policy,
-            deadline_ms: platform.now_ms().saturating_add(policy.budget_ms),
-            round: 0,
+            deadline_ms: platform.now_ms().saturating_add(budget_ms),
+            failures: 0,
+            losses: 0,
+            waited_for: None,
+            stored,
         }
     }
 
-    /// The same budget, cut to `ms` of wall-clock time.
+    /// The same budget, cut to `ms` from now.
     fn within(mut self, ms: u64) -> Self {
         self.deadline_ms = self
             .deadline_ms
@@ -337,29 +472,54 @@ impl<'a, P: Platform> Attempts<'a, P> {
         self
     }
 
+    fn busy(&self) -> Error {
+        Error::Busy {
+            retry_after_s: self.policy.retry_after_s,
+            stored: self.stored,
+        }
+    }
+
     /// Fails with 503 when another `ops` operations or the time would go over budget.
     fn check<S>(&self, store: &Counting<'_, S>, ops: u32) -> Result<(), Error> {
         if store.counts().total() + ops > self.policy.max_ops
             || self.platform.now_ms() >= self.deadline_ms
         {
-            Err(busy(self.policy))
+            Err(self.busy())
         } else {
             Ok(())
         }
     }
 
-    /// Random wait in an exponentially growing window (full jitter).
-    fn jitter(&mut self) -> u64 {
-        let window = self.policy.jitter_base_ms << self.round.min(2);
-        self.round += 1;
-        self.platform.random_below(window)
-    }
-
     /// Sleeps `floor_ms` plus jitter, but never past the deadline.
-    async fn back_off(&mut self, floor_ms: u64) {
-        let wait = floor_ms + self.jitter();
+    async fn wait(&mut self, floor_ms: u64) {
+        let wait = floor_ms + self.platform.random_below(self.policy.jitter_ms.max(1));
         let left = self.deadline_ms.saturating_sub(self.platform.now_ms());
         self.platform.sleep(wait.min(left)).await;
+    }
+
+    /// A put lost to another writer: wait a random share of a window that
+    /// doubles from one write interval up to four, so that a crowd of
+    /// joiners spreads out instead of spending its operations in lock step.
+    async fn contended(&mut self) {
+        self.losses += 1;
+        let window = (self.policy.write_interval_ms << (self.losses - 1).min(2)).max(2);
+        let wait = window / 2 + self.platform.random_below(window / 2);
+        let left = self.deadline_ms.saturating_sub(self.platform.now_ms());
+        self.platform.sleep(wait.min(left)).await;
+    }
+
+    /// An R2 call failed: back off exponentially (full jitter), or give up
+    /// after `max_failures`, so a request spends little while R2 is down.
+    async fn failed(&mut self) -> Result<(), Error> {
+        self.failures += 1;
+        if self.failures >= self.policy.max_failures {
+            return Err(self.busy());
+        }
+        let window = self.policy.failure_backoff_ms << self.failures.min(6);
+        let wait = window / 2 + self.platform.random_below(window / 2 + 1);
+        let left = self.deadline_ms.saturating_sub(self.platform.now_ms());
+        self.platform.sleep(wait.min(left)).await;
+        Ok(())
     }
 }
 
@@ -372,7 +532,7 @@ async fn read_with<S: Store, P: Platform>(
         attempts.check(store, 1)?;
         match store.get(key).await {
             Ok(object) => return Ok(object),
-            Err(StoreError::RateLimited | StoreError::Unavailable(_)) => attempts.back_off(0).await,
+            Err(StoreError::RateLimited | StoreError::Unavailable(_)) => attempts.failed().await?,
         }
     }
 }
@@ -381,10 +541,12 @@ async fn read_with<S: Store, P: Platform>(
 ///
 /// `apply` changes the room and says whether it must be written (`Ok(false)`:
 /// nothing to store). It is re-run on a fresh read after every conflict, so
-/// concurrent writers never overwrite each other. Before each put the request
-/// waits until the current version is `write_interval_ms` old (plus jitter),
-/// which is when R2 accepts the next write to the key. Returns the room as
-/// stored (or as read, when nothing was written) and the time it was built at.
+/// concurrent writers never overwrite each other. When the version held was
+/// uploaded less than `write_interval_ms` ago, R2 would refuse the put (429):
+/// the request waits out the rest of the interval and reads again, once per
+/// version (so a clock that trails R2's costs at most one interval), then
+/// lets R2's answer decide. A document this build cannot read is never
+/// written over. Returns the room as stored (or as read, when nothing was written).
 async fn update<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
@@ -396,23 +558,21 @@ async fn update<S: Store, P: Platform>(
     let policy = attempts.policy;
     loop {
         let now = attempts.platform.now_ms();
-        let mut room = decode(current.as_ref());
+        let mut room = decode(current.as_ref())?;
         if !apply(&mut room, now)? {
             return Ok(room);
         }
-        // R2 takes the next write to a key one interval after the last one.
-        // While the version we hold is younger, wait (with jitter) and read
-        // again rather than spend a put that would be refused: a get costs a
-        // twelfth of a put. The wait is capped at one interval, whatever the clocks say.
-        let ready = current
-            .as_ref()
-            .map_or(0, |o| o.uploaded_ms + policy.write_interval_ms);
-        let hot_for = ready.saturating_sub(now).min(policy.write_interval_ms);
-        if hot_for > 0 {
-            attempts.check(store, 2)?;
-            attempts.back_off(hot_for).await;
-            current = read_with(store, attempts, key).await?;
-            continue;
+        if let Some(held) = &current {
+            let hot_for = (held.uploaded_ms + policy.write_interval_ms)
+                .saturating_sub(now)
+                .min(policy.write_interval_ms);
+            if hot_for > 0 && attempts.waited_for.as_ref() != Some(&held.etag) {
+                attempts.waited_for = Some(held.etag.clone());
+                attempts.check(store, 2)?;
+                attempts.wait(hot_for).await;
+                current = read_with(store, attempts, key).await?;
+                continue;
+            }
         }
         attempts.check(store, 1)?;
         let precondition = current.as_ref().map_or(Precondition::Absent, |o| {
@@ -424,19 +584,23 @@ async fn update<S: Store, P: Platform>(
         }
         match store.put(key, body, precondition).await {
             Ok(PutOutcome::Stored { .. }) => return Ok(room),
-            // Someone else wrote first: read their version and merge onto it.
-            Ok(PutOutcome::PreconditionFailed) => current = read_with(store, attempts, key).await?,
-            Err(StoreError::RateLimited) => {
-                attempts.back_off(policy.write_interval_ms / 2).await;
+            // Someone else wrote first (or R2 says the key is busy): back
+            // off, read their version and merge onto it.
+            Ok(PutOutcome::PreconditionFailed) | Err(StoreError::RateLimited) => {
+                attempts.contended().await;
                 current = read_with(store, attempts, key).await?;
             }
-            Err(StoreError::Unavailable(_)) => attempts.back_off(0).await,
+            Err(StoreError::Unavailable(_)) => attempts.failed().await?,
         }
     }
 }
 
-fn decode(object: Option<&Object>) -> Room {
-    object.map_or_else(Room::new, |o| Room::decode(&o.body))
+/// The room in a stored index: absent is an empty room; unreadable is a 503.
+fn decode(object: Option<&Object>) -> Result<Room, Error> {
+    match object {
+        None => Ok(Room::new()),
+        Some(o) => Room::decode(&o.body).map_err(|_| Error::Unreadable { retry_after_s: 60 }),
+    }
 }
 
 /// Runs two futures concurrently.

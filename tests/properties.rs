@@ -5,7 +5,12 @@
 use p2pcf_rs::error::Error;
 use p2pcf_rs::limits::Limits;
 use p2pcf_rs::protocol::{parse_request, ContextId, DeleteKeyInput, Request};
-use p2pcf_rs::room::{DeleteKey, Outboxes, Room, DELETE_KEY_BYTES};
+use std::collections::{HashMap, HashSet};
+
+use p2pcf_rs::room::{
+    Arrival, Claim, DeleteKey, IndexChange, Outbox, Outboxes, PackageChange, Room,
+    DELETE_KEY_BYTES, DEPARTURE_MEMORY_MS,
+};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -90,7 +95,7 @@ proptest! {
 
     #[test]
     fn packages_pass_through_untouched(extra in prop::collection::vec(any_json(), 0..6)) {
-        let mut package = vec![json!("peer-session")];
+        let mut package = vec![json!("peer-session"), json!("sess")];
         package.extend(extra);
         let text = serde_json::to_string(&Value::Array(package)).unwrap();
         let body = format!(r#"{{"r":"room-prop","k":"ctx","d":["sess","client",false,"{FP}",1,[]],"t":{NOW},"x":1000,"p":[{text}]}}"#);
@@ -102,12 +107,68 @@ proptest! {
     }
 }
 
+/// A valid publish body, as text, that mutations start from.
+fn valid_body() -> String {
+    format!(
+        r#"{{"r":"room-prop","k":"ctx","d":["sess","client",false,"{FP}",1,["192.0.2.1"]],"t":{NOW},"x":120000,"p":[["peer","sess",null,null,null,"u","p",1,["candidate:1 1 udp 1 192.0.2.1 9 typ host"]]]}}"#
+    )
+}
+
+#[derive(Clone, Debug)]
+enum Edit {
+    Replace(usize, u8),
+    Insert(usize, u8),
+    Delete(usize),
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Random bytes stop at the first byte; a few edits of a real body walk
+    /// the parser deep into `d`, packages and numbers.
+    #[test]
+    fn parser_never_panics_on_mutated_bodies(
+        edits in prop::collection::vec(prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Replace(i, b)),
+            (any::<usize>(), prop::sample::select(b"[]{}\",:0123456789.e-nulltruefalse \\".to_vec())).prop_map(|(i, b)| Edit::Insert(i, b)),
+            any::<usize>().prop_map(Edit::Delete),
+        ], 1..4),
+        leave: bool,
+    ) {
+        let mut bytes = valid_body().into_bytes();
+        for edit in edits {
+            let n = bytes.len().max(1);
+            match edit {
+                Edit::Replace(i, b) => { let i = i % n; if i < bytes.len() { bytes[i] = b } }
+                Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+                Edit::Delete(i) => { if !bytes.is_empty() { bytes.remove(i % bytes.len()); } }
+            }
+        }
+        match parse_request(&bytes, leave, NOW, &Limits::default()) {
+            Ok(_) | Err(Error::BadRequest(_)) | Err(Error::PayloadTooLarge(_)) => {}
+            Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
+}
+
+const TTL: u64 = 60_000;
+const PEERS: usize = 5;
+
 #[derive(Clone, Debug)]
 enum Op {
+    /// A publish by context `who` with session `session` of context `owner`
+    /// (usually its own: sometimes a claim on another's), packages to `to`.
     Publish {
         who: usize,
+        owner: usize,
         session: usize,
         to: Vec<usize>,
+    },
+    /// A poll with `d` (registers or renews), reporting a write `back` ms ago.
+    Poll {
+        who: usize,
+        session: usize,
+        back: u64,
     },
     Leave {
         who: usize,
@@ -118,10 +179,11 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..5usize, 0..2usize, prop::collection::vec(0..5usize, 0..3))
-            .prop_map(|(who, session, to)| Op::Publish { who, session, to }),
-        1 => (0..5usize, any::<bool>()).prop_map(|(who, right_key)| Op::Leave { who, right_key }),
-        1 => (0..200_000u64).prop_map(Op::Wait),
+        4 => (0..PEERS, prop::sample::select(vec![0usize, 0, 0, 1, 2, 3, 4]), 0..2usize, prop::collection::vec(0..PEERS, 0..3))
+            .prop_map(|(who, shift, session, to)| Op::Publish { who, owner: (who + shift) % PEERS, session, to }),
+        2 => (0..PEERS, 0..2usize, 0..90_000u64).prop_map(|(who, session, back)| Op::Poll { who, session, back }),
+        1 => (0..PEERS, any::<bool>()).prop_map(|(who, right_key)| Op::Leave { who, right_key }),
+        2 => (0..100_000u64).prop_map(Op::Wait),
     ]
 }
 
@@ -129,53 +191,115 @@ fn session(who: usize, n: usize) -> String {
     format!("s{who}-{n}")
 }
 
+fn ctx(who: usize) -> ContextId {
+    ContextId::parse(&format!("ctx{who}")).unwrap()
+}
+
+fn data(session: &str, t: u64) -> Value {
+    json!({"r": "room-prop", "d": [session, "client", false, FP, 1, []], "t": t, "x": TTL})
+}
+
 proptest! {
     #![proptest_config(config())]
 
+    /// The room engine against a small world of 5 contexts with real
+    /// outboxes: every view is checked for who is listed and what is delivered.
     #[test]
-    fn room_rules_keep_their_invariants(ops in prop::collection::vec(op(), 1..40)) {
+    fn room_rules_keep_their_invariants(ops in prop::collection::vec(op(), 1..60)) {
         let mut room = Room::new();
+        let mut outboxes = Outboxes::new();
         let mut now = NOW;
         let mut t = NOW;
-        let mut keys: Vec<Option<String>> = vec![None; 5];
+        let mut keys: Vec<Option<String>> = vec![None; PEERS];
         let mut counter = 0u8;
+        // (ctx, session) -> last accepted index write; (ctx, session) -> left at.
+        let mut written: HashMap<(usize, String), u64> = HashMap::new();
+        let mut left: HashMap<(usize, String), u64> = HashMap::new();
+        // (recipient ctx, package text): sent while that ctx held the addressed session.
+        let mut rightful: HashSet<(usize, String)> = HashSet::new();
+        let mut delivered = 0usize;
         for op in ops {
+            counter = counter.wrapping_add(1);
+            let new_key = || DeleteKey::from_random(&[counter; DELETE_KEY_BYTES]);
             match op {
                 Op::Wait(ms) => now += ms,
-                Op::Publish { who, session: s, to } => {
+                Op::Publish { who, owner, session: s, to } => {
                     t += 1;
-                    let p: Vec<Value> = to.iter().map(|r| json!([session(*r, 0), session(who, s), null, null, null, "u", "p", 1, []])).collect();
-                    let body = json!({"r": "room-prop", "k": format!("ctx{who}"), "d": [session(who, s), "client", false, FP, 1, []], "t": t, "x": 60000, "p": p});
+                    let me = session(owner, s);
+                    let p: Vec<Value> = to.iter().map(|r| json!([session(*r, 0), me, null, null, null, "u", "p", t, []])).collect();
+                    let mut body = data(&me, t);
+                    body["k"] = json!(format!("ctx{who}"));
+                    body["p"] = json!(p);
                     let Ok(Request::Publish(publish)) = parse_request(&serde_json::to_vec(&body).unwrap(), false, t, &Limits::default()) else {
                         panic!("valid publish");
                     };
-                    counter = counter.wrapping_add(1);
-                    let r = room.apply_publish(&publish, !p.is_empty(), now, 32, || DeleteKey::from_random(&[counter; DELETE_KEY_BYTES]));
-                    prop_assert!(r.is_ok());
-                    let ctx = ContextId::parse(&format!("ctx{who}")).unwrap();
-                    keys[who] = room.entry(&ctx).map(|e| e.dk.as_str().to_owned());
+                    let held = outboxes.get(&ctx(who)).filter(|o| o.session.as_str() == me);
+                    let mut change = Outbox::compare(held, &publish.packages);
+                    let joining = !room.owns_live_entry(&ctx(who), &publish.data.session, now);
+                    if change == PackageChange::Withdrawn && joining {
+                        change = PackageChange::New;
+                    }
+                    if room.check(&Claim::of_publish(&publish), now).is_err() {
+                        continue;
+                    }
+                    if change == PackageChange::New {
+                        for (r, raw) in to.iter().zip(&p) {
+                            let addressed = session(*r, 0);
+                            for holder in 0..PEERS {
+                                if room.entry(&ctx(holder)).is_some_and(|e| e.d.session.as_str() == addressed && e.is_live(now)) {
+                                    rightful.insert((holder, raw.to_string()));
+                                }
+                            }
+                        }
+                        outboxes.insert(ctx(who), Outbox {
+                            session: publish.data.session.clone(),
+                            t: publish.t.clone(),
+                            expires_ms: now + TTL,
+                            p: room.address(&publish.packages, now),
+                        });
+                    }
+                    let arrival = Arrival::Publish { change, packages: &publish.packages };
+                    match room.apply(&Claim::of_publish(&publish), arrival, now, 32, new_key) {
+                        Ok(IndexChange::Write) => { written.insert((who, me.clone()), now); }
+                        Ok(IndexChange::Unchanged) => {}
+                        Err(e) => prop_assert!(false, "checked claim refused: {e:?}"),
+                    }
+                    keys[who] = room.entry(&ctx(who)).map(|e| e.dk.as_str().to_owned());
+                }
+                Op::Poll { who, session: s, back } => {
+                    let me = session(who, s);
+                    let mut body = data(&me, now.saturating_sub(back).max(t));
+                    body["k"] = json!(format!("ctx{who}"));
+                    let Ok(Request::Poll { presence: Some(presence), .. }) = parse_request(&serde_json::to_vec(&body).unwrap(), false, now, &Limits::default()) else {
+                        panic!("valid poll");
+                    };
+                    let c = ctx(who);
+                    if let Ok(IndexChange::Write) = room.apply(&Claim::of_presence(&c, &presence), Arrival::Poll, now, 32, new_key) {
+                        written.insert((who, me.clone()), now);
+                        keys[who] = room.entry(&c).map(|e| e.dk.as_str().to_owned());
+                    }
                 }
                 Op::Leave { who, right_key } => {
-                    let ctx = ContextId::parse(&format!("ctx{who}")).unwrap();
                     let key = match (&keys[who], right_key) {
                         (Some(k), true) => k.clone(),
                         _ => "wrong-key".to_owned(),
                     };
-                    let removed = room.remove(&ctx, None, &DeleteKeyInput::parse(&key).unwrap(), now);
+                    let before = room.entry(&ctx(who)).map(|e| e.d.session.as_str().to_owned());
+                    let removed = room.remove(&ctx(who), None, &DeleteKeyInput::parse(&key).unwrap(), now);
                     if !right_key {
                         prop_assert!(!removed, "only the owner's key removes an entry");
                     }
                     if removed {
-                        prop_assert!(room.entry(&ctx).is_none());
+                        prop_assert!(room.entry(&ctx(who)).is_none());
+                        left.insert((who, before.unwrap()), now);
                     }
                 }
             }
-            // Invariants of every view.
-            let outboxes = Outboxes::new();
-            for who in 0..5 {
-                let ctx = ContextId::parse(&format!("ctx{who}")).unwrap();
-                let me = room.entry(&ctx).map(|e| e.d.session.clone());
-                let view = serde_json::to_value(room.view(&ctx, me.as_ref(), None, &outboxes, now)).unwrap();
+            // Invariants of every view, with every outbox at hand.
+            for who in 0..PEERS {
+                let c = ctx(who);
+                let me = room.entry(&c).map(|e| e.d.session.clone());
+                let view = serde_json::to_value(room.view(&c, me.as_ref(), None, &outboxes, now)).unwrap();
                 let ps = view["ps"].as_array().unwrap();
                 let sessions: Vec<&str> = ps.iter().map(|p| p[0].as_str().unwrap()).collect();
                 if let Some(me) = &me {
@@ -184,11 +308,29 @@ proptest! {
                 let mut unique = sessions.clone();
                 unique.sort_unstable();
                 unique.dedup();
-                prop_assert_eq!(unique.len(), sessions.len(), "one entry per context");
+                prop_assert_eq!(unique.len(), sessions.len(), "one entry per session");
                 prop_assert!(ps.iter().all(|p| p.as_array().unwrap().len() == 7));
-                prop_assert!(view["pk"].as_array().unwrap().is_empty(), "no outbox read, no packages");
+                for package in view["pk"].as_array().unwrap() {
+                    delivered += 1;
+                    prop_assert_eq!(package[0].as_str(), me.as_ref().map(|s| s.as_str()), "addressed to the caller");
+                    prop_assert!(sessions.contains(&package[1].as_str().unwrap()), "from a listed peer");
+                    prop_assert!(rightful.contains(&(who, package.to_string())), "sent while this context held the session");
+                }
             }
-            prop_assert_eq!(Room::decode(&room.encode()), room.clone());
+            // Nobody is listed past its last write + lifetime (exact expiry),
+            // and a left session never comes back while its leave is remembered.
+            for who in 0..PEERS {
+                if let Some(e) = room.entry(&ctx(who)).filter(|e| e.is_live(now)) {
+                    let s = e.d.session.as_str().to_owned();
+                    let last = written.get(&(who, s.clone())).copied();
+                    prop_assert!(last.is_some_and(|w| now < w + TTL), "listed {s} without a write within its lifetime");
+                    if let Some(at) = left.get(&(who, s.clone())) {
+                        prop_assert!(now >= at + DEPARTURE_MEMORY_MS, "{s} came back after leaving");
+                    }
+                }
+            }
+            prop_assert_eq!(Room::decode(&room.encode()), Ok(room.clone()));
         }
+        let _ = delivered;
     }
 }

@@ -164,6 +164,18 @@ async fn every_validation_rule_is_a_400_with_its_reason() {
     ] {
         expect_400(&h, with("p", bad), "Bad package").await;
     }
+    // Issue 9 §4: element 1 (sender) must be the publisher's own session.
+    for bad in [
+        json!([["peer"]]),
+        json!([["peer", null]]),
+        json!([["peer", "someone-else", null, null, null, "u", "p", 1, []]]),
+        json!([["peer", "session-1x", null, null, null, "u", "p", 1, []]]),
+    ] {
+        expect_400(&h, with("p", bad), "Package sender is not this session").await;
+    }
+    // Issue 9 §5: a few reflexive IPs, not hundreds.
+    let many: Vec<String> = (0..9).map(|i| format!("198.51.100.{i}")).collect();
+    expect_400(&h, with_d(5, json!(many)), "Too many reflexive IPs").await;
 
     // Not JSON, or not an object.
     for raw in [&b"{"[..], b"not json", b"", b"[1,2]", b"\"r\""] {

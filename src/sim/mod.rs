@@ -145,7 +145,9 @@ impl Server for Ours<'_> {
         let (response, _) = self.serve(&request).await;
         (
             response.status,
-            serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+            // An error's plain-text reason comes back as a JSON string.
+            serde_json::from_slice(&response.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into())),
         )
     }
 

@@ -57,6 +57,9 @@ pub enum Fault {
     Slow(u64),
 }
 
+/// (operation, which keys, fault, how many more times).
+type InjectedFault = (Operation, fn(&str) -> bool, Fault, u32);
+
 pub struct MemoryStore<P> {
     platform: P,
     latency_ms: u64,
@@ -66,8 +69,10 @@ pub struct MemoryStore<P> {
     stats: Cell<Stats>,
     /// Recent put attempts per key, for the peak rate.
     recent_puts: RefCell<HashMap<String, VecDeque<u64>>>,
-    /// Injected faults: (operation, fault, how many more times).
-    faults: RefCell<Vec<(Operation, Fault, u32)>>,
+    /// Injected faults: (operation, which keys, fault, how many more times).
+    faults: RefCell<Vec<InjectedFault>>,
+    /// R2's clock minus the worker's, ms: stamped on `uploaded`.
+    upload_skew_ms: Cell<i64>,
 }
 
 impl<P: Platform> MemoryStore<P> {
@@ -84,13 +89,33 @@ impl<P: Platform> MemoryStore<P> {
             stats: Cell::new(Stats::default()),
             recent_puts: RefCell::default(),
             faults: RefCell::default(),
+            upload_skew_ms: Cell::new(0),
         }
+    }
+
+    /// Makes R2's clock run `ms` ahead of the worker's (negative: behind):
+    /// the `uploaded` time of every later write is stamped with it.
+    pub fn set_upload_skew_ms(&self, ms: i64) {
+        self.upload_skew_ms.set(ms);
     }
 
     /// Makes the next `times` calls of `operation` meet `fault`
     /// (`u32::MAX`: until [`MemoryStore::clear_faults`]).
     pub fn inject(&self, operation: Operation, fault: Fault, times: u32) {
-        self.faults.borrow_mut().push((operation, fault, times));
+        self.inject_where(operation, |_| true, fault, times);
+    }
+
+    /// As [`MemoryStore::inject`], for the keys `which` accepts only.
+    pub fn inject_where(
+        &self,
+        operation: Operation,
+        which: fn(&str) -> bool,
+        fault: Fault,
+        times: u32,
+    ) {
+        self.faults
+            .borrow_mut()
+            .push((operation, which, fault, times));
     }
 
     pub fn clear_faults(&self) {
@@ -98,20 +123,20 @@ impl<P: Platform> MemoryStore<P> {
     }
 
     /// Takes the fault for this call, if one is pending.
-    fn fault(&self, operation: Operation) -> Option<Fault> {
+    fn fault(&self, operation: Operation, key: &str) -> Option<Fault> {
         let mut faults = self.faults.borrow_mut();
         let slot = faults
             .iter_mut()
-            .find(|(op, _, n)| *op == operation && *n > 0)?;
-        if slot.2 != u32::MAX {
-            slot.2 -= 1;
+            .find(|(op, which, _, n)| *op == operation && which(key) && *n > 0)?;
+        if slot.3 != u32::MAX {
+            slot.3 -= 1;
         }
-        Some(slot.1.clone())
+        Some(slot.2.clone())
     }
 
     /// Applies an injected fault: waits for `Slow`, fails for the others.
-    async fn meet_fault(&self, operation: Operation) -> Result<(), StoreError> {
-        match self.fault(operation) {
+    async fn meet_fault(&self, operation: Operation, key: &str) -> Result<(), StoreError> {
+        match self.fault(operation, key) {
             None => Ok(()),
             Some(Fault::Slow(ms)) => {
                 self.platform.sleep(ms).await;
@@ -184,7 +209,7 @@ impl<P: Platform> MemoryStore<P> {
             Object {
                 body,
                 etag: etag.clone(),
-                uploaded_ms: now,
+                uploaded_ms: now.saturating_add_signed(self.upload_skew_ms.get()),
             },
         );
         self.last_write_ms.borrow_mut().insert(key.to_owned(), now);
@@ -235,7 +260,7 @@ impl<P: Platform> Store for MemoryStore<P> {
     async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
         self.platform.sleep(self.latency_ms).await;
         self.bump(|s| s.class_b += 1);
-        self.meet_fault(Operation::Get).await?;
+        self.meet_fault(Operation::Get, key).await?;
         Ok(self.objects.borrow().get(key).cloned())
     }
 
@@ -246,7 +271,7 @@ impl<P: Platform> Store for MemoryStore<P> {
         pre: Precondition,
     ) -> Result<PutOutcome, StoreError> {
         self.platform.sleep(self.latency_ms).await;
-        self.meet_fault(Operation::Put).await?;
+        self.meet_fault(Operation::Put, key).await?;
         let now = self.platform.now_ms();
         self.count_put(key, now);
         if self.rate_limited(key, now) {
