@@ -3,11 +3,14 @@
 //! | limit | var | default | refused with |
 //! |---|---|---|---|
 //! | request body | `MAX_BODY_BYTES` | 64 KiB | 413 |
-//! | packages per request | `MAX_PACKAGES` | 64 | 413 |
-//! | candidates per package | `MAX_CANDIDATES` | 64 | 413 |
-//! | bytes per package | `MAX_PACKAGE_BYTES` | 16 KiB | 413 |
+//! | packages per request (one per recipient) | `MAX_PACKAGES` | 32 | 413 |
+//! | candidates per package | `MAX_CANDIDATES` | 32 | 413 |
+//! | bytes per package | `MAX_PACKAGE_BYTES` | 4 KiB | 413 |
 //! | peers per room | `MAX_PEERS` | 32 | 429 (room full) |
-//! | stored bytes per room (index) | `MAX_ROOM_BYTES` | 512 KiB | 413 |
+//! | stored bytes per room (index) | `MAX_ROOM_BYTES` | 128 KiB | 413 |
+//!
+//! Fixed by the protocol code: 8 reflexive IPs per peer (400), one package
+//! per recipient (400), ids of 64 characters.
 //!
 //! 32 peers: the stock client builds a full mesh (every peer keeps a WebRTC
 //! connection to every other), which its author recommends keeping small,
@@ -27,11 +30,11 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
-            max_packages: 64,
-            max_candidates: 64,
-            max_package_bytes: 16 * 1024,
+            max_packages: 32,
+            max_candidates: 32,
+            max_package_bytes: 4 * 1024,
             max_peers: 32,
-            max_room_bytes: 512 * 1024,
+            max_room_bytes: 128 * 1024,
         }
     }
 }

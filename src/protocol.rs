@@ -478,11 +478,20 @@ pub fn parse_request(
             }
             // A package list needs its sender: without `d` it is ignored, as before.
             match &data {
-                Some((d, _, _)) => Some(
-                    raw.into_iter()
+                Some((d, _, _)) => {
+                    let packages = raw
+                        .into_iter()
                         .map(|r| Package::parse(r, &d.session, limits))
-                        .collect::<Result<Vec<_>, _>>()?,
-                ),
+                        .collect::<Result<Vec<_>, _>>()?;
+                    // The stock client keeps one package per peer; more would
+                    // only make every reader's poll larger.
+                    let mut recipients: Vec<&SessionId> = packages.iter().map(|p| &p.to).collect();
+                    recipients.sort_unstable();
+                    if recipients.windows(2).any(|w| w[0] == w[1]) {
+                        return Err(Error::BadRequest("Two packages for one recipient"));
+                    }
+                    Some(packages)
+                }
                 None => None,
             }
         }

@@ -57,17 +57,16 @@ pub const JOIN_WINDOW_MS: u64 = 45_000;
 /// A package written when its recipient's window closes sooner than this is
 /// announced in the index instead.
 pub const ANNOUNCE_MARGIN_MS: u64 = 20_000;
-/// The renewal window: in the last this-many ms of an entry's life (or the
-/// last quarter, if shorter) its owner's next request that reports a later
-/// write renews it (see [`Room::apply`]). The stock client heartbeats 30 s
-/// before its expiry, just before the window opens, so heartbeats cost no
-/// write of their own: the polls that follow renew the entry, each at its own
-/// moment, instead of every heartbeat of a room competing for the index key.
-/// The hints bring the next poll at least 10 s before the expiry, and the
-/// stock client polls every 1.5-5 s, so several polls fall in the window.
-pub const RENEW_LEAD_MS: u64 = 25_000;
-/// A heartbeat this close before the renewal window opens is not written
-/// (the polls in the window renew the entry); an earlier one is.
+/// The renewal window: the last this-many ms of an entry's life (or the last
+/// half, if shorter). Writes the index did not see (packages, withdrawals,
+/// the stock client's heartbeat 30 s before the expiry) are folded into the
+/// entry by its owner's polls inside this window (see [`Room::apply`]).
+pub const RENEW_WINDOW_MS: u64 = 60_000;
+/// The end of the window: a renewal then is urgent and any request of the
+/// owner tries hard to land it.
+pub const RENEW_URGENT_MS: u64 = 10_000;
+/// A heartbeat this much earlier than the renewal window is written at once
+/// (a client on its own schedule); later ones are left to the polls.
 pub const HEARTBEAT_SLACK_MS: u64 = 10_000;
 /// How long a leave is remembered: no request of the left session, even
 /// one that started before the leave, can bring the entry back.
@@ -112,9 +111,35 @@ impl Entry {
         now_ms < self.expires_ms
     }
 
-    /// How long before its expiry the entry is renewed.
-    pub fn renewal_lead(&self) -> u64 {
-        RENEW_LEAD_MS.min(self.ttl_ms / 4)
+    fn renewal_window(&self) -> u64 {
+        RENEW_WINDOW_MS.min(self.ttl_ms / 2)
+    }
+
+    /// When a renewal of this entry falls due: a moment in the first half of
+    /// its window picked from its context id and expiry, so that entries
+    /// which expire together (a room that filled at once) renew apart.
+    fn renewal_due_ms(&self, context: &ContextId) -> u64 {
+        let window = self.renewal_window();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in context
+            .as_str()
+            .bytes()
+            .chain(self.expires_ms.to_le_bytes())
+        {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.expires_ms.saturating_sub(window) + h % (window / 2).max(1)
+    }
+
+    /// In the last [`RENEW_WINDOW_MS`] of its life.
+    pub fn in_renewal_window(&self, now_ms: u64) -> bool {
+        self.expires_ms < now_ms.saturating_add(self.renewal_window())
+    }
+
+    /// Close enough to its expiry that a renewal must not wait any longer.
+    pub fn renewal_urgent(&self, now_ms: u64) -> bool {
+        let urgent = RENEW_URGENT_MS.min(self.renewal_window() / 2);
+        self.expires_ms < now_ms.saturating_add(urgent)
     }
 
     /// Server time of the last index write.
@@ -156,7 +181,8 @@ impl PartialEq for Sent {
 }
 
 impl Sent {
-    fn is(&self, package: &Package) -> bool {
+    /// The same package as `package` (recipient and bytes).
+    pub fn is(&self, package: &Package) -> bool {
         self.to == package.to && self.raw.get() == package.raw.get()
     }
 }
@@ -168,9 +194,13 @@ pub struct Outbox {
     #[serde(rename = "s")]
     pub session: SessionId,
     pub t: Millis,
-    /// Write time + the writer's lifetime (tells how fresh the packages are).
+    /// Write time + the writer's lifetime: how fresh the packages are, and
+    /// how long this write keeps its writer alive (see [`Room::fold`]).
     #[serde(rename = "x")]
     pub expires_ms: u64,
+    /// The writer's lifetime (0 in outboxes written before it was stored).
+    #[serde(rename = "l", default)]
+    pub ttl_ms: u64,
     pub p: Vec<Sent>,
 }
 
@@ -288,7 +318,10 @@ pub enum Arrival<'a> {
     /// A poll with `d`: registers the caller if it has no entry, renews its
     /// entry when it wrote since the last index write and the entry nears expiry.
     Poll,
-    /// A publish with `d` and `p`.
+    /// A heartbeat written to the index now (when the key is idle; else it
+    /// goes to the outbox and a renewal folds it in later).
+    Beat,
+    /// A publish with `d` and `p`; `packages`: those not in the outbox before.
     Publish {
         change: PackageChange,
         packages: &'a [Package],
@@ -396,15 +429,16 @@ impl Room {
     ///   new session replaces the old one, with a new delete key. Refused
     ///   with [`Error::RoomFull`] when `max_peers` others are live.
     /// * A publish writes the index for a changed `d`, new announcements,
-    ///   a heartbeat long before the renewal window, or when the entry is in
-    ///   its renewal window ([`RENEW_LEAD_MS`]). New packages inside join
-    ///   windows, withdrawals and heartbeats just before the window (the
-    ///   stock client's) leave the index alone: that is what lets a whole room hand over
+    ///   a heartbeat long before the renewal window, or an urgent renewal
+    ///   ([`RENEW_URGENT_MS`]). New packages inside join windows,
+    ///   withdrawals and heartbeats inside the window (the stock client's)
+    ///   leave the index alone: that is what lets a whole room hand over
     ///   packages at once without queueing on one key.
     /// * Those writes still moved the client's next heartbeat (the stock
-    ///   client counts 90 s from any write). So a request whose `t` is newer
-    ///   than the entry's renews it inside the window, to that write + its
-    ///   lifetime. Liveness is thus always in the index: a poll never needs
+    ///   client counts 90 s from any write). So a poll whose `t` is newer
+    ///   than the entry's renews it, to that write + its lifetime, once the
+    ///   entry's renewal falls due ([`RENEW_WINDOW_MS`]; each entry at its
+    ///   own moment in the window's first half). Liveness is thus always in the index: a poll never needs
     ///   an outbox read to know who is here. A client that dies right after
     ///   an unwritten write expires at its earlier index expiry: sooner,
     ///   never later, than "last write + x".
@@ -428,7 +462,7 @@ impl Room {
                 Arrival::Publish { change, packages } => {
                     self.announcements(claim, change, packages, now_ms)
                 }
-                Arrival::Poll => Vec::new(),
+                Arrival::Poll | Arrival::Beat => Vec::new(),
             };
             let entry = Entry {
                 d: claim.data.clone(),
@@ -443,31 +477,37 @@ impl Room {
             self.membership_changed_ms = now_ms;
             return Ok(IndexChange::Write);
         };
-        let renewal_due = current.expires_ms < now_ms.saturating_add(current.renewal_lead());
         let newer = claim.t.as_f64() > current.t.as_f64();
         let (written_ms, announced) = match arrival {
             Arrival::Poll => {
                 // The client's last write, as it reports it, mapped to server time.
                 let at = current.server_time_of(claim.t, now_ms);
                 let extends = at.saturating_add(claim.ttl_ms) > current.expires_ms;
-                if !(newer && extends && (renewal_due || current.d != *claim.data)) {
+                let due = now_ms >= current.renewal_due_ms(claim.context);
+                if !(newer && extends && (due || current.d != *claim.data)) {
                     return Ok(IndexChange::Unchanged);
                 }
                 (at, current.valid_announcements(now_ms))
+            }
+            Arrival::Beat => {
+                if !newer && current.d == *claim.data {
+                    return Ok(IndexChange::Unchanged);
+                }
+                (now_ms, current.valid_announcements(now_ms))
             }
             Arrival::Publish { change, packages } => {
                 if current.t == *claim.t && current.d == *claim.data {
                     return Ok(IndexChange::Unchanged); // a retry of a stored write
                 }
                 let announced = self.announcements(claim, change, packages, now_ms);
-                // A heartbeat just before the window (the stock client's, 30 s
-                // before the expiry) is left to the polls that follow; one at
-                // any other time is written.
+                // A heartbeat inside the window (the stock client's, 30 s
+                // before the expiry) is left to the polls that follow; an
+                // earlier one is written.
                 let left = current.expires_ms.saturating_sub(now_ms);
                 let early_heartbeat = change == PackageChange::Same
-                    && left > current.renewal_lead() + HEARTBEAT_SLACK_MS;
+                    && left > current.renewal_window() + HEARTBEAT_SLACK_MS;
                 let needed = current.d != *claim.data
-                    || renewal_due
+                    || current.renewal_urgent(now_ms)
                     || early_heartbeat
                     || (change == PackageChange::New
                         && announced != current.valid_announcements(now_ms));
@@ -529,6 +569,51 @@ impl Room {
             }
         }
         out
+    }
+
+    /// Other entries whose renewal is due, most urgent first, at most
+    /// `limit`: a renewal reads their outboxes and folds them in (see [`Room::fold`]).
+    pub fn renewals_to_fold(
+        &self,
+        context: &ContextId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Vec<ContextId> {
+        let mut due: Vec<(&ContextId, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|(k, e)| *k != context && e.is_live(now_ms) && now_ms >= e.renewal_due_ms(k))
+            .collect();
+        due.sort_by_key(|(_, e)| e.expires_ms);
+        due.into_iter()
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Folds writes that reached only an outbox (a heartbeat while the
+    /// index was busy, packages) into their entries: an entry whose own
+    /// outbox was written later than the index knows lives until that
+    /// write plus its lifetime, exactly as if the write had reached the
+    /// index. One index write thus renews many entries. Returns how many it extended.
+    pub fn fold(&mut self, outboxes: &Outboxes, now_ms: u64) -> usize {
+        let mut extended = 0;
+        for (k, e) in &mut self.entries {
+            let Some(o) = outboxes.get(k).filter(|o| o.session == e.d.session) else {
+                continue;
+            };
+            if e.is_live(now_ms)
+                && o.ttl_ms > 0
+                && o.t.as_f64() > e.t.as_f64()
+                && o.expires_ms > e.expires_ms
+            {
+                e.expires_ms = o.expires_ms;
+                e.ttl_ms = o.ttl_ms;
+                e.t = o.t.clone();
+                extended += 1;
+            }
+        }
+        extended
     }
 
     /// Binds each package to its recipient's current context (see [`Sent`]).
@@ -811,6 +896,7 @@ mod tests {
             session: p.data.session.clone(),
             t: p.t.clone(),
             expires_ms: now + p.ttl_ms,
+            ttl_ms: p.ttl_ms,
             p: room.address(&p.packages, now),
         }
     }
@@ -832,8 +918,9 @@ mod tests {
             apply(&mut room, &first, NOW, || key(2)),
             IndexChange::Unchanged
         );
-        // A heartbeat 30 s before the expiry is acknowledged without a write
-        // (the renewal window opens 25 s before it) ...
+        // A heartbeat 30 s before the expiry, inside the renewal window, is
+        // not written by `apply` (the service stores it in the outbox when
+        // the index key is busy) ...
         let beat = NOW + 90_000;
         let heartbeat = publish("a", "s1", beat, json!([]));
         assert_eq!(
@@ -846,8 +933,8 @@ mod tests {
             Ok(IndexChange::Write)
         );
         assert_eq!(room.entry(&a).unwrap().expires_ms, beat + TTL);
-        // A heartbeat that comes late, inside the window, is written itself; the key is kept.
-        let late = beat + TTL - 10_000;
+        // A heartbeat that comes when the renewal is urgent is written itself; the key is kept.
+        let late = beat + TTL - 5_000;
         let heartbeat = publish("a", "s1", late, json!([]));
         assert_eq!(
             apply(&mut room, &heartbeat, late, || key(3)),
@@ -930,14 +1017,15 @@ mod tests {
         let t = NOW + 45_000;
         let p = publish("a", "sa", t, json!([pkg("sb", "sa", 1)]));
         assert_eq!(apply(&mut room, &p, t, || key(1)), IndexChange::Unchanged);
-        // A poll far from expiry does not write (no hot key after a join).
+        // A poll before the renewal window does not write (no hot key after a join).
         assert_eq!(
-            apply_poll(&mut room, "a", "sa", t, NOW + 90_000),
+            apply_poll(&mut room, "a", "sa", t, NOW + 55_000),
             Ok(IndexChange::Unchanged)
         );
-        // Within the renewal window it writes, to the package write + lifetime.
+        // Once its renewal is due (by the middle of the window) it writes,
+        // to the package write + lifetime.
         assert_eq!(
-            apply_poll(&mut room, "a", "sa", t, NOW + 96_000),
+            apply_poll(&mut room, "a", "sa", t, NOW + 91_000),
             Ok(IndexChange::Write)
         );
         let a = room.entry(&ctx("a")).unwrap();

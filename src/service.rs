@@ -42,7 +42,13 @@ pub fn outbox_key(room: &RoomId, context: &ContextId) -> String {
 
 /// Most outboxes one request reads (each is a subrequest; the free plan
 /// allows 50 per request).
-pub const MAX_OUTBOX_READS: usize = 20;
+pub const MAX_OUTBOX_READS: usize = 31;
+/// A request waits out a busy key's cool-down at most this often; then it
+/// puts and lets R2's answer decide (a key written every second would
+/// otherwise keep it waiting to the end of its budget).
+const MAX_COOLDOWNS: u32 = 2;
+/// Most outboxes a renewal reads to fold other due entries in.
+pub const MAX_FOLD_READS: usize = 16;
 
 /// How hard a request tries before answering 503, by what it has to land.
 #[derive(Clone, Debug)]
@@ -104,9 +110,6 @@ pub struct Reply {
     /// When the caller should poll next (not for a leave).
     pub hint: Option<Hint>,
 }
-
-/// An entry this close to its expiry gets a longer budget for its renewal.
-const URGENT_MS: u64 = 10_000;
 
 // What a 503 says was stored, by where the request gave up.
 const NOTHING_READ: &str = "nothing was read or stored; retry";
@@ -201,20 +204,41 @@ async fn poll<S: Store, P: Platform>(
         let claim = Claim::of_presence(context, presence);
         let session = &presence.data.session;
         let now = platform.now_ms();
-        let registering = !index.owns_live_entry(context, session, now);
-        // A renewal close to the expiry may take longer: the alternative is dropping out.
-        let left = index
+        let own = index
             .entry(context)
-            .filter(|e| e.d.session == *session)
-            .map_or(u64::MAX, |e| e.expires_ms.saturating_sub(now));
-        let budget = if left < URGENT_MS {
-            left.saturating_sub(1000)
-                .clamp(policy.poll_write_budget_ms, policy.write_budget_max_ms)
-        } else {
-            policy.poll_write_budget_ms
+            .filter(|e| e.d.session == *session && e.is_live(now));
+        let registering = own.is_none();
+        let mut writing = match own {
+            // A renewal that is not urgent uses an idle moment of the index
+            // key: one put if nobody wrote in the last two seconds, no wait,
+            // no retry. Joins get the key first; the next poll tries again.
+            Some(e) if !e.renewal_urgent(now) => {
+                Attempts::new(platform, policy, policy.poll_write_budget_ms, "").politely()
+            }
+            // Close to the expiry it may take longer: the alternative is dropping out.
+            Some(e) => {
+                let left = e.expires_ms.saturating_sub(now);
+                let budget = left
+                    .saturating_sub(1000)
+                    .clamp(policy.poll_write_budget_ms, policy.write_budget_max_ms);
+                Attempts::new(platform, policy, budget, "")
+            }
+            None => Attempts::new(platform, policy, policy.poll_write_budget_ms, ""),
         };
-        let mut writing = Attempts::new(platform, policy, budget, "");
         let limits = &config.limits;
+        // A renewal also folds in the other entries that are due, from
+        // their outboxes: one index write renews many.
+        let mut folds = Outboxes::new();
+        let mut trial = index.clone();
+        let renewing = !registering
+            && trial.apply(&claim, Arrival::Poll, now, limits.max_peers, || {
+                new_delete_key(platform)
+            }) == Ok(IndexChange::Write);
+        if renewing {
+            let budget = policy.max_ops.saturating_sub(store.counts().total() + 4) as usize;
+            let wanted = index.renewals_to_fold(context, now, MAX_FOLD_READS.min(budget));
+            folds = read_outboxes(store, room, wanted).await;
+        }
         let written = update(
             store,
             &mut writing,
@@ -222,10 +246,11 @@ async fn poll<S: Store, P: Platform>(
             object,
             limits.max_room_bytes,
             |r, now| {
+                let folded = r.fold(&folds, now);
                 let change = r.apply(&claim, Arrival::Poll, now, limits.max_peers, || {
                     new_delete_key(platform)
                 })?;
-                Ok(change == IndexChange::Write)
+                Ok(change == IndexChange::Write || folded > 0)
             },
         )
         .await;
@@ -282,14 +307,7 @@ async fn respond<S: Store, P: Platform>(
         .saturating_sub(store.counts().total());
     let limit = MAX_OUTBOX_READS.min(budget as usize);
     let wanted = index.outboxes_to_read(who.context, who.session, now, limit);
-    let keys: Vec<String> = wanted.iter().map(|k| outbox_key(who.room, k)).collect();
-    let reads = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
-    let mut outboxes = Outboxes::new();
-    for (context, read) in wanted.into_iter().zip(reads) {
-        if let Some(outbox) = read.ok().flatten().and_then(|o| Outbox::decode(&o.body)) {
-            outboxes.insert(context, outbox);
-        }
-    }
+    let outboxes = read_outboxes(store, who.room, wanted).await;
     let mut view = index.view(who.context, who.session, who.dk, &outboxes, now);
     let situation = index.situation(
         who.context,
@@ -305,6 +323,23 @@ async fn respond<S: Store, P: Platform>(
         peers: index.live_count(now),
         hint: Some(hint),
     })
+}
+
+/// Reads outboxes concurrently; one that cannot be read or decoded is left out.
+async fn read_outboxes<S: Store>(
+    store: &Counting<'_, S>,
+    room: &RoomId,
+    wanted: Vec<ContextId>,
+) -> Outboxes {
+    let keys: Vec<String> = wanted.iter().map(|k| outbox_key(room, k)).collect();
+    let reads = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
+    let mut outboxes = Outboxes::new();
+    for (context, read) in wanted.into_iter().zip(reads) {
+        if let Some(outbox) = read.ok().flatten().and_then(|o| Outbox::decode(&o.body)) {
+            outboxes.insert(context, outbox);
+        }
+    }
+    outboxes
 }
 
 fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
@@ -360,15 +395,64 @@ async fn publish_entry<S: Store, P: Platform>(
         PackageChange::Withdrawn if joining => PackageChange::New,
         change => change,
     };
+    let outbox = |now| Outbox {
+        session: publish.data.session.clone(),
+        t: publish.t.clone(),
+        expires_ms: now + publish.ttl_ms,
+        ttl_ms: publish.ttl_ms,
+        p: room.address(&publish.packages, now),
+    };
+    // A heartbeat the index does not need yet (the stock client's comes
+    // 30 s before the expiry; it may also withdraw packages older than a
+    // minute): into the index if its key is idle, else into the caller's own
+    // outbox, where the next renewal folds it in. Either way it is stored,
+    // and a room's heartbeats never queue on the index.
+    let mut trial = room.clone();
+    let in_window = room
+        .entry(&publish.context)
+        .is_some_and(|e| e.in_renewal_window(now));
+    let beat = !joining
+        && (change == PackageChange::Same || change == PackageChange::Withdrawn && in_window)
+        && stored.as_ref().is_none_or(|o| o.t != publish.t)
+        && trial.apply(&claim, arrival_same(), now, limits.max_peers, || {
+            new_delete_key(platform)
+        }) == Ok(IndexChange::Unchanged);
+    if beat {
+        let mut politely = Attempts::new(platform, policy, policy.write_budget_ms, "").politely();
+        let index = match update(
+            store,
+            &mut politely,
+            &index_key,
+            index,
+            limits.max_room_bytes,
+            |r, now| {
+                let change = r.apply(&claim, Arrival::Beat, now, limits.max_peers, || {
+                    new_delete_key(platform)
+                })?;
+                Ok(change == IndexChange::Write)
+            },
+        )
+        .await
+        {
+            Ok(index) => index,
+            Err(Error::Busy { .. }) => {
+                write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
+                room
+            }
+            Err(e) => return Err(e),
+        };
+        let dk = index.entry(&publish.context).map(|e| e.dk.clone());
+        let view = View {
+            room: &publish.room,
+            context: &publish.context,
+            session: Some(&publish.data.session),
+            dk: dk.as_ref(),
+        };
+        return respond(store, &mut attempts, &config.poll, &index, view).await;
+    }
     // New packages go to the caller's outbox first, so that whoever learns
     // of them from the index finds them there.
     if change == PackageChange::New {
-        let outbox = |now| Outbox {
-            session: publish.data.session.clone(),
-            t: publish.t.clone(),
-            expires_ms: now + publish.ttl_ms,
-            p: room.address(&publish.packages, now),
-        };
         write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
         attempts.stored = if joining {
             JOIN_PACKAGES_ONLY
@@ -377,9 +461,17 @@ async fn publish_entry<S: Store, P: Platform>(
         };
     }
 
+    // Only packages not handed over before may need announcing.
+    let held = stored.as_ref().map_or(&[][..], |o| &o.p[..]);
+    let fresh: Vec<_> = publish
+        .packages
+        .iter()
+        .filter(|p| !held.iter().any(|s| s.is(p)))
+        .cloned()
+        .collect();
     let arrival = Arrival::Publish {
         change,
-        packages: &publish.packages,
+        packages: &fresh,
     };
     let index = update(
         store,
@@ -403,6 +495,13 @@ async fn publish_entry<S: Store, P: Platform>(
         dk: dk.as_ref(),
     };
     respond(store, &mut attempts, &config.poll, &index, view).await
+}
+
+fn arrival_same() -> Arrival<'static> {
+    Arrival::Publish {
+        change: PackageChange::Same,
+        packages: &[],
+    }
 }
 
 /// Writes the caller's outbox. Only this context writes it; a conflict
@@ -448,6 +547,10 @@ struct Attempts<'a, P> {
     losses: u32,
     /// The etag whose cool-down this request already waited out (see [`update`]).
     waited_for: Option<String>,
+    /// Cool-downs waited out (see [`update`]).
+    cooldowns: u32,
+    /// See [`Attempts::politely`].
+    polite: bool,
     stored: &'static str,
 }
 
@@ -460,8 +563,16 @@ impl<'a, P: Platform> Attempts<'a, P> {
             failures: 0,
             losses: 0,
             waited_for: None,
+            cooldowns: 0,
+            polite: false,
             stored,
         }
+    }
+
+    /// A write that yields: it puts only while the key is idle, once.
+    fn politely(mut self) -> Self {
+        self.polite = true;
+        self
     }
 
     /// The same budget, cut to `ms` from now.
@@ -544,8 +655,8 @@ async fn read_with<S: Store, P: Platform>(
 /// concurrent writers never overwrite each other. When the version held was
 /// uploaded less than `write_interval_ms` ago, R2 would refuse the put (429):
 /// the request waits out the rest of the interval and reads again, once per
-/// version (so a clock that trails R2's costs at most one interval), then
-/// lets R2's answer decide. A document this build cannot read is never
+/// version and at most [`MAX_COOLDOWNS`] times (so a clock that trails R2's
+/// costs at most one interval each), then lets R2's answer decide. A document this build cannot read is never
 /// written over. Returns the room as stored (or as read, when nothing was written).
 async fn update<S: Store, P: Platform>(
     store: &Counting<'_, S>,
@@ -563,11 +674,19 @@ async fn update<S: Store, P: Platform>(
             return Ok(room);
         }
         if let Some(held) = &current {
+            let idle_since = held.uploaded_ms + 2 * policy.write_interval_ms;
+            if attempts.polite && now < idle_since {
+                return Err(attempts.busy());
+            }
             let hot_for = (held.uploaded_ms + policy.write_interval_ms)
                 .saturating_sub(now)
                 .min(policy.write_interval_ms);
-            if hot_for > 0 && attempts.waited_for.as_ref() != Some(&held.etag) {
+            if hot_for > 0
+                && attempts.waited_for.as_ref() != Some(&held.etag)
+                && attempts.cooldowns < MAX_COOLDOWNS
+            {
                 attempts.waited_for = Some(held.etag.clone());
+                attempts.cooldowns += 1;
                 attempts.check(store, 2)?;
                 attempts.wait(hot_for).await;
                 current = read_with(store, attempts, key).await?;
@@ -586,6 +705,11 @@ async fn update<S: Store, P: Platform>(
             Ok(PutOutcome::Stored { .. }) => return Ok(room),
             // Someone else wrote first (or R2 says the key is busy): back
             // off, read their version and merge onto it.
+            Ok(PutOutcome::PreconditionFailed) | Err(StoreError::RateLimited)
+                if attempts.polite =>
+            {
+                return Err(attempts.busy())
+            }
             Ok(PutOutcome::PreconditionFailed) | Err(StoreError::RateLimited) => {
                 attempts.contended().await;
                 current = read_with(store, attempts, key).await?;

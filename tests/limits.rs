@@ -42,7 +42,7 @@ async fn defaults_refuse_oversized_requests_and_packages() {
     let r = h.request(big).await;
     assert_eq!((r.status, r.text.as_str()), (413, "Request body too large"));
 
-    let many: Vec<Value> = (0..65).map(|_| a.package_to(&b, t)).collect();
+    let many: Vec<Value> = (0..33).map(|_| a.package_to(&b, t)).collect();
     refused(
         &h,
         &a.publish(t, Value::Array(many)),
@@ -52,7 +52,7 @@ async fn defaults_refuse_oversized_requests_and_packages() {
     .await;
 
     let mut package = a.package_to(&b, t);
-    package[8] = json!((0..65)
+    package[8] = json!((0..33)
         .map(|i| format!("candidate:{i} 1 udp 1 192.0.2.1 {i} typ host"))
         .collect::<Vec<_>>());
     refused(
@@ -64,7 +64,7 @@ async fn defaults_refuse_oversized_requests_and_packages() {
     .await;
 
     let mut package = a.package_to(&b, t);
-    package[3] = json!("p".repeat(17 * 1024));
+    package[3] = json!("p".repeat(5 * 1024));
     refused(
         &h,
         &a.publish(t, json!([package])),
@@ -73,8 +73,19 @@ async fn defaults_refuse_oversized_requests_and_packages() {
     )
     .await;
 
-    // Within the limits all is well.
-    let ok: Vec<Value> = (0..64).map(|_| a.package_to(&b, t)).collect();
+    // One package per recipient, as the stock client keeps them.
+    refused(
+        &h,
+        &a.publish(t, json!([a.package_to(&b, t), a.package_to(&b, t)])),
+        400,
+        "Two packages for one recipient",
+    )
+    .await;
+
+    // Within the limits all is well: a package to each of 32 peers.
+    let ok: Vec<Value> = (0..32)
+        .map(|n| a.package_to(&Peer::new("room-limits", 100 + n), t))
+        .collect();
     assert_eq!(h.post(&a.publish(t, Value::Array(ok))).await.status, 200);
 }
 

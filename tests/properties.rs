@@ -179,8 +179,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..PEERS, prop::sample::select(vec![0usize, 0, 0, 1, 2, 3, 4]), 0..2usize, prop::collection::vec(0..PEERS, 0..3))
-            .prop_map(|(who, shift, session, to)| Op::Publish { who, owner: (who + shift) % PEERS, session, to }),
+        4 => (0..PEERS, prop::sample::select(vec![0usize, 0, 0, 1, 2, 3, 4]), 0..2usize, prop::collection::btree_set(0..PEERS, 0..3))
+            .prop_map(|(who, shift, session, to)| Op::Publish { who, owner: (who + shift) % PEERS, session, to: to.into_iter().collect() }),
         2 => (0..PEERS, 0..2usize, 0..90_000u64).prop_map(|(who, session, back)| Op::Poll { who, session, back }),
         1 => (0..PEERS, any::<bool>()).prop_map(|(who, right_key)| Op::Leave { who, right_key }),
         2 => (0..100_000u64).prop_map(Op::Wait),
@@ -255,6 +255,7 @@ proptest! {
                             session: publish.data.session.clone(),
                             t: publish.t.clone(),
                             expires_ms: now + TTL,
+                            ttl_ms: TTL,
                             p: room.address(&publish.packages, now),
                         });
                     }

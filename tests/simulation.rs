@@ -1,7 +1,7 @@
 //! The cost simulator as a regression test: simulated stock clients against
 //! the real worker logic on the R2 model (virtual clock, fixed seed).
 
-use p2pcf_rs::sim::scenario::{all, run, Which};
+use p2pcf_rs::sim::scenario::{all, large_rooms, run, Which};
 
 fn scenario(prefix: &str) -> p2pcf_rs::sim::scenario::Scenario {
     all(42)
@@ -36,6 +36,27 @@ fn steady_rooms_and_churn_lose_nothing() {
         assert_eq!(r.missing_peer_observations, 0, "{prefix}");
         assert_eq!(r.stale_peer_observations, 0, "{prefix}");
         assert_eq!(r.lists, 0, "{prefix}");
+    }
+}
+
+/// Issue 9 §7: rooms up to `MAX_PEERS`, filling one every 2 s or all at
+/// once, with the stock client's real behaviour (withdrawals after connect,
+/// connect timeouts): nobody missing, nothing stale, nothing lost, no 503.
+#[test]
+fn large_rooms_up_to_max_peers_lose_nothing() {
+    for scenario in large_rooms(42, 10 * 60_000) {
+        let r = run(&scenario, Which::Ours, 42);
+        let name = &scenario.name;
+        println!(
+            "{name}: {} pairs, max {} ms to both packages, write p99 {} ms, last join {} class A",
+            r.pairs, r.pair_ms_max, r.write_ms_p99, r.last_join_class_a
+        );
+        assert_eq!(r.pairs_incomplete, 0, "{name}");
+        assert_eq!(r.missing_peer_observations, 0, "{name}");
+        assert_eq!(r.stale_peer_observations, 0, "{name}");
+        assert_eq!(r.lost_packages, 0, "{name}");
+        assert_eq!(r.status_503, 0, "{name}");
+        assert!(r.pair_ms_max < 90_000, "{name}: {} ms", r.pair_ms_max);
     }
 }
 

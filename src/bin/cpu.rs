@@ -105,7 +105,8 @@ mod bench {
             }
             // Steady state: join windows closed.
             platform.0.set(platform.0.get() + 50_000);
-            let poll = request(&body(0, platform.0.get() - 10_000, false));
+            // Peer 0's poll, reporting its last write: the join.
+            let poll = request(&body(0, NOW + 1500, false));
             let iterations = 20_000u32;
             let start = Instant::now();
             let mut bytes = 0;
@@ -120,5 +121,119 @@ mod bench {
                 per.as_secs_f64() * 1e6
             );
         }
+        worst_case();
+    }
+
+    /// The most expensive poll the limits allow: a full room (MAX_PEERS)
+    /// whose every member has the largest allowed `d` (64-character ids, the
+    /// most reflexive IPs, all IPv6) and an outbox filled to the request body
+    /// limit with packages of the largest allowed size (one of them for the
+    /// poller), read in the poller's join window (every outbox at once).
+    fn worst_case() {
+        let platform = Fixed(std::cell::Cell::new(NOW));
+        let store = MemoryStore::new(&platform, 0);
+        let (config, ledger, policy) = (
+            Config::default(),
+            QuotaLedger::default(),
+            RetryPolicy::default(),
+        );
+        let limits = &config.limits;
+        let services = Services {
+            store: Some(&store),
+            platform: &platform,
+            config: &config,
+            ledger: &ledger,
+            policy: &policy,
+            version: "bench",
+        };
+        let id = |n: usize, c: char| format!("{n:02}{}", c.to_string().repeat(62));
+        let ips: Vec<String> = (0..p2pcf_rs::protocol::MAX_REFLEXIVE_IPS)
+            .map(|i| format!("2001:db8:ffff:ffff:ffff:ffff:ffff:{i:04x}"))
+            .collect();
+        let d = |n: usize| {
+            json!([
+                id(n, 's'),
+                id(n, 'c'),
+                false,
+                "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=",
+                NOW + n as u64,
+                ips
+            ])
+        };
+        let poller = 0usize;
+        let body = |n: usize, t: u64, p: Option<Value>| {
+            let mut b = json!({"r": "bench-room", "k": id(n, 'k'), "d": d(n), "t": t, "x": 120000});
+            if let Some(p) = p {
+                b["p"] = p;
+            }
+            b
+        };
+        // The poller joins first; the others join and fill their outboxes.
+        let (r, _) = block_on(serve(
+            &request(&body(poller, NOW, Some(json!([])))),
+            &services,
+        ));
+        assert_eq!(r.status, 200);
+        let mut stored_bytes = 0;
+        for n in 1..limits.max_peers {
+            platform.0.set(platform.0.get() + 1100);
+            let t = platform.0.get();
+            assert_eq!(
+                block_on(serve(&request(&body(n, t, Some(json!([])))), &services))
+                    .0
+                    .status,
+                200
+            );
+            // Packages as large as allowed (one for each other member, the
+            // poller's first), as many as the body limit takes.
+            let candidate = "c".repeat(100);
+            let mut packages = Vec::new();
+            for to in (0..limits.max_peers).filter(|m| *m != n) {
+                let mut pkg = json!([id(to, 's'), id(n, 's'), null, null, null, "u", "p", t, []]);
+                let mut cands = Vec::new();
+                while serde_json::to_vec(&pkg).unwrap().len() + candidate.len() + 3
+                    < limits.max_package_bytes
+                    && cands.len() < limits.max_candidates
+                {
+                    cands.push(candidate.clone());
+                    pkg[8] = json!(cands);
+                }
+                packages.push(pkg);
+                let b = body(n, t + 1, Some(json!(packages)));
+                if serde_json::to_vec(&b).unwrap().len() > limits.max_body_bytes
+                    || packages.len() > limits.max_packages
+                {
+                    packages.pop();
+                    break;
+                }
+            }
+            let r = block_on(serve(
+                &request(&body(n, t + 1, Some(json!(packages)))),
+                &services,
+            ))
+            .0;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            stored_bytes += serde_json::to_vec(&packages).unwrap().len();
+        }
+        platform.0.set(platform.0.get() + 1000);
+        let poll = request(&body(poller, NOW, None));
+        let iterations = 200u32;
+        let start = Instant::now();
+        let (mut bytes, mut reads) = (0, 0);
+        for _ in 0..iterations {
+            let (r, outcome) = block_on(serve(&poll, &services));
+            assert_eq!(r.status, 200);
+            bytes = r.body.len();
+            reads = outcome.ops.class_b;
+        }
+        let per = start.elapsed() / iterations;
+        let index = store.peek("rooms/bench-room").map_or(0, |b| b.len());
+        println!(
+            "worst-case poll, room of {}: {:>8.1} µs per request ({reads} reads: index of {index} bytes, {} KiB of outboxes), response {} KiB",
+            limits.max_peers,
+            per.as_secs_f64() * 1e6,
+            stored_bytes / 1024,
+            bytes / 1024
+        );
     }
 }

@@ -7,9 +7,14 @@
 //! after the peer list changed, then 5 s; "markers set before the request",
 //! so a failed write is not retried until the next change or heartbeat.
 //! Peer roles: the later starter is A; B creates a package for A about 3 s
-//! (ICE gathering) after discovering it; A answers once it has B's package.
-//! Packages older than 60 s are dropped at the next write. WebRTC itself is
-//! not simulated: a pair counts as connected when A has B's package.
+//! (ICE gathering) after discovering it; A answers once it has B's package
+//! (its answer is queued when its own gathering ends, even if the pair has
+//! connected by then, as the real client's `finishIce` does). WebRTC itself
+//! is not simulated: a pair connects 0.5-1.5 s after A has B's package; on
+//! connect both sides withdraw their packages for each other (a write);
+//! a peer not connected 15 s after it was created is dropped, with its
+//! packages (`CONNECT_TIMEOUT`), and not retried until the other's `t`
+//! changes. Packages older than 60 s are dropped at the next write.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +34,11 @@ const PACKAGE_MAX_AGE_MS: u64 = 60_000;
 /// ICE gathering before a package is queued ("about 3 s"), ± this jitter.
 const GATHER_MS: u64 = 3000;
 const GATHER_JITTER_MS: u64 = 1000;
+/// ICE connectivity checks once A has B's package, ± this jitter.
+const CONNECT_MS: u64 = 1000;
+const CONNECT_JITTER_MS: u64 = 500;
+/// The stock client drops a peer not connected this long after creating it.
+const CONNECT_TIMEOUT_MS: u64 = 15_000;
 /// `start()` gathers network settings before the step timer runs.
 const START_DELAY_MS: u64 = 1000;
 const FINGERPRINT: &str = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=";
@@ -49,8 +59,10 @@ pub struct PeerPlan {
 pub struct PairLog {
     /// When both were present (the later one's join), ms since start.
     pub both_present: u64,
-    /// When A had B's package (connected).
+    /// When A had B's package.
     pub a_got_b: Option<u64>,
+    /// When the pair connected (A had B's package + ICE checks).
+    pub connected: Option<u64>,
     /// When B had A's answer.
     pub b_got_a: Option<u64>,
 }
@@ -76,6 +88,22 @@ pub struct World {
     pub missing_peer_observations: Cell<u64>,
     /// A poll that listed a peer which had left (deleted) over 2 s before.
     pub stale_peer_observations: Cell<u64>,
+    /// Every request: who sent it, when, what it cost and took.
+    pub log: RefCell<Vec<Sent>>,
+}
+
+/// One request as the world saw it.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub at: u64,
+    pub session: String,
+    /// It carried `p` (a write, as the client sees it).
+    pub write: bool,
+    /// Recipients whose package it added or withdrew.
+    pub touched: Vec<String>,
+    pub class_a: u32,
+    pub took_ms: u64,
+    pub status: u16,
 }
 
 impl World {
@@ -103,6 +131,13 @@ fn splitmix(state: &Cell<u64>) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A peer object (simple-peer) the client holds for a remote session.
+struct Link {
+    created: u64,
+    /// Its `connect` event was handled (packages for it withdrawn).
+    connected: bool,
+}
+
 struct Package {
     to: String,
     sent_at: u64,
@@ -125,13 +160,15 @@ pub struct Client<'w, S> {
     dk: Option<String>,
     next_step: u64,
     stop_fast_at: u64,
-    /// Remote session -> we are A for it.
-    links: HashMap<String, bool>,
+    /// Remote session -> the peer object this client holds for it.
+    links: HashMap<String, Link>,
     last_processed: HashMap<String, Value>,
     got_package_from: HashSet<String>,
     /// (due, recipient, is_answer): packages waiting for ICE gathering.
     pending: Vec<(u64, String, bool)>,
     previous_peers: Vec<String>,
+    /// Recipients of the packages in the last write sent.
+    last_recipients: HashSet<String>,
     /// This client's own random stream, so that every server sees the same clients.
     rng: Cell<u64>,
     /// Follows the worker's polling hints, as `client/p2pcf-hints.js` makes the stock client do.
@@ -170,6 +207,7 @@ impl<'w, S: Server> Client<'w, S> {
             got_package_from: HashSet::new(),
             pending: Vec::new(),
             previous_peers: Vec::new(),
+            last_recipients: HashSet::new(),
             rng,
             follow_hints: false,
         }
@@ -277,11 +315,45 @@ impl<'w, S: Server> Client<'w, S> {
         for session in closed {
             self.remove_link(&session);
         }
+        // `connect`: withdraw the packages for that peer (the real client's
+        // `removeInPlace(this.packages, pkg => pkg[0] === peer.id)`).
+        let connected: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(s, l)| !l.connected && self.connected_at(s).is_some_and(|c| c <= now))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for session in connected {
+            if let Some(link) = self.links.get_mut(&session) {
+                link.connected = true;
+            }
+            self.withdraw(&session);
+        }
+        // CONNECT_TIMEOUT: not connected in time, the peer is dropped.
+        let timed_out: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(s, l)| {
+                !l.connected
+                    && now >= l.created + CONNECT_TIMEOUT_MS
+                    && self.connected_at(s).is_none_or(|c| c > now)
+            })
+            .map(|(s, _)| s.clone())
+            .collect();
+        for session in timed_out {
+            self.remove_link(&session);
+        }
     }
 
-    fn remove_link(&mut self, session: &str) {
-        self.links.remove(session);
-        self.got_package_from.remove(session);
+    fn connected_at(&self, remote: &str) -> Option<u64> {
+        self.world
+            .pairs
+            .borrow()
+            .get(&World::pair_key(&self.session, remote))
+            .and_then(|l| l.connected)
+    }
+
+    fn withdraw(&mut self, session: &str) {
         let before = self.packages.len();
         self.packages.retain(|p| p.to != session);
         if self.packages.len() != before {
@@ -289,13 +361,37 @@ impl<'w, S: Server> Client<'w, S> {
         }
     }
 
+    fn remove_link(&mut self, session: &str) {
+        self.links.remove(session);
+        self.got_package_from.remove(session);
+        self.withdraw(session);
+    }
+
+    /// Recipients whose package was added or withdrawn since the last write sent.
+    fn touched(&mut self) -> Vec<String> {
+        let now: HashSet<String> = self.packages.iter().map(|p| p.to.clone()).collect();
+        let before = std::mem::replace(&mut self.last_recipients, now.clone());
+        now.symmetric_difference(&before).cloned().collect()
+    }
+
     fn gather_delay(&self) -> u64 {
         GATHER_MS - GATHER_JITTER_MS + splitmix(&self.rng) % (2 * GATHER_JITTER_MS + 1)
     }
 
-    async fn send(&self, body: &Value, leave: bool) -> (u16, Value) {
+    async fn send(&self, body: &Value, leave: bool, touched: Vec<String>) -> (u16, Value) {
         self.world.requests.set(self.world.requests.get() + 1);
-        let (status, json) = self.server.call(body, leave).await;
+        let started = self.now();
+        let answer = self.server.call(body, leave).await;
+        let (status, json) = (answer.status, answer.json);
+        self.world.log.borrow_mut().push(Sent {
+            at: started,
+            session: self.session.clone(),
+            write: body.get("p").is_some(),
+            touched,
+            class_a: answer.class_a,
+            took_ms: self.now() - started,
+            status,
+        });
         if status != 200 {
             self.world.non_200.set(self.world.non_200.get() + 1);
             if status == 503 {
@@ -370,7 +466,12 @@ impl<'w, S: Server> Client<'w, S> {
                 self.sent_version = Some(self.version);
             }
         }
-        let (status, json) = self.send(&body, false).await;
+        let touched = if body.get("p").is_some() {
+            self.touched()
+        } else {
+            Vec::new()
+        };
+        let (status, json) = self.send(&body, false, touched).await;
         if body.get("p").is_some() {
             self.record_write(status, &json, &sent);
         }
@@ -385,7 +486,8 @@ impl<'w, S: Server> Client<'w, S> {
             body["x"] = json!(EXPIRY_MS);
             body["p"] = Value::Array(self.packages.iter().map(|p| self.package_json(p)).collect());
             self.sent_version = Some(self.version);
-            let (status, publish) = self.send(&body, false).await;
+            let touched = self.touched();
+            let (status, publish) = self.send(&body, false, touched).await;
             self.record_write(status, &publish, &[]);
             hint = publish["hint"]["ms"].as_u64().or(hint);
         }
@@ -446,14 +548,31 @@ impl<'w, S: Server> Client<'w, S> {
                 if !self.got_package_from.insert(rs.to_owned()) {
                     continue;
                 }
-                self.links.insert(rs.to_owned(), true);
-                self.log_pair(rs, |log| log.a_got_b = log.a_got_b.or(Some(now)));
+                self.links.insert(
+                    rs.to_owned(),
+                    Link {
+                        created: now,
+                        connected: false,
+                    },
+                );
+                let connect = now + CONNECT_MS - CONNECT_JITTER_MS
+                    + splitmix(&self.rng) % (2 * CONNECT_JITTER_MS + 1);
+                self.log_pair(rs, |log| {
+                    log.a_got_b = log.a_got_b.or(Some(now));
+                    log.connected = log.connected.or(Some(connect));
+                });
                 let due = now + self.gather_delay();
                 self.pending.push((due, rs.to_owned(), true));
             } else {
                 if !self.links.contains_key(rs) {
                     self.last_processed.insert(rs.to_owned(), rt);
-                    self.links.insert(rs.to_owned(), false);
+                    self.links.insert(
+                        rs.to_owned(),
+                        Link {
+                            created: now,
+                            connected: false,
+                        },
+                    );
                     let due = now + self.gather_delay();
                     self.pending.push((due, rs.to_owned(), false));
                 }
@@ -483,11 +602,7 @@ impl<'w, S: Server> Client<'w, S> {
     }
 
     fn is_connected(&self, remote: &str) -> bool {
-        self.world
-            .pairs
-            .borrow()
-            .get(&World::pair_key(&self.session, remote))
-            .is_some_and(|l| l.a_got_b.is_some())
+        self.links.get(remote).is_some_and(|l| l.connected)
     }
 
     fn log_pair(&self, remote: &str, f: impl FnOnce(&mut PairLog)) {
@@ -546,6 +661,6 @@ impl<'w, S: Server> Client<'w, S> {
             return;
         };
         let body = json!({"r": self.room, "k": self.context, "d": self.d(), "t": EPOCH_MS + self.now(), "x": EXPIRY_MS, "dk": dk});
-        self.send(&body, true).await;
+        self.send(&body, true, Vec::new()).await;
     }
 }

@@ -85,10 +85,18 @@ impl Platform for SimPlatform {
 pub trait Server {
     /// Sends one request body (`leave`: with `X-Worker-Method: DELETE`);
     /// returns the status and the JSON body (`null` when not JSON).
-    async fn call(&self, body: &Value, leave: bool) -> (u16, Value);
+    async fn call(&self, body: &Value, leave: bool) -> Answer;
     /// R2 operations so far.
     fn stats(&self) -> Stats;
     fn name(&self) -> &'static str;
+}
+
+/// A server's answer to one simulated request.
+pub struct Answer {
+    pub status: u16,
+    pub json: Value,
+    /// Class A operations this request made.
+    pub class_a: u32,
 }
 
 /// This worker: its real HTTP layer over the in-memory R2 model (also the
@@ -131,7 +139,7 @@ impl<'a> Ours<'a> {
 }
 
 impl Server for Ours<'_> {
-    async fn call(&self, body: &Value, leave: bool) -> (u16, Value) {
+    async fn call(&self, body: &Value, leave: bool) -> Answer {
         let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
         if leave {
             headers.push(("X-Worker-Method".to_owned(), "DELETE".to_owned()));
@@ -142,13 +150,14 @@ impl Server for Ours<'_> {
             headers,
             body: serde_json::to_vec(body).unwrap_or_default(),
         };
-        let (response, _) = self.serve(&request).await;
-        (
-            response.status,
+        let (response, outcome) = self.serve(&request).await;
+        Answer {
+            status: response.status,
             // An error's plain-text reason comes back as a JSON string.
-            serde_json::from_slice(&response.body)
+            json: serde_json::from_slice(&response.body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into())),
-        )
+            class_a: outcome.ops.class_a,
+        }
     }
 
     fn stats(&self) -> Stats {

@@ -17,7 +17,7 @@ use std::cell::RefCell;
 
 use serde_json::{json, Value};
 
-use super::{Server, SimPlatform};
+use super::{Answer, Server, SimPlatform};
 use crate::platform::Platform;
 use crate::store::memory::{MemoryStore, Stats};
 use crate::store::Store;
@@ -103,7 +103,8 @@ impl<'a> Original<'a> {
         }
     }
 
-    async fn poll(&self, body: &Value) -> (u16, Value) {
+    async fn poll(&self, body: &Value) -> (u16, Value, u32) {
+        let mut puts = 0;
         let room = body["r"].as_str().unwrap_or_default().to_owned();
         let k = body["k"].clone();
         let now = self.platform.now_ms();
@@ -149,6 +150,7 @@ impl<'a> Original<'a> {
                     entries.push(None);
                 }
                 entries[index] = Some(entry.clone());
+                puts += 1;
                 let _ = self
                     .store
                     .put_unconditional(
@@ -161,6 +163,7 @@ impl<'a> Original<'a> {
                     .rposition(Option::is_some)
                     .map_or(-1, |i| i as i64);
                 if highest > max_index {
+                    puts += 1;
                     let _ = self
                         .store
                         .put_unconditional(
@@ -201,7 +204,7 @@ impl<'a> Original<'a> {
         if let Some(dk) = dk {
             response["dk"] = json!(dk);
         }
-        (200, response)
+        (200, response, puts)
     }
 
     async fn leave(&self, body: &Value) -> (u16, Value) {
@@ -235,12 +238,18 @@ impl<'a> Original<'a> {
 }
 
 impl Server for Original<'_> {
-    async fn call(&self, body: &Value, leave: bool) -> (u16, Value) {
+    async fn call(&self, body: &Value, leave: bool) -> Answer {
         self.run_due_vacuums().await;
-        if leave {
-            self.leave(body).await
+        let (status, json, class_a) = if leave {
+            let (status, json) = self.leave(body).await;
+            (status, json, 0)
         } else {
             self.poll(body).await
+        };
+        Answer {
+            status,
+            json,
+            class_a,
         }
     }
 

@@ -23,9 +23,11 @@ fn stays(join_at: u64) -> PeerPlan {
     }
 }
 
-/// Rooms of 2..32 for an hour; a join storm; churn. `seed` places the storm's joins.
+/// Rooms of 2..32 filling one peer every 2 s, for an hour; rooms of 16,
+/// 24 and 32 whose peers all arrive within 3 s; a 10-peer join storm;
+/// churn. `seed` places the storms' joins.
 pub fn all(seed: u64) -> Vec<Scenario> {
-    let mut out: Vec<Scenario> = [2usize, 4, 8, 16, 32]
+    let mut out: Vec<Scenario> = [2usize, 4, 8, 16, 24, 32]
         .iter()
         .map(|&n| Scenario {
             name: format!("room of {n}, 1 h"),
@@ -46,6 +48,11 @@ pub fn all(seed: u64) -> Vec<Scenario> {
         plans: (0..10).map(|_| stays(next() % 3000)).collect(),
         duration_ms: 5 * 60_000,
     });
+    out.extend(
+        large_rooms(seed, HOUR_MS)
+            .into_iter()
+            .filter(|s| s.name.starts_with("storm")),
+    );
     // Churn: 8 peers; every minute one leaves (alternately by delete and by
     // vanishing) and a newcomer joins a few seconds later.
     let mut plans: Vec<PeerPlan> = (0..8).map(|i| stays(i * 2000)).collect();
@@ -72,6 +79,33 @@ pub fn all(seed: u64) -> Vec<Scenario> {
     out
 }
 
+/// Rooms of 16, 24 and 32 (the default `MAX_PEERS`), filling one peer
+/// every 2 s or all within 3 s, for `duration_ms`.
+pub fn large_rooms(seed: u64, duration_ms: u64) -> Vec<Scenario> {
+    let mut rng = seed ^ 0x5151;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        rng >> 33
+    };
+    let minutes = duration_ms / 60_000;
+    let mut out = Vec::new();
+    for n in [16usize, 24, 32] {
+        out.push(Scenario {
+            name: format!("large room of {n}: one every 2 s, {minutes} min"),
+            plans: (0..n).map(|i| stays(i as u64 * 2000)).collect(),
+            duration_ms,
+        });
+        out.push(Scenario {
+            name: format!("storm room of {n}: all within 3 s, {minutes} min"),
+            plans: (0..n).map(|_| stays(next() % 3000)).collect(),
+            duration_ms,
+        });
+    }
+    out
+}
+
 /// Figures of one scenario against one server.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -93,6 +127,13 @@ pub struct Report {
     pub missing_peer_observations: u64,
     pub stale_peer_observations: u64,
     pub lost_packages: u64,
+    /// Class A spent on the last peer's join: its own writes and the
+    /// others' writes that add or withdraw a package for it, within 60 s.
+    pub last_join_class_a: u64,
+    /// Latency of the writes (requests with `p`) as the client waits for them.
+    pub write_ms_p50: u64,
+    pub write_ms_p99: u64,
+    pub write_ms_max: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +235,16 @@ fn summarize<S: Server>(server: &S, world: &World, scenario: &Scenario) -> Repor
             .get(&key)
             .and_then(|l| Some(l.a_got_b?.max(l.b_got_a?)))
         {
-            Some(done) => times.push(done.saturating_sub(both)),
+            Some(done) => {
+                if std::env::var("SIM_DEBUG").is_ok() && done.saturating_sub(both) > 20_000 {
+                    let l = &logs[&key];
+                    eprintln!(
+                        "SLOW {:?} both={both} a_got_b={:?} b_got_a={:?}",
+                        key, l.a_got_b, l.b_got_a
+                    );
+                }
+                times.push(done.saturating_sub(both))
+            }
             None => incomplete += 1,
         }
     }
@@ -212,7 +262,61 @@ fn summarize<S: Server>(server: &S, world: &World, scenario: &Scenario) -> Repor
         .filter(|(key, _)| !received.contains(*key))
         .count() as u64;
 
+    // The last joiner's join, and how long writes kept clients waiting.
+    let last = lifetimes
+        .iter()
+        .max_by_key(|(_, (joined, _))| *joined)
+        .map(|(s, (joined, _))| (s.clone(), *joined));
+    let log = world.log.borrow();
+    let last_join_class_a = last.clone().map_or(0, |(joiner, at)| {
+        log.iter()
+            .filter(|r| r.at >= at && r.at < at + 60_000)
+            .filter(|r| r.write && (r.session == joiner || r.touched.contains(&joiner)))
+            .map(|r| u64::from(r.class_a))
+            .sum()
+    });
+    if let Ok(who) = std::env::var("SIM_TRACE") {
+        for r in log.iter().filter(|r| r.session.starts_with(&who)) {
+            eprintln!(
+                "TRACE {} {} write={} A={} took={} status={}",
+                r.at, r.session, r.write, r.class_a, r.took_ms, r.status
+            );
+        }
+    }
+    if std::env::var("SIM_DEBUG").is_ok() {
+        if let Some((joiner, at)) = &last {
+            for r in log
+                .iter()
+                .filter(|r| r.at >= *at && r.at < at + 60_000 && r.class_a > 0)
+            {
+                eprintln!(
+                    "{} {} {} write={} touched_joiner={} A={} took={} status={}",
+                    r.at,
+                    r.session,
+                    if r.session == *joiner { "JOINER" } else { "" },
+                    r.write,
+                    r.touched.contains(joiner),
+                    r.class_a,
+                    r.took_ms,
+                    r.status
+                );
+            }
+        }
+    }
+    let mut write_ms: Vec<u64> = log.iter().filter(|r| r.write).map(|r| r.took_ms).collect();
+    write_ms.sort_unstable();
+    let pct = |p: f64| {
+        write_ms
+            .get(((write_ms.len() as f64 * p) as usize).min(write_ms.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+
     Report {
+        last_join_class_a,
+        write_ms_p50: pct(0.5),
+        write_ms_p99: pct(0.99),
+        write_ms_max: write_ms.last().copied().unwrap_or(0),
         server: server.name(),
         requests: world.requests.get(),
         class_a: stats.class_a,
@@ -286,6 +390,30 @@ pub fn table(scenario: &Scenario, ours: &Report, original: &Report) -> String {
             per_join(ours.class_b, ours),
             per_join(original.class_b, original),
             true,
+        ),
+        (
+            "Class A for the last peer's join",
+            ours.last_join_class_a as f64,
+            original.last_join_class_a as f64,
+            false,
+        ),
+        (
+            "write latency p50 (ms)",
+            ours.write_ms_p50 as f64,
+            original.write_ms_p50 as f64,
+            false,
+        ),
+        (
+            "write latency p99 (ms)",
+            ours.write_ms_p99 as f64,
+            original.write_ms_p99 as f64,
+            false,
+        ),
+        (
+            "write latency max (ms)",
+            ours.write_ms_max as f64,
+            original.write_ms_max as f64,
+            false,
         ),
         (
             "LIST operations",
