@@ -18,6 +18,9 @@ pub struct Config {
     pub poll: PollSettings,
     /// Abuse limits (`MAX_*`).
     pub limits: Limits,
+    /// Key of the room tags in log lines, derived from the `LOG_KEY` secret
+    /// (`None`: each isolate picks a random one). Never shown.
+    pub log_key: Option<[u8; 16]>,
     /// Problems found while reading the variables, shown on the status page.
     pub warnings: Vec<String>,
 }
@@ -91,11 +94,15 @@ impl Config {
             max_peers: size("MAX_PEERS", d.max_peers, 256),
             max_room_bytes: size("MAX_ROOM_BYTES", d.max_room_bytes, 8 << 20),
         };
+        let log_key = var("LOG_KEY")
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| crate::http::derive_log_key(k.trim()));
         Self {
             allowed_origins,
             origin_quota,
             poll,
             limits,
+            log_key,
             warnings,
         }
     }

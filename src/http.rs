@@ -10,7 +10,7 @@ use crate::protocol::{parse_request, Request, RoomId};
 use crate::quota::{access, Access, QuotaLedger};
 use crate::service::{handle, Reply, RetryPolicy};
 use crate::status::{self, BucketState};
-use crate::store::{Counting, OpCounts, Store};
+use crate::store::{Counting, OpCounts, Store, StoreError};
 
 const ALLOW_METHODS: &str = "GET,HEAD,POST,DELETE,OPTIONS";
 
@@ -108,6 +108,7 @@ pub struct Services<'a, S, P> {
     pub platform: &'a P,
     pub config: &'a Config,
     pub ledger: &'a QuotaLedger,
+    pub isolate: &'a Isolate,
     pub policy: &'a RetryPolicy,
     /// Shown on the status page, e.g. the crate version.
     pub version: &'a str,
@@ -125,6 +126,8 @@ pub struct Outcome {
     /// Live entries in the room after a signalling request.
     pub peers: Option<usize>,
     pub hint: Option<Hint>,
+    /// An R2 failure met by the status page (for the owner's log only).
+    pub r2_error: Option<String>,
 }
 
 impl Outcome {
@@ -144,6 +147,7 @@ impl Outcome {
             "peers": self.peers,
             "r2": {"a": self.ops.class_a, "b": self.ops.class_b},
             "hint": self.hint.map(|h| h.mode.as_str()),
+            "error": self.r2_error,
             "ms": duration_ms,
         })
         .to_string()
@@ -152,13 +156,48 @@ impl Outcome {
 
 /// A short, stable tag for a room id in logs: 64-bit FNV-1a, hex. It lets
 /// one follow a room across log lines without writing its id down.
-pub fn room_tag(room: &RoomId) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in room.as_str().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// The room's tag in log lines: a keyed hash (SipHash-1-3), so that a
+/// guessable room id cannot be found by hashing candidates. With the
+/// `LOG_KEY` secret the tags are stable across isolates and deploys;
+/// without it each isolate uses a random key (tags group within an isolate).
+pub fn room_tag(room: &RoomId, key: &[u8; 16]) -> String {
+    use std::hash::Hasher as _;
+    let mut h = siphasher::sip::SipHasher13::new_with_key(key);
+    h.write(room.as_str().as_bytes());
+    format!("{:016x}", h.finish())
+}
+
+/// Turns the `LOG_KEY` secret into a 128-bit hash key.
+pub fn derive_log_key(secret: &str) -> [u8; 16] {
+    use std::hash::Hasher as _;
+    let mut h =
+        siphasher::sip128::SipHasher13::new_with_keys(0x7032_7063_662d_7273, 0x006c_6f67_2d6b_6579);
+    h.write(secret.as_bytes());
+    siphasher::sip128::Hasher128::finish128(&h).as_bytes()
+}
+
+/// What one isolate keeps between requests besides the quota tallies: the
+/// last status-page probe of the bucket and its log key.
+pub struct Isolate {
+    probe: std::cell::RefCell<Option<(u64, BucketState)>>,
+    log_key: [u8; 16],
+}
+
+/// The status page reads R2 at most once this often per isolate.
+pub const PROBE_EVERY_MS: u64 = 10_000;
+
+impl Isolate {
+    /// `random` seeds the isolate's own log key (used without `LOG_KEY`).
+    pub fn new(random: [u8; 16]) -> Self {
+        Self {
+            probe: std::cell::RefCell::new(None),
+            log_key: random,
+        }
     }
-    format!("{h:016x}")
+
+    fn log_key<'a>(&'a self, config: &'a Config) -> &'a [u8; 16] {
+        config.log_key.as_ref().unwrap_or(&self.log_key)
+    }
 }
 
 /// Answers one request. Never fails: every error becomes a response with CORS headers.
@@ -169,12 +208,13 @@ pub async fn serve<S: Store, P: Platform>(
     let method = req.method.to_ascii_uppercase();
     match method.as_str() {
         "GET" | "HEAD" => {
-            let (mut resp, ops) = status_page(req, svc).await;
+            let (mut resp, ops, r2_error) = status_page(req, svc).await;
             if method == "HEAD" {
                 resp.body.clear();
             }
             let mut outcome = Outcome::new("status");
             outcome.ops = ops;
+            outcome.r2_error = r2_error;
             (resp, outcome)
         }
         "OPTIONS" => match access(svc.config, req.header("origin")) {
@@ -239,7 +279,7 @@ async fn signal<S: Store, P: Platform>(
         Request::Poll { room, .. } | Request::Leave { room, .. } => room,
         Request::Publish(p) => &p.room,
     };
-    outcome.room = Some(room_tag(room));
+    outcome.room = Some(room_tag(room, svc.isolate.log_key(svc.config)));
     outcome.op = match request {
         Request::Poll { .. } => "poll",
         Request::Publish(_) => "publish",
@@ -276,15 +316,32 @@ fn options(req: &HttpRequest) -> HttpResponse {
 async fn status_page<S: Store, P: Platform>(
     req: &HttpRequest,
     svc: &Services<'_, S, P>,
-) -> (HttpResponse, OpCounts) {
-    let (state, ops) = match svc.store {
-        None => (BucketState::Missing, OpCounts::default()),
-        Some(store) => {
+) -> (HttpResponse, OpCounts, Option<String>) {
+    let mut r2_error = None;
+    let now = svc.platform.now_ms();
+    let cached = svc
+        .isolate
+        .probe
+        .borrow()
+        .clone()
+        .filter(|(at, _)| now < at + PROBE_EVERY_MS)
+        .map(|(_, state)| state);
+    let (state, ops) = match (svc.store, cached) {
+        (None, _) => (BucketState::Missing, OpCounts::default()),
+        (Some(_), Some(state)) => (state, OpCounts::default()),
+        (Some(store), None) => {
             let counting = Counting::new(store);
+            // Strangers see only the kind of failure; the owner finds the
+            // details in the log (`wrangler tail`).
             let state = match counting.get(status::PROBE_KEY).await {
                 Ok(_) => BucketState::Working,
-                Err(e) => BucketState::Failing(format!("{e:?}")),
+                Err(StoreError::RateLimited) => BucketState::Failing("R2 is rate limiting"),
+                Err(StoreError::Unavailable(e)) => {
+                    r2_error = Some(e);
+                    BucketState::Failing("R2 did not answer")
+                }
             };
+            *svc.isolate.probe.borrow_mut() = Some((now, state.clone()));
             (state, counting.counts())
         }
     };
@@ -304,6 +361,7 @@ async fn status_page<S: Store, P: Platform>(
     (
         HttpResponse::new(status, Some("text/html; charset=utf-8"), html.into_bytes()),
         ops,
+        r2_error,
     )
 }
 
@@ -316,7 +374,8 @@ mod tests {
         let room = RoomId::parse("secret-room").unwrap();
         let outcome = Outcome {
             op: "poll",
-            room: Some(room_tag(&room)),
+            r2_error: None,
+            room: Some(room_tag(&room, &[7; 16])),
             ops: OpCounts {
                 class_a: 0,
                 class_b: 1,
@@ -333,10 +392,10 @@ mod tests {
         assert_eq!(v["ms"], 12);
         assert!(!line.contains("secret-room"));
         assert_eq!(v["room"].as_str().unwrap().len(), 16);
-        assert_eq!(
-            room_tag(&room),
-            room_tag(&RoomId::parse("secret-room").unwrap())
-        );
+        assert_eq!(room_tag(&room, &[7; 16]), room_tag(&room, &[7; 16]));
+        // Keyed: without the key the tag cannot be recomputed from a guess.
+        assert_ne!(room_tag(&room, &[7; 16]), room_tag(&room, &[8; 16]));
+        assert_ne!(derive_log_key("a"), derive_log_key("b"));
     }
 
     #[test]

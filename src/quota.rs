@@ -27,6 +27,11 @@ pub const FLUSH_EVERY: u64 = 20;
 /// How long an isolate trusts the stored count it read, and the longest it
 /// keeps unflushed increments, ms.
 pub const REFRESH_MS: u64 = 60_000;
+/// Most origins an isolate keeps a tally for. Past this the least recently
+/// read tally is dropped (its unflushed requests, fewer than
+/// [`FLUSH_EVERY`], go uncounted), so a stream of made-up origins cannot
+/// grow the isolate's memory.
+pub const MAX_TALLIES: usize = 256;
 /// Longest `Origin` header accepted; it becomes part of an R2 key.
 const MAX_ORIGIN_LEN: usize = 256;
 
@@ -116,6 +121,7 @@ impl QuotaLedger {
     ) -> Result<(), Error> {
         let now = platform.now_ms();
         let key = counter_key(origin, now);
+        self.make_room_for(&key);
         let stale = self
             .tallies
             .borrow()
@@ -148,6 +154,28 @@ impl QuotaLedger {
             self.flush(store, &key, delta, platform.now_ms()).await;
         }
         Ok(())
+    }
+
+    /// Drops the least recently read tally (preferring ones with nothing
+    /// pending) when a new origin would go past [`MAX_TALLIES`].
+    fn make_room_for(&self, key: &str) {
+        let mut tallies = self.tallies.borrow_mut();
+        while tallies.len() >= MAX_TALLIES && !tallies.contains_key(key) {
+            let victim = tallies
+                .iter()
+                .filter(|(_, t)| !t.flushing)
+                .min_by_key(|(_, t)| (t.pending > 0, t.read_at_ms))
+                .map(|(k, _)| k.clone());
+            match victim {
+                Some(k) => tallies.remove(&k),
+                None => break,
+            };
+        }
+    }
+
+    /// Origins with a tally in this isolate.
+    pub fn tracked(&self) -> usize {
+        self.tallies.borrow().len()
     }
 
     async fn refresh<S: Store>(&self, store: &Counting<'_, S>, key: &str, now: u64) {

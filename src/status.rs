@@ -1,7 +1,8 @@
 //! The human-readable status page served on `GET`: is the R2 bucket bound
 //! and answering (checked with a real read), how to fix it if not, how to
-//! use this deployment, and the effective configuration (there are no
-//! secrets in it).
+//! use this deployment, and the effective configuration. Anyone can open
+//! it, so it shows no secrets, no allowed origins and no raw R2 errors, and
+//! its R2 read is cached per isolate (see `http::PROBE_EVERY_MS`).
 
 use crate::config::Config;
 use crate::protocol::MAX_TTL_MS;
@@ -17,8 +18,8 @@ pub enum BucketState {
     Working,
     /// No `BUCKET` binding in this deployment.
     Missing,
-    /// The binding exists but R2 failed the read.
-    Failing(String),
+    /// The binding exists but R2 failed the read (the kind of failure only).
+    Failing(&'static str),
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -70,16 +71,17 @@ pub fn render(state: &BucketState, config: &Config, version: &str, url: &str) ->
             "Bucket failing",
             "The R2 bucket is bound but a read failed.".to_owned(),
             format!(
-                "R2 answered: <code>{}</code>. Check that the bucket named in \
-                 <code>wrangler.toml</code> exists in this account.",
+                "{}. Check that the bucket named in <code>wrangler.toml</code> exists in \
+                 this account; <code>npx wrangler tail</code> shows the error.",
                 escape(reason)
             ),
         ),
     };
-    let origins = if config.allowed_origins.is_empty() {
-        "none listed".to_owned()
-    } else {
-        escape(&config.allowed_origins.join(", "))
+    // The list itself is the owner's business (it is in wrangler.toml).
+    let origins = match config.allowed_origins.len() {
+        0 => "none listed".to_owned(),
+        1 => "1 origin listed".to_owned(),
+        n => format!("{n} origins listed"),
     };
     let quota = match (config.origin_quota, config.allowed_origins.is_empty()) {
         (0, _) => "refused (401)".to_owned(),

@@ -46,6 +46,25 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// R2's code for "too many writes to this object" (HTTP 429).
+pub const R2_TOO_MANY_REQUESTS: u32 = 10058;
+
+/// Classifies an error of R2's Workers API by the code R2 puts at the end of
+/// its message, e.g. `put: Reduce your concurrent request rate for the same
+/// object. (10058)`. Anything else (network, internal errors, messages that
+/// merely mention a rate) is [`StoreError::Unavailable`].
+pub fn classify_r2_error(message: &str) -> StoreError {
+    let code = message
+        .trim_end()
+        .strip_suffix(')')
+        .and_then(|m| m.rsplit_once('('))
+        .and_then(|(_, code)| code.parse::<u32>().ok());
+    match code {
+        Some(R2_TOO_MANY_REQUESTS) => StoreError::RateLimited,
+        _ => StoreError::Unavailable(message.to_owned()),
+    }
+}
+
 /// The storage operations the worker needs. Implementations must be strongly
 /// consistent: a get after a successful put sees it.
 #[allow(async_fn_in_trait)] // single-threaded (wasm): no Send bound wanted
@@ -115,5 +134,28 @@ impl<S: Store> Store for Counting<'_, S> {
     ) -> Result<PutOutcome, StoreError> {
         self.bump(|c| c.class_a += 1);
         self.inner.put(key, body, pre).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r2_errors_are_classified_by_their_code() {
+        let limited = "put: Reduce your concurrent request rate for the same object. (10058)";
+        assert_eq!(classify_r2_error(limited), StoreError::RateLimited);
+        for other in [
+            "put: We encountered an internal error. Please try again. (10001)",
+            "get: Network connection lost.",
+            "put: generate rate too high, not an R2 code",
+            "put: (10058) in the middle is not the code (10001)",
+            "",
+        ] {
+            assert!(
+                matches!(classify_r2_error(other), StoreError::Unavailable(_)),
+                "{other}"
+            );
+        }
     }
 }

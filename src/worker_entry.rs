@@ -9,7 +9,7 @@ use worker::{event, Context, Env, Headers, Request, Response};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::{
-    error_response, is_signalling, serve, HttpRequest, HttpResponse, Outcome, Services,
+    error_response, is_signalling, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services,
 };
 use crate::platform::{os_random, Platform};
 use crate::quota::QuotaLedger;
@@ -35,6 +35,12 @@ impl Platform for WorkerPlatform {
 thread_local! {
     /// Per-isolate origin tallies (see `quota`).
     static LEDGER: &'static QuotaLedger = Box::leak(Box::default());
+    /// Per-isolate status probe and log key (see `http::Isolate`).
+    static ISOLATE: &'static Isolate = Box::leak(Box::new(Isolate::new({
+        let mut key = [0u8; 16];
+        os_random(&mut key);
+        key
+    })));
 }
 
 #[event(fetch)]
@@ -44,12 +50,14 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let request = read_request(req, config.limits.max_body_bytes).await;
     let store = env.bucket("BUCKET").ok().map(R2Store::new);
     let ledger = LEDGER.with(|l| *l);
+    let isolate = ISOLATE.with(|i| *i);
     let policy = RetryPolicy::default();
     let services = Services {
         store: store.as_ref(),
         platform: &WorkerPlatform,
         config: &config,
         ledger,
+        isolate,
         policy: &policy,
         version: concat!(
             env!("CARGO_PKG_VERSION"),
@@ -92,9 +100,12 @@ async fn rate_limit(env: &Env, request: &HttpRequest) -> Option<HttpResponse> {
     }
 }
 
-/// Reads method, headers and (up to the size limit) the body. An oversized
-/// or unreadable body becomes one byte past the limit, which `serve` refuses with 413.
+/// Reads method, headers and the body, chunk by chunk, stopping one byte
+/// past the size limit (a chunked body has no `Content-Length` to trust). An
+/// oversized body becomes one byte past the limit, which `serve` refuses
+/// with 413; an unreadable one is empty (a 400).
 async fn read_request(mut req: Request, max_body_bytes: usize) -> HttpRequest {
+    use futures_util::StreamExt as _;
     let headers: Vec<(String, String)> = req.headers().entries().collect();
     let declared_too_large = req
         .headers()
@@ -103,11 +114,17 @@ async fn read_request(mut req: Request, max_body_bytes: usize) -> HttpRequest {
         .flatten()
         .and_then(|l| l.trim().parse::<usize>().ok())
         .is_some_and(|l| l > max_body_bytes);
-    let body = if declared_too_large {
-        vec![0; max_body_bytes + 1]
-    } else {
-        req.bytes().await.unwrap_or_default()
-    };
+    let mut body = Vec::new();
+    if declared_too_large {
+        body.resize(max_body_bytes + 1, 0);
+    } else if let Ok(mut stream) = req.stream() {
+        while let Some(Ok(chunk)) = stream.next().await {
+            body.extend_from_slice(&chunk[..chunk.len().min(max_body_bytes + 1 - body.len())]);
+            if body.len() > max_body_bytes {
+                break;
+            }
+        }
+    }
     HttpRequest {
         method: req.method().to_string(),
         // The raw string: parsing it with the `url` crate would pull ~200 KB of IDNA tables into the wasm.

@@ -62,6 +62,44 @@ async fn claiming_another_members_session_id_gets_nothing() {
     );
 }
 
+/// Issue 9 §4: once a session's entry is gone (left or expired), another
+/// context taking that session id receives nothing that was addressed to it.
+#[tokio::test(start_paused = true)]
+async fn a_session_id_claimed_after_its_entry_is_gone_gets_nothing() {
+    for leaves in [true, false] {
+        let h = Harness::new();
+        let (a, mut b) = (Peer::new("room-gone", 1), Peer::new("room-gone", 2));
+        let t = h.now();
+        h.post(&a.publish(t, json!([]))).await;
+        b.dk = h.post(&b.publish(t, json!([]))).await.body["dk"]
+            .as_str()
+            .map(str::to_owned);
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        let for_b = a.package_to(&b, h.now());
+        h.post(&a.publish(h.now(), json!([for_b]))).await;
+        assert_eq!(h.post(&b.poll(t)).await.body["pk"], json!([for_b]));
+        let mut mallory = b.clone();
+        mallory.context = "ctx-mallory".into();
+        if leaves {
+            assert_eq!(h.leave(&b.leave_body(t)).await.status, 200);
+            // A left session cannot be taken at all for a while.
+            let r = h.post(&mallory.publish(h.now(), json!([]))).await;
+            assert_eq!((r.status, r.text.as_str()), (400, "Session id in use"));
+        } else {
+            // b vanishes; its entry expires 120 s after its last write.
+            tokio::time::advance(std::time::Duration::from_secs(119)).await;
+            h.post(&a.poll(t)).await;
+            assert_eq!(
+                h.post(&mallory.publish(h.now(), json!([]))).await.status,
+                200
+            );
+        }
+        // Whatever mallory does, a's package for b's session is not hers.
+        let r = h.post(&mallory.poll(h.now())).await;
+        assert_eq!(r.body["pk"], json!([]), "leaves = {leaves}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_context_cannot_touch_another_contexts_entry() {
     let h = Harness::new();
@@ -91,26 +129,18 @@ async fn a_context_cannot_touch_another_contexts_entry() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn errors_and_logs_carry_no_keys_packages_or_room_ids() {
+async fn errors_carry_no_keys_packages_or_room_ids() {
     let h = Harness::new();
     let (mut a, b) = (
         Peer::new("room-quiet-secret", 1),
         Peer::new("room-quiet-secret", 2),
     );
+    // The log lines themselves are checked on the built worker's real
+    // output (tests/workerd/http.test.mjs); here, the error texts.
     let t = h.now();
     let r = h.post(&a.publish(t, json!([a.package_to(&b, t)]))).await;
     a.dk = r.body["dk"].as_str().map(str::to_owned);
     let key = a.dk.clone().unwrap();
-    let log = r.outcome.log_line(r.status, 5);
-    for secret in [
-        key.as_str(),
-        "room-quiet-secret",
-        "ufrag",
-        &a.session,
-        &a.context,
-    ] {
-        assert!(!log.contains(secret), "log line leaks {secret}: {log}");
-    }
     let mut wrong = a.clone();
     wrong.session = "other".into();
     let r = h.leave(&wrong.leave_body(t)).await;

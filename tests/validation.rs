@@ -302,6 +302,43 @@ async fn status_page_reports_the_bucket() {
         (0, 1),
         "one real R2 read"
     );
+    // Issue 9 §6: not a free R2-read amplifier: the probe is cached 10 s.
+    let get = || HttpRequest {
+        method: "GET".into(),
+        ..Default::default()
+    };
+    assert_eq!(h.request(get()).await.outcome.ops.class_b, 0);
+    tokio::time::advance(std::time::Duration::from_secs(10)).await;
+    assert_eq!(h.request(get()).await.outcome.ops.class_b, 1);
+}
+
+/// Issue 9 §6: strangers learn neither the allowed origins nor R2's raw
+/// errors from the status page; the owner's log has the error.
+#[tokio::test(start_paused = true)]
+async fn status_page_keeps_origins_and_raw_errors_to_itself() {
+    use p2pcf_rs::store::memory::{Fault, Operation};
+    let config = Config::from_vars(|n| match n {
+        "ALLOWED_ORIGINS" => Some("https://private-app.example, https://other.example".into()),
+        "LOG_KEY" => Some("a secret of the owner".into()),
+        _ => None,
+    });
+    let h = Harness::with_config(config, 10);
+    h.worker
+        .store
+        .inject(Operation::Get, Fault::Unavailable, u32::MAX);
+    let r = h
+        .request(HttpRequest {
+            method: "GET".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(r.status, 503);
+    assert!(r.text.contains("R2 did not answer"), "{}", r.text);
+    assert!(r.text.contains("2 origins listed"), "{}", r.text);
+    for secret in ["private-app", "injected fault", "a secret of the owner"] {
+        assert!(!r.text.contains(secret), "the page shows {secret}");
+    }
+    assert_eq!(r.outcome.r2_error.as_deref(), Some("injected fault"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,6 +351,7 @@ async fn missing_bucket_is_explained() {
         platform: h.platform,
         config: &h.worker.config,
         ledger: &h.worker.ledger,
+        isolate: &p2pcf_rs::http::Isolate::new([7; 16]),
         policy: &h.worker.policy,
         version: "test",
     };
@@ -387,4 +425,19 @@ async fn allowed_origins_and_quota() {
         stats.class_a <= 3,
         "the count is flushed in batches, not per request"
     );
+}
+
+/// Issue 9 §5: a stream of made-up origins cannot grow an isolate's memory.
+#[tokio::test(start_paused = true)]
+async fn origin_tallies_stay_bounded() {
+    let config = Config::from_vars(|n| (n == "ORIGIN_QUOTA").then(|| "1000".into()));
+    let h = Harness::with_config(config, 0);
+    let body = Peer::new("room-tally", 1).first_poll();
+    for i in 0..(p2pcf_rs::quota::MAX_TALLIES + 50) {
+        let r = h
+            .request(from_origin(&body, &format!("https://made-up-{i}.example")))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(h.worker.ledger.tracked(), p2pcf_rs::quota::MAX_TALLIES);
 }

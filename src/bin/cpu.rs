@@ -95,6 +95,7 @@ mod bench {
                 platform: &platform,
                 config: &config,
                 ledger: &ledger,
+                isolate: &p2pcf_rs::http::Isolate::new([7; 16]),
                 policy: &policy,
                 version: "bench",
             };
@@ -143,6 +144,7 @@ mod bench {
             platform: &platform,
             config: &config,
             ledger: &ledger,
+            isolate: &p2pcf_rs::http::Isolate::new([7; 16]),
             policy: &policy,
             version: "bench",
         };

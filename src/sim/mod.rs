@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::http::{serve, HttpRequest, HttpResponse, Outcome, Services};
+use crate::http::{serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
 use crate::platform::Platform;
 use crate::quota::QuotaLedger;
 use crate::service::RetryPolicy;
@@ -106,6 +106,7 @@ pub struct Ours<'a> {
     pub platform: &'a SimPlatform,
     pub config: Config,
     pub ledger: QuotaLedger,
+    pub isolate: Isolate,
     pub policy: RetryPolicy,
 }
 
@@ -120,6 +121,7 @@ impl<'a> Ours<'a> {
             platform,
             config,
             ledger: QuotaLedger::default(),
+            isolate: Isolate::new([7; 16]),
             policy: RetryPolicy::default(),
         }
     }
@@ -131,6 +133,7 @@ impl<'a> Ours<'a> {
             platform: self.platform,
             config: &self.config,
             ledger: &self.ledger,
+            isolate: &self.isolate,
             policy: &self.policy,
             version: "sim",
         };

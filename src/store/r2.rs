@@ -14,14 +14,9 @@ impl R2Store {
     }
 }
 
-/// R2 reports "too many writes to this key" as error 10058 / HTTP 429.
+/// See [`super::classify_r2_error`].
 fn classify(e: worker::Error) -> StoreError {
-    let msg = e.to_string();
-    if msg.contains("10058") || msg.contains("429") || msg.to_ascii_lowercase().contains("rate") {
-        StoreError::RateLimited
-    } else {
-        StoreError::Unavailable(msg)
-    }
+    super::classify_r2_error(&e.to_string())
 }
 
 impl Store for R2Store {

@@ -43,12 +43,16 @@ test('CORS preflight and plain OPTIONS', async () => {
       'Access-Control-Request-Headers': 'content-type,x-worker-method'
     }
   })
-  assert.ok(res.status >= 200 && res.status < 300)
+  // Exactly a 204 with every header a browser's preflight needs, and no body.
+  assert.equal(res.status, 204)
   assertCors(res)
   assert.equal(res.headers.get('access-control-allow-headers'), 'content-type,x-worker-method')
   assert.equal(res.headers.get('access-control-max-age'), '86400')
+  assert.equal(await res.text(), '')
   res = await fetch(worker.url, { method: 'OPTIONS' })
+  assert.equal(res.status, 204)
   assert.equal(res.headers.get('allow'), 'GET, HEAD, POST, DELETE, OPTIONS')
+  assert.equal(res.headers.get('access-control-allow-headers'), null, 'no preflight answer without a preflight')
 })
 
 test('two contexts: first poll, publish, poll, packages, leave', async () => {
@@ -211,23 +215,69 @@ test('ALLOWED_ORIGINS and ORIGIN_QUOTA', async () => {
   }
 })
 
-test('one structured JSON log line per request, without room ids', async () => {
+test('one structured JSON log line per request, with no ids, keys or packages in it', async () => {
   const before = worker.logs.length
   const p = new Peer(worker.url, 'room-logs-secret', 1)
-  await p.firstPoll()
-  await p.publish(Date.now())
+  const q = new Peer(worker.url, 'room-logs-secret', 2)
+  p.context = 'ctx-logs-secret'
+  await p.firstPoll({ origin: 'https://origin-logs-secret.example' })
+  await q.publish(Date.now())
+  const pkg = p.packageTo(q)
+  pkg[5] = 'ufrag-logs-secret'
+  await p.publish(Date.now(), [pkg])
   await p.send({ r: 'x', k: 'y' })
+  const left = await p.leave()
+  assert.equal(left.status, 200)
+  await p.leave() // 404: the key is gone
   // The runtime's stdout arrives asynchronously.
-  for (let i = 0; i < 50 && worker.logs.length < before + 3; i++) await new Promise(resolve => setTimeout(resolve, 20))
-  const lines = worker.logs.slice(before).map(l => JSON.parse(l))
-  assert.deepEqual(lines.map(l => [l.op, l.status]), [['poll', 200], ['publish', 200], ['refused', 400]])
+  for (let i = 0; i < 50 && worker.logs.length < before + 6; i++) await new Promise(resolve => setTimeout(resolve, 20))
+  const printed = worker.logs.slice(before)
+  const lines = printed.map(l => JSON.parse(l))
+  assert.deepEqual(lines.map(l => [l.op, l.status]), [['poll', 200], ['publish', 200], ['publish', 200], ['refused', 400], ['leave', 200], ['leave', 404]])
   for (const l of lines) {
     assert.ok(Number.isInteger(l.ms) && l.r2 && 'peers' in l, JSON.stringify(l))
   }
-  assert.equal(lines[1].peers, 1)
-  assert.deepEqual(lines[1].r2, { a: 1, b: 2 })
+  assert.equal(lines[2].peers, 2)
   assert.match(lines[0].room, /^[0-9a-f]{16}$/)
-  assert.ok(worker.logs.every(l => !l.includes('room-logs-secret')), 'room ids stay out of logs')
+  // What a log reader must never learn: the room, who is in it, their keys and packages.
+  for (const secret of ['room-logs-secret', 'ctx-logs-secret', p.session, q.session, p.dk, 'ufrag-logs-secret', 'origin-logs-secret']) {
+    for (const line of printed) assert.ok(!line.includes(secret), `log line leaks ${secret}: ${line}`)
+  }
+})
+
+test('a request body is capped while it is read, whatever Content-Length says', async () => {
+  // A chunked body (no Content-Length) that never ends: the worker must stop
+  // reading at MAX_BODY_BYTES and answer, not wait for (or buffer) the rest.
+  const chunk = new TextEncoder().encode(' '.repeat(16 * 1024))
+  const body = new ReadableStream({
+    async pull (controller) {
+      await new Promise(resolve => setTimeout(resolve, 1))
+      controller.enqueue(chunk)
+    }
+  })
+  const res = await fetch(worker.url, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body,
+    duplex: 'half',
+    signal: AbortSignal.timeout(15000)
+  })
+  assert.equal(res.status, 413)
+  assert.equal(await res.text(), 'Request body too large')
+  assertCors(res)
+})
+
+test('an index this build cannot read is answered 503 and left untouched', async () => {
+  const bucket = await worker.bucket()
+  const future = JSON.stringify({ v: 99, e: { 'ctx-future': { anything: true } } })
+  await bucket.put('rooms/room-from-the-future', future)
+  const p = new Peer(worker.url, 'room-from-the-future', 1)
+  for (const res of [await p.publish(Date.now()), await p.poll(Date.now())]) {
+    assert.equal(res.status, 503)
+    assert.equal(res.text, 'Room data is in a format this version cannot read; nothing was changed')
+    assertCors(res)
+  }
+  assert.equal(await (await bucket.get('rooms/room-from-the-future')).text(), future)
 })
 
 test('optional per-client rate limit through the RATE_LIMITER binding', async () => {
