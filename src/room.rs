@@ -1108,22 +1108,21 @@ mod tests {
     #[test]
     fn packages_are_bound_to_the_recipients_context() {
         let mut room = Room::new();
-        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
-            key(1)
-        });
         apply(&mut room, &publish("b", "sb", NOW, json!([])), NOW, || {
             key(2)
         });
-        let p = publish("a", "sa", NOW + 1, json!([pkg("sb", "sa", 1)]));
+        let ta = NOW + 60_000;
+        apply(&mut room, &publish("a", "sa", ta, json!([])), ta, || key(1));
+        let p = publish("a", "sa", ta + 1, json!([pkg("sb", "sa", 1)]));
         let mut outboxes = Outboxes::new();
-        outboxes.insert(ctx("a"), outbox_of(&room, &p, NOW + 1000));
+        outboxes.insert(ctx("a"), outbox_of(&room, &p, ta + 1000));
         let pk = |room: &Room, k: &str, now| {
             room.view(&ctx(k), Some(&sess("sb")), None, &outboxes, now)
                 .pk
                 .len()
         };
-        assert_eq!(pk(&room, "b", NOW + 2000), 1);
-        // b's entry expires; a thief's context claims session "sb".
+        assert_eq!(pk(&room, "b", ta + 2000), 1);
+        // b's entry expires (a's does not); a thief's context claims session "sb".
         let later = NOW + TTL + 1;
         let mut stolen = room.clone();
         apply(
@@ -1132,6 +1131,9 @@ mod tests {
             later,
             || key(3),
         );
+        let thief = ctx("thief");
+        let seen = stolen.view(&thief, Some(&sess("sb")), None, &outboxes, later + 1);
+        assert_eq!(sessions_in(&seen), vec!["sa"], "a is still there");
         assert_eq!(pk(&stolen, "thief", later + 1), 0);
     }
 

@@ -233,3 +233,29 @@ async fn a_clock_behind_r2_waits_at_most_once() {
     let r = h.post(&member.publish(h.now(), json!([]))).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+/// Issue 9 §6: "absent" and "cannot read" differ. A room index this build
+/// cannot decode (a newer format after a rollback, say) is answered 503 and
+/// never written over.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_index_is_a_503_and_stays_as_it_was() {
+    use p2pcf_rs::store::{Precondition, Store};
+    let h = Harness::new();
+    let future = br#"{"v":99,"e":{"ctx-future":{"anything":true}}}"#.to_vec();
+    h.worker
+        .store
+        .put("rooms/room-future", future.clone(), Precondition::Absent)
+        .await
+        .unwrap();
+    let p = Peer::new("room-future", 1);
+    let t = h.now();
+    for body in [p.publish(t, json!([])), p.poll(t)] {
+        let r = h.post(&body).await;
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            r.text,
+            "Room data is in a format this version cannot read; nothing was changed"
+        );
+    }
+    assert_eq!(h.worker.store.peek("rooms/room-future"), Some(future));
+}

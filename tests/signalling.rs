@@ -482,21 +482,38 @@ async fn a_peer_alive_on_package_writes_stays_listed_when_outboxes_fail() {
         1,
         "one write: the outbox"
     );
-    // b polls every 5 s, as the stock client does, reporting that write.
-    for _ in 0..17 {
+    // Everyone polls every 5 s, as the stock client does; b's polls report
+    // its last write, and b heartbeats 90 s after it (same packages). From
+    // +130 s (past b's first index expiry) b's outbox cannot be read. a
+    // never stops seeing b.
+    let mut b_last = tb;
+    for round in 0..30 {
         tokio::time::advance(std::time::Duration::from_secs(5)).await;
-        h.post(&b.poll(tb)).await;
+        if round == 17 {
+            h.worker.store.inject_where(
+                Operation::Get,
+                |k| k.contains("/c/"),
+                Fault::Unavailable,
+                u32::MAX,
+            );
+        }
+        let seen = h.post(&a.poll(t0)).await;
+        assert!(
+            sessions(&seen.body).contains(&b.session),
+            "a lost b at +{} s",
+            45 + 5 * (round + 1)
+        );
+        if h.now() >= b_last + 90_000 {
+            b_last = h.now();
+            // It may be refused (b's own outbox cannot be read either): the
+            // stock client does not care, its polls carry the new t.
+            h.post(&b.publish(b_last, json!([b.package_to(&c, tb)])))
+                .await;
+        } else {
+            h.post(&b.poll(b_last)).await;
+        }
+        h.post(&c.poll(h.now())).await;
     }
-    // +130 s: past b's first index expiry. Its outbox cannot be read (a is
-    // not in a window with b, but an old build read it to judge liveness).
-    h.worker.store.inject_where(
-        Operation::Get,
-        |k| k.contains("/c/"),
-        Fault::Unavailable,
-        u32::MAX,
-    );
-    let r = h.post(&a.poll(t0)).await;
-    assert!(sessions(&r.body).contains(&b.session), "{:?}", r.body["ps"]);
 }
 
 /// Issue 9 §3: a leave stays a leave. A heartbeat that was in flight when
