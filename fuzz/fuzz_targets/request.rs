@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use p2pcf_rs::limits::Limits;
 use p2pcf_rs::protocol::{parse_request, Request};
-use p2pcf_rs::room::{DeleteKey, Outboxes, Room, DELETE_KEY_BYTES};
+use p2pcf_rs::room::{Arrival, Claim, DeleteKey, Outbox, Outboxes, Room, DELETE_KEY_BYTES};
 
 const NOW: u64 = 1_795_219_200_000;
 
@@ -19,23 +19,43 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = parse_request(body, leave, NOW, &Limits::default()) else {
         return;
     };
-    // A room that already has someone in it, then the fuzzed request.
-    let mut room = Room::decode(br#"{"v":2,"e":{},"m":0}"#);
+    // An empty room, then the fuzzed request.
+    let Ok(mut room) = Room::decode(br#"{"v":2,"e":{},"m":0}"#) else {
+        return;
+    };
     let outboxes = Outboxes::new();
+    let key = || DeleteKey::from_random(&[7; DELETE_KEY_BYTES]);
     match &request {
         Request::Publish(p) => {
-            let _ = room.apply_publish(p, !p.packages.is_empty(), NOW, 32, || {
-                DeleteKey::from_random(&[7; DELETE_KEY_BYTES])
-            });
+            let change = Outbox::compare(None, &p.packages);
+            let arrival = Arrival::Publish {
+                change,
+                packages: &p.packages,
+            };
+            let claim = Claim::of_publish(p);
+            let _ = room.apply(&claim, arrival, NOW, 32, key);
+            let _ = room.address(&p.packages, NOW);
             let view = room.view(&p.context, Some(&p.data.session), None, &outboxes, NOW);
             let _ = serde_json::to_vec(&view);
             let _ = Room::decode(&room.encode());
         }
-        Request::Poll { context, session, .. } => {
-            let view = room.view(context, session.as_ref(), None, &outboxes, NOW);
+        Request::Poll {
+            context, presence, ..
+        } => {
+            if let Some(presence) = presence {
+                let claim = Claim::of_presence(context, presence);
+                let _ = room.apply(&claim, Arrival::Poll, NOW, 32, key);
+            }
+            let session = presence.as_ref().map(|p| &p.data.session);
+            let view = room.view(context, session, None, &outboxes, NOW);
             let _ = serde_json::to_vec(&view);
         }
-        Request::Leave { context, session, delete_key, .. } => {
+        Request::Leave {
+            context,
+            session,
+            delete_key,
+            ..
+        } => {
             let _ = room.remove(context, session.as_ref(), delete_key, NOW);
         }
     }

@@ -3,6 +3,9 @@
 //! worker, on a virtual clock. Deterministic for a given seed.
 //!
 //!     cargo run --release --bin simulate [-- --seed N] [-- --only NAME-PREFIX]
+//!
+//! `SIM_TRACE=s012 cargo run ...` prints every request of the simulated
+//! sessions whose id starts with `s012` (time, write, Class A, latency, status).
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {

@@ -395,9 +395,6 @@ impl<'w, S: Server> Client<'w, S> {
         if status != 200 {
             self.world.non_200.set(self.world.non_200.get() + 1);
             if status == 503 {
-                if std::env::var("SIM_DEBUG").is_ok() {
-                    eprintln!("{}: 503 {} {json} {body}", self.now(), self.session);
-                }
                 self.world.status_503.set(self.world.status_503.get() + 1);
             }
         }
@@ -636,9 +633,6 @@ impl<'w, S: Server> Client<'w, S> {
                 None => {
                     let settled = registered.get(session).is_some_and(|r| now >= r + 15_000);
                     if settled && !failed.contains(session) && !listed.contains(session.as_str()) {
-                        if std::env::var("SIM_DEBUG").is_ok() {
-                            eprintln!("{now}: {} misses {session}", self.session);
-                        }
                         self.world
                             .missing_peer_observations
                             .set(self.world.missing_peer_observations.get() + 1);

@@ -235,16 +235,7 @@ fn summarize<S: Server>(server: &S, world: &World, scenario: &Scenario) -> Repor
             .get(&key)
             .and_then(|l| Some(l.a_got_b?.max(l.b_got_a?)))
         {
-            Some(done) => {
-                if std::env::var("SIM_DEBUG").is_ok() && done.saturating_sub(both) > 20_000 {
-                    let l = &logs[&key];
-                    eprintln!(
-                        "SLOW {:?} both={both} a_got_b={:?} b_got_a={:?}",
-                        key, l.a_got_b, l.b_got_a
-                    );
-                }
-                times.push(done.saturating_sub(both))
-            }
+            Some(done) => times.push(done.saturating_sub(both)),
             None => incomplete += 1,
         }
     }
@@ -268,39 +259,20 @@ fn summarize<S: Server>(server: &S, world: &World, scenario: &Scenario) -> Repor
         .max_by_key(|(_, (joined, _))| *joined)
         .map(|(s, (joined, _))| (s.clone(), *joined));
     let log = world.log.borrow();
-    let last_join_class_a = last.clone().map_or(0, |(joiner, at)| {
+    let last_join_class_a = last.map_or(0, |(joiner, at)| {
         log.iter()
             .filter(|r| r.at >= at && r.at < at + 60_000)
             .filter(|r| r.write && (r.session == joiner || r.touched.contains(&joiner)))
             .map(|r| u64::from(r.class_a))
             .sum()
     });
+    // `SIM_TRACE=<session prefix>`: every request of those sessions, to stderr.
     if let Ok(who) = std::env::var("SIM_TRACE") {
         for r in log.iter().filter(|r| r.session.starts_with(&who)) {
             eprintln!(
                 "TRACE {} {} write={} A={} took={} status={}",
                 r.at, r.session, r.write, r.class_a, r.took_ms, r.status
             );
-        }
-    }
-    if std::env::var("SIM_DEBUG").is_ok() {
-        if let Some((joiner, at)) = &last {
-            for r in log
-                .iter()
-                .filter(|r| r.at >= *at && r.at < at + 60_000 && r.class_a > 0)
-            {
-                eprintln!(
-                    "{} {} {} write={} touched_joiner={} A={} took={} status={}",
-                    r.at,
-                    r.session,
-                    if r.session == *joiner { "JOINER" } else { "" },
-                    r.write,
-                    r.touched.contains(joiner),
-                    r.class_a,
-                    r.took_ms,
-                    r.status
-                );
-            }
         }
     }
     let mut write_ms: Vec<u64> = log.iter().filter(|r| r.write).map(|r| r.took_ms).collect();
