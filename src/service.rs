@@ -229,11 +229,8 @@ async fn poll<S: Store, P: Platform>(
         // A renewal also folds in the other entries that are due, from
         // their outboxes: one index write renews many.
         let mut folds = Outboxes::new();
-        let mut trial = index.clone();
-        let renewing = !registering
-            && trial.apply(&claim, Arrival::Poll, now, limits.max_peers, || {
-                new_delete_key(platform)
-            }) == Ok(IndexChange::Write);
+        let mut apply_poll = apply_claim(&claim, Arrival::Poll, limits.max_peers, platform);
+        let renewing = !registering && apply_poll(&mut index.clone(), now) == Ok(true);
         if renewing {
             let budget = policy.max_ops.saturating_sub(store.counts().total() + 4) as usize;
             let wanted = index.renewals_to_fold(context, now, MAX_FOLD_READS.min(budget));
@@ -247,10 +244,7 @@ async fn poll<S: Store, P: Platform>(
             limits.max_room_bytes,
             |r, now| {
                 let folded = r.fold(&folds, now);
-                let change = r.apply(&claim, Arrival::Poll, now, limits.max_peers, || {
-                    new_delete_key(platform)
-                })?;
-                Ok(change == IndexChange::Write || folded > 0)
+                Ok(apply_poll(r, now)? || folded > 0)
             },
         )
         .await;
@@ -407,16 +401,14 @@ async fn publish_entry<S: Store, P: Platform>(
     // minute): into the index if its key is idle, else into the caller's own
     // outbox, where the next renewal folds it in. Either way it is stored,
     // and a room's heartbeats never queue on the index.
-    let mut trial = room.clone();
     let in_window = room
         .entry(&publish.context)
         .is_some_and(|e| e.in_renewal_window(now));
     let beat = !joining
         && (change == PackageChange::Same || change == PackageChange::Withdrawn && in_window)
         && stored.as_ref().is_none_or(|o| o.t != publish.t)
-        && trial.apply(&claim, arrival_same(), now, limits.max_peers, || {
-            new_delete_key(platform)
-        }) == Ok(IndexChange::Unchanged);
+        && apply_claim(&claim, arrival_same(), limits.max_peers, platform)(&mut room.clone(), now)
+            == Ok(false);
     if beat {
         let mut politely = Attempts::new(platform, policy, policy.write_budget_ms, "").politely();
         let index = match update(
@@ -425,12 +417,7 @@ async fn publish_entry<S: Store, P: Platform>(
             &index_key,
             index,
             limits.max_room_bytes,
-            |r, now| {
-                let change = r.apply(&claim, Arrival::Beat, now, limits.max_peers, || {
-                    new_delete_key(platform)
-                })?;
-                Ok(change == IndexChange::Write)
-            },
+            apply_claim(&claim, Arrival::Beat, limits.max_peers, platform),
         )
         .await
         {
@@ -441,14 +428,7 @@ async fn publish_entry<S: Store, P: Platform>(
             }
             Err(e) => return Err(e),
         };
-        let dk = index.entry(&publish.context).map(|e| e.dk.clone());
-        let view = View {
-            room: &publish.room,
-            context: &publish.context,
-            session: Some(&publish.data.session),
-            dk: dk.as_ref(),
-        };
-        return respond(store, &mut attempts, &config.poll, &index, view).await;
+        return respond_to_publish(store, &mut attempts, config, publish, &index).await;
     }
     // New packages go to the caller's outbox first, so that whoever learns
     // of them from the index finds them there.
@@ -479,14 +459,20 @@ async fn publish_entry<S: Store, P: Platform>(
         &index_key,
         index,
         limits.max_room_bytes,
-        |r, now| {
-            let change = r.apply(&claim, arrival, now, limits.max_peers, || {
-                new_delete_key(platform)
-            })?;
-            Ok(change == IndexChange::Write)
-        },
+        apply_claim(&claim, arrival, limits.max_peers, platform),
     )
     .await?;
+    respond_to_publish(store, &mut attempts, config, publish, &index).await
+}
+
+/// The answer to a publish: the view with the caller's delete key.
+async fn respond_to_publish<S: Store, P: Platform>(
+    store: &Counting<'_, S>,
+    attempts: &mut Attempts<'_, P>,
+    config: &Config,
+    publish: &Publish,
+    index: &Room,
+) -> Result<Reply, Error> {
     let dk = index.entry(&publish.context).map(|e| e.dk.clone());
     let view = View {
         room: &publish.room,
@@ -494,7 +480,20 @@ async fn publish_entry<S: Store, P: Platform>(
         session: Some(&publish.data.session),
         dk: dk.as_ref(),
     };
-    respond(store, &mut attempts, &config.poll, &index, view).await
+    respond(store, attempts, &config.poll, index, view).await
+}
+
+/// The change [`update`] makes for a claim: apply it, write if the room says so.
+fn apply_claim<'a, P: Platform>(
+    claim: &'a Claim<'a>,
+    arrival: Arrival<'a>,
+    max_peers: usize,
+    platform: &'a P,
+) -> impl FnMut(&mut Room, u64) -> Result<bool, Error> + 'a {
+    move |room, now| {
+        let change = room.apply(claim, arrival, now, max_peers, || new_delete_key(platform))?;
+        Ok(change == IndexChange::Write)
+    }
 }
 
 fn arrival_same() -> Arrival<'static> {
