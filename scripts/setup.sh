@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs whatever the project needs and is missing; safe to run again.
 #   bash scripts/setup.sh          tools to build and run the worker
-#   bash scripts/setup.sh --test   the same, plus Chromium (browser tests) and actionlint
+#   bash scripts/setup.sh --test   the same, plus Chromium and coturn (browser and TURN tests) and actionlint
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -44,11 +44,15 @@ fi
 
 [ "${1:-}" = "--test" ] || exit 0
 
-# The browser tests use $CHROMIUM_PATH, by default Debian's /usr/bin/chromium.
-if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
-  say "installing Debian's chromium"
+# The browser tests use $CHROMIUM_PATH, by default Debian's /usr/bin/chromium,
+# and the TURN tests Debian's coturn (started and stopped by the tests).
+packages=()
+[ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || packages+=(chromium)
+command -v turnserver >/dev/null || packages+=(coturn)
+if [ ${#packages[@]} -gt 0 ]; then
+  say "installing Debian's ${packages[*]}"
   as_root apt-get update
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}"
 fi
 
 # actionlint, in a virtualenv of the project's own (.tools/py).

@@ -18,6 +18,8 @@ pub struct Config {
     pub poll: PollSettings,
     /// Abuse limits (`MAX_*`).
     pub limits: Limits,
+    /// `GET /turn` (`TURN_*`, `CF_TURN_*`; secrets inside never print).
+    pub turn: crate::turn::TurnSettings,
     /// Key of the room tags in log lines, derived from the `LOG_KEY` secret
     /// (`None`: each isolate picks a random one). Never shown.
     pub log_key: Option<[u8; 16]>,
@@ -94,6 +96,7 @@ impl Config {
             max_peers: size("MAX_PEERS", d.max_peers, 256),
             max_room_bytes: size("MAX_ROOM_BYTES", d.max_room_bytes, 8 << 20),
         };
+        let turn = crate::turn::TurnSettings::from_vars(&var, &mut warnings);
         let log_key = var("LOG_KEY")
             .filter(|k| !k.trim().is_empty())
             .map(|k| crate::http::derive_log_key(k.trim()));
@@ -102,6 +105,7 @@ impl Config {
             origin_quota,
             poll,
             limits,
+            turn,
             log_key,
             warnings,
         }

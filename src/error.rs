@@ -34,6 +34,14 @@ pub enum Error {
     Unreadable { retry_after_s: u32 },
     /// The `BUCKET` binding is missing: the deployment is not configured.
     NoBucket,
+    /// `GET /turn` without a TURN source configured.
+    TurnNotConfigured,
+    /// The deployment's cap on TURN credentials per minute is reached.
+    TurnCapReached { retry_after_s: u32 },
+    /// The TURN service answered, but not with credentials; the text says how.
+    TurnUpstream(&'static str),
+    /// The TURN service could not be reached, or is busy.
+    TurnUnavailable,
 }
 
 impl Error {
@@ -41,13 +49,20 @@ impl Error {
         match self {
             Error::BadRequest(_) => 400,
             Error::Unauthorized => 401,
-            Error::NotFound => 404,
+            Error::NotFound | Error::TurnNotConfigured => 404,
             Error::Left => 410,
             Error::MethodNotAllowed => 405,
             Error::PayloadTooLarge(_) => 413,
             Error::UnsupportedMediaType => 415,
-            Error::OverQuota | Error::RoomFull | Error::RateLimited => 429,
-            Error::Busy { .. } | Error::Unreadable { .. } | Error::NoBucket => 503,
+            Error::OverQuota
+            | Error::RoomFull
+            | Error::RateLimited
+            | Error::TurnCapReached { .. } => 429,
+            Error::TurnUpstream(_) => 502,
+            Error::Busy { .. }
+            | Error::Unreadable { .. }
+            | Error::NoBucket
+            | Error::TurnUnavailable => 503,
         }
     }
 
@@ -59,7 +74,8 @@ impl Error {
             }
             // Someone may leave: a stock client tries again at its next step anyway.
             Error::RoomFull => Some(30),
-            Error::RateLimited => Some(10),
+            Error::RateLimited | Error::TurnUnavailable => Some(10),
+            Error::TurnCapReached { retry_after_s } => Some(*retry_after_s),
             _ => None,
         }
     }
@@ -69,6 +85,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Error::Busy { stored, .. } = self {
             return write!(f, "Storage busy: {stored}");
+        }
+        if let Error::TurnUpstream(why) = self {
+            return write!(f, "The TURN service did not give credentials: {why}");
         }
         f.write_str(match self {
             Error::BadRequest(reason) => reason,
@@ -86,6 +105,13 @@ impl fmt::Display for Error {
             }
             Error::Left => "This session left the room; a new session can join",
             Error::NoBucket => "R2 bucket binding BUCKET is not configured",
+            Error::TurnNotConfigured => {
+                "TURN is not configured: set TURN_URLS and the secret TURN_SHARED_SECRET, \
+                 or CF_TURN_KEY_ID and the secret CF_TURN_KEY_API_TOKEN (see INSTALL.md)"
+            }
+            Error::TurnCapReached { .. } => "Too many TURN credentials this minute; retry later",
+            Error::TurnUpstream(_) => "The TURN service did not give credentials",
+            Error::TurnUnavailable => "The TURN service could not be reached; retry later",
         })
     }
 }

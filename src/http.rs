@@ -101,6 +101,11 @@ pub fn is_signalling(req: &HttpRequest) -> bool {
     matches!(req.method.to_ascii_uppercase().as_str(), "POST" | "DELETE")
 }
 
+/// Requests the optional per-client rate limit counts: signalling and `GET /turn`.
+pub fn is_rate_limited(req: &HttpRequest) -> bool {
+    is_signalling(req) || (req.method.eq_ignore_ascii_case("GET") && path(&req.url) == "/turn")
+}
+
 /// Everything a request is served with.
 pub struct Services<'a, S, P> {
     /// `None` when the `BUCKET` binding is missing.
@@ -181,6 +186,10 @@ pub fn derive_log_key(secret: &str) -> [u8; 16] {
 pub struct Isolate {
     probe: std::cell::RefCell<Option<(u64, BucketState)>>,
     log_key: [u8; 16],
+    /// Credentials minted per minute, counted for the whole deployment.
+    turn_ledger: QuotaLedger,
+    /// How the last call to the TURN source went (for the status page).
+    turn_last: std::cell::RefCell<Option<Result<(), &'static str>>>,
 }
 
 /// The status page reads R2 at most once this often per isolate.
@@ -192,6 +201,9 @@ impl Isolate {
         Self {
             probe: std::cell::RefCell::new(None),
             log_key: random,
+            // A one-minute window: re-read and flush every 5 s or 5 credentials.
+            turn_ledger: QuotaLedger::with_cadence(5, 5_000),
+            turn_last: std::cell::RefCell::new(None),
         }
     }
 
@@ -207,6 +219,14 @@ pub async fn serve<S: Store, P: Platform>(
 ) -> (HttpResponse, Outcome) {
     let method = req.method.to_ascii_uppercase();
     match method.as_str() {
+        "GET" if path(&req.url) == "/turn" => {
+            let mut outcome = Outcome::new("turn");
+            let resp = match turn_credentials(req, svc, &mut outcome).await {
+                Ok(resp) => resp,
+                Err(e) => HttpResponse::error(&e),
+            };
+            (resp, outcome)
+        }
         "GET" | "HEAD" => {
             let (mut resp, ops, r2_error) = status_page(req, svc).await;
             if method == "HEAD" {
@@ -289,6 +309,73 @@ async fn signal<S: Store, P: Platform>(
 }
 
 /// `application/json`, in any case, with optional parameters and whitespace.
+/// The path of a request URL (`http://host/turn?x` -> `/turn`); `/` when empty.
+fn path(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let from_path = if url.contains("://") {
+        after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+    } else {
+        after_scheme
+    };
+    let path = from_path.split(['?', '#']).next().unwrap_or("/");
+    let path = path.trim_end_matches('/');
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
+/// `GET /turn`: short-lived TURN credentials, under the same origin rules as
+/// signalling and a per-deployment cap per minute.
+async fn turn_credentials<S: Store, P: Platform>(
+    req: &HttpRequest,
+    svc: &Services<'_, S, P>,
+    outcome: &mut Outcome,
+) -> Result<HttpResponse, Error> {
+    let Some(store) = svc.store else {
+        return Err(Error::NoBucket);
+    };
+    let counting = Counting::new(store);
+    let result = async {
+        if let Access::Metered { origin, quota } = access(svc.config, req.header("origin"))? {
+            svc.ledger
+                .admit(&counting, svc.platform, origin, quota)
+                .await?;
+        }
+        let settings = &svc.config.turn;
+        if settings.source.is_none() {
+            return Err(Error::TurnNotConfigured);
+        }
+        let now = svc.platform.now_ms();
+        let minute = now / 60_000;
+        svc.isolate
+            .turn_ledger
+            .admit_key(
+                &counting,
+                svc.platform,
+                format!("turn/{minute}"),
+                settings.max_per_minute,
+            )
+            .await
+            .map_err(|_| Error::TurnCapReached {
+                retry_after_s: (60 - (now / 1000) % 60) as u32,
+            })?;
+        let minted = crate::turn::mint(settings, svc.platform).await;
+        *svc.isolate.turn_last.borrow_mut() = Some(match &minted {
+            Ok(_) => Ok(()),
+            Err(Error::TurnUpstream(why)) => Err(why),
+            Err(_) => Err("unreachable"),
+        });
+        minted
+    }
+    .await;
+    outcome.ops = counting.counts();
+    let credentials = result?;
+    let body = serde_json::to_vec(&credentials).unwrap_or_default();
+    Ok(HttpResponse::json(body))
+}
+
 fn is_json(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|ct| ct.split(';').next())
@@ -357,7 +444,8 @@ async fn status_page<S: Store, P: Platform>(
         .next()
         .unwrap_or_default()
         .trim_end_matches('/');
-    let html = status::render(&state, svc.config, svc.version, url);
+    let turn_last = *svc.isolate.turn_last.borrow();
+    let html = status::render(&state, svc.config, svc.version, url, turn_last);
     (
         HttpResponse::new(status, Some("text/html; charset=utf-8"), html.into_bytes()),
         ops,

@@ -10,6 +10,7 @@
 //! * [`service`] runs a request against a store (read, merge, conditional write, retry);
 //! * [`hints`] says when a client should poll next (fast / slow / idle);
 //! * [`quota`] is the optional per-origin access control;
+//! * [`turn`] mints short-lived TURN credentials (`GET /turn`);
 //! * [`http`] maps methods, headers and errors to responses (CORS everywhere);
 //! * [`error`] is the one error type, each variant an HTTP status and a short reason;
 //! * `sim` (native only) is the cost simulator behind `cargo run --release --bin simulate`.
@@ -28,6 +29,7 @@ pub mod service;
 pub mod sim;
 pub mod status;
 pub mod store;
+pub mod turn;
 
 #[cfg(target_arch = "wasm32")]
 mod worker_entry;

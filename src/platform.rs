@@ -1,5 +1,5 @@
-//! What the core needs from its runtime besides storage: a clock, a timer
-//! and randomness. The Worker implementation is in `worker_entry`; tests use a
+//! What the core needs from its runtime besides storage: a clock, a timer,
+//! randomness and one kind of outbound request. The Worker implementation is in `worker_entry`; tests use a
 //! virtual clock.
 
 use std::future::Future;
@@ -13,6 +13,19 @@ pub trait Platform {
     fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
     /// Fills `buf` from a cryptographically secure generator in production.
     fn fill_random(&self, buf: &mut [u8]);
+
+    /// POSTs `body` as JSON to `url` with `Authorization: Bearer <bearer>`;
+    /// the status and body of the answer. The worker's only outbound call
+    /// (Cloudflare's TURN API); by default there is no network.
+    fn post_json(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Result<(u16, Vec<u8>), String>> {
+        let _ = (url, bearer, body);
+        std::future::ready(Err("no outbound requests on this platform".to_owned()))
+    }
 
     /// A uniformly distributed number in `0..n` (0 when `n` is 0), for jitter.
     fn random_below(&self, n: u64) -> u64 {
@@ -44,6 +57,15 @@ impl<T: Platform> Platform for &T {
 
     fn fill_random(&self, buf: &mut [u8]) {
         (**self).fill_random(buf)
+    }
+
+    fn post_json(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Result<(u16, Vec<u8>), String>> {
+        (**self).post_json(url, bearer, body)
     }
 }
 

@@ -104,12 +104,29 @@ struct Tally {
 }
 
 /// Per-isolate tallies, shared by the requests an isolate serves.
-#[derive(Default)]
 pub struct QuotaLedger {
     tallies: RefCell<HashMap<String, Tally>>,
+    flush_every: u64,
+    refresh_ms: u64,
+}
+
+impl Default for QuotaLedger {
+    fn default() -> Self {
+        Self::with_cadence(FLUSH_EVERY, REFRESH_MS)
+    }
 }
 
 impl QuotaLedger {
+    /// A ledger that flushes every `flush_every` counts or `refresh_ms`, and
+    /// re-reads a stored count after `refresh_ms` (shorter for short windows).
+    pub fn with_cadence(flush_every: u64, refresh_ms: u64) -> Self {
+        Self {
+            tallies: RefCell::default(),
+            flush_every,
+            refresh_ms,
+        }
+    }
+
     /// Counts one request from `origin`, or refuses it with 429 when the
     /// month's quota is used up. Storage failures never refuse a request.
     pub async fn admit<S: Store, P: Platform>(
@@ -119,15 +136,28 @@ impl QuotaLedger {
         origin: &str,
         quota: u64,
     ) -> Result<(), Error> {
+        let key = counter_key(origin, platform.now_ms());
+        self.admit_key(store, platform, key, quota).await
+    }
+
+    /// Counts one event under the R2 counter `key`, or refuses it with
+    /// [`Error::OverQuota`] once the stored count plus this isolate's
+    /// unflushed ones reach `quota`.
+    pub async fn admit_key<S: Store, P: Platform>(
+        &self,
+        store: &Counting<'_, S>,
+        platform: &P,
+        key: String,
+        quota: u64,
+    ) -> Result<(), Error> {
         let now = platform.now_ms();
-        let key = counter_key(origin, now);
         self.make_room_for(&key);
         let stale = self
             .tallies
             .borrow()
             .get(&key)
             .and_then(|t| t.read_at_ms)
-            .is_none_or(|at| now.saturating_sub(at) >= REFRESH_MS);
+            .is_none_or(|at| now.saturating_sub(at) >= self.refresh_ms);
         if stale {
             self.refresh(store, &key, now).await;
         }
@@ -141,8 +171,8 @@ impl QuotaLedger {
                 tally.first_pending_ms = now;
             }
             tally.pending += 1;
-            let due = tally.pending >= FLUSH_EVERY
-                || now.saturating_sub(tally.first_pending_ms) >= REFRESH_MS;
+            let due = tally.pending >= self.flush_every
+                || now.saturating_sub(tally.first_pending_ms) >= self.refresh_ms;
             if due && !tally.flushing {
                 tally.flushing = true;
                 Some(std::mem::take(&mut tally.pending))

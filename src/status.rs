@@ -49,7 +49,13 @@ fn seconds(ms: u64) -> String {
 }
 
 /// Renders the page. `url` is this worker's address (for the usage snippet).
-pub fn render(state: &BucketState, config: &Config, version: &str, url: &str) -> String {
+pub fn render(
+    state: &BucketState,
+    config: &Config,
+    version: &str,
+    url: &str,
+    turn_last: Option<Result<(), &str>>,
+) -> String {
     let (class, badge, headline, detail) = match state {
         BucketState::Working => (
             "ok",
@@ -93,6 +99,21 @@ pub fn render(state: &BucketState, config: &Config, version: &str, url: &str) ->
         .iter()
         .map(|w| format!("<p class=\"warn\">&#9888; {}</p>", escape(w)))
         .collect();
+    let turn = match &config.turn.source {
+        None => "off (<code>GET /turn</code> answers 404; INSTALL.md shows how to turn it on)"
+            .to_owned(),
+        Some(source) => format!(
+            "{}: credentials for {}, at most {} a minute; last call: {}",
+            source.kind(),
+            seconds(config.turn.ttl_s * 1000),
+            config.turn.max_per_minute,
+            match turn_last {
+                None => "none yet (in this isolate)".to_owned(),
+                Some(Ok(())) => "worked".to_owned(),
+                Some(Err(why)) => format!("failed ({})", escape(why)),
+            }
+        ),
+    };
     let poll = &config.poll;
     let url = escape(url);
     format!(
@@ -143,6 +164,7 @@ p2pcf.start()</code></pre>
 <dt>Entry lifetime</dt><dd>as the client asks, at most {max_ttl}</dd>
 <dt>Request body</dt><dd>at most {body_kib} KiB, {max_packages} packages of {package_kib} KiB</dd>
 <dt>Room size</dt><dd>at most {max_peers} peers</dd>
+<dt>TURN</dt><dd id="turn">{turn}</dd>
 </dl>
 </div>
 <footer>p2pcf-rs {version}</footer>

@@ -4,12 +4,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use worker::{event, Context, Env, Headers, Request, Response};
+use worker::{event, Context, Env, Fetch, Headers, Method, Request, RequestInit, Response};
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::{
-    error_response, is_signalling, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services,
+    error_response, is_rate_limited, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services,
 };
 use crate::platform::{os_random, Platform};
 use crate::quota::QuotaLedger;
@@ -30,7 +30,42 @@ impl Platform for WorkerPlatform {
     fn fill_random(&self, buf: &mut [u8]) {
         os_random(buf);
     }
+
+    fn post_json(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Result<(u16, Vec<u8>), String>> {
+        let (url, bearer, body) = (url.to_owned(), format!("Bearer {bearer}"), body.to_vec());
+        async move {
+            let call = async {
+                let headers = Headers::new();
+                headers.set("Authorization", &bearer)?;
+                headers.set("Content-Type", "application/json")?;
+                let mut init = RequestInit::new();
+                let body = worker::js_sys::Uint8Array::from(&body[..]);
+                init.with_method(Method::Post)
+                    .with_headers(headers)
+                    .with_body(Some(body.into()));
+                let request = Request::new_with_init(&url, &init)?;
+                let mut response = Fetch::Request(request).send().await?;
+                let status = response.status_code();
+                Ok::<_, worker::Error>((status, response.bytes().await?))
+            };
+            let timeout = worker::Delay::from(Duration::from_millis(OUTBOUND_TIMEOUT_MS));
+            match futures_util::future::select(std::pin::pin!(call), timeout).await {
+                futures_util::future::Either::Left((result, _)) => {
+                    result.map_err(|e| e.to_string())
+                }
+                futures_util::future::Either::Right(_) => Err("timed out".to_owned()),
+            }
+        }
+    }
 }
+
+/// How long the TURN API may take before `/turn` answers 503.
+const OUTBOUND_TIMEOUT_MS: u64 = 5_000;
 
 thread_local! {
     /// Per-isolate origin tallies (see `quota`).
@@ -83,10 +118,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 }
 
 /// The optional per-client rate limit: when a `RATE_LIMITER` binding
-/// (Workers rate limiting) exists, each client IP's signalling calls are
-/// counted there. Without the binding, or if it fails, nothing is limited.
+/// (Workers rate limiting) exists, each client IP's signalling calls and
+/// TURN credential requests are counted there. Without the binding, or if it fails, nothing is limited.
 async fn rate_limit(env: &Env, request: &HttpRequest) -> Option<HttpResponse> {
-    if !is_signalling(request) {
+    if !is_rate_limited(request) {
         return None;
     }
     let limiter = env.rate_limiter("RATE_LIMITER").ok()?;

@@ -26,10 +26,15 @@ use crate::store::memory::{MemoryStore, Stats};
 /// 2026-11-21T00:00:00Z: virtual time starts here.
 pub const EPOCH_MS: u64 = 1_795_219_200_000;
 
-/// Virtual clock (tokio paused time) and seeded randomness (splitmix64).
+/// A stand-in for the network: (url, bearer token, body) to (status, body).
+pub type Outbound = Box<dyn Fn(&str, &str, &[u8]) -> Result<(u16, Vec<u8>), String>>;
+
+/// Virtual clock (tokio paused time), seeded randomness (splitmix64), and
+/// an optional stand-in for outbound requests.
 pub struct SimPlatform {
     start: tokio::time::Instant,
     rng: Cell<u64>,
+    outbound: std::cell::RefCell<Option<Outbound>>,
 }
 
 impl SimPlatform {
@@ -38,7 +43,13 @@ impl SimPlatform {
         Self {
             start: tokio::time::Instant::now(),
             rng: Cell::new(seed),
+            outbound: std::cell::RefCell::new(None),
         }
+    }
+
+    /// Answers the worker's outbound requests with `f` from now on.
+    pub fn set_outbound(&self, f: Outbound) {
+        *self.outbound.borrow_mut() = Some(f);
     }
 
     pub fn next_u64(&self) -> u64 {
@@ -77,6 +88,19 @@ impl Platform for SimPlatform {
             let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
+    }
+
+    fn post_json(
+        &self,
+        url: &str,
+        bearer: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Result<(u16, Vec<u8>), String>> {
+        let answer = match &*self.outbound.borrow() {
+            Some(f) => f(url, bearer, body),
+            None => Err("no network in the simulation".to_owned()),
+        };
+        std::future::ready(answer)
     }
 }
 

@@ -4,71 +4,25 @@
 // one page leaves and the other sees `peerclose`, and the worker forgets it.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import http from 'node:http'
 import { mkdirSync, statSync } from 'node:fs'
-import { build } from 'esbuild'
-import { chromium } from 'playwright-core'
 import { startWorker, Peer } from '../workerd/harness.mjs'
+import { startBrowser, until } from './support.mjs'
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync']
-
-let worker, server, pageOrigin, browser
-
-async function bundlePage () {
-  const out = await build({
-    entryPoints: [new URL('page.mjs', import.meta.url).pathname],
-    bundle: true,
-    format: 'esm',
-    define: { global: 'window' },
-    write: false,
-    logLevel: 'silent'
-  })
-  return out.outputFiles[0].text
-}
+let worker, chromium, browser
 
 before(async () => {
   worker = await startWorker()
-  const script = await bundlePage()
-  server = http.createServer((req, res) => {
-    if (req.url.startsWith('/page.js')) {
-      res.writeHead(200, { 'Content-Type': 'text/javascript' })
-      res.end(script)
-    } else {
-      res.writeHead(200, { 'Content-Type': 'text/html' })
-      res.end('<!doctype html><meta charset="utf-8"><title>p2pcf test</title><script type="module" src="/page.js"></script>')
-    }
-  })
-  await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
-  pageOrigin = `http://127.0.0.1:${server.address().port}`
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true })
+  chromium = await startBrowser()
+  browser = chromium.browser
 })
 
 after(async () => {
-  await browser?.close()
+  await chromium?.stop()
   await worker?.stop()
-  server?.close()
 })
 
-async function openClient (clientId, room, hints = false) {
-  const context = await browser.newContext()
-  const page = await context.newPage()
-  page.on('console', m => { if (m.type() === 'error') console.log(`[${clientId}] ${m.text()}`) })
-  const q = new URLSearchParams({ client: clientId, room, worker: worker.url, hints: hints ? '1' : '0' })
-  await page.goto(`${pageOrigin}/?${q}`)
-  return { context, page }
-}
-
-const until = async (what, fn, timeoutMs = 30000) => {
-  const start = Date.now()
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
+const openClient = (client, room, hints = false) =>
+  chromium.openClient({ client, room, worker: worker.url, hints: hints ? '1' : '0' })
 
 test('two stock clients connect through the worker, exchange messages, and part', async () => {
   const room = `browser-room-${Date.now()}`

@@ -2,19 +2,55 @@
 // from node_modules/p2pcf/src with esbuild), and records what it sees.
 import P2PCF from 'p2pcf'
 import { followHints } from '../../client/p2pcf-hints.js'
+import { useTurnCredentials } from '../../client/turn.js'
 
 const params = new URLSearchParams(location.search)
 const log = (window.p2pcfLog = [])
 const received = (window.received = [])
 
+// `turn=1`: relay-only ICE with the worker's TURN credentials (the TURN test).
+const relayOnly = params.get('turn') === '1'
 const client = new P2PCF(params.get('client'), params.get('room'), {
   workerUrl: params.get('worker'),
   // Loopback: host candidates only, no STUN/TURN servers to reach.
   stunIceServers: [],
-  turnIceServers: []
+  turnIceServers: [],
+  rtcPeerConnectionOptions: relayOnly ? { iceTransportPolicy: 'relay' } : {}
 })
 window.client = client
 if (params.get('hints') === '1') window.hints = followHints(client)
+const turn = relayOnly ? useTurnCredentials(client, params.get('worker')) : null
+window.turnCredentials = () => turn?.last()
+
+/** Each connected peer's selected pair: candidate types ("relay", "host", ...) and the remote port. */
+window.selectedCandidateTypes = async () => {
+  const types = []
+  for (const peer of client.peers.values()) {
+    const stats = await peer._pc.getStats()
+    let pair = null
+    stats.forEach(s => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId) })
+    if (!pair) stats.forEach(s => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s })
+    const local = pair && stats.get(pair.localCandidateId)
+    const remote = pair && stats.get(pair.remoteCandidateId)
+    types.push({ local: local?.candidateType ?? null, remote: remote?.candidateType ?? null, remotePort: remote?.port ?? null })
+  }
+  return types
+}
+
+/** Relay candidates Chromium gathers with `iceServers` (relay-only); a refused credential gathers none. */
+window.relayCandidates = async iceServers => {
+  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: 'relay' })
+  pc.createDataChannel('probe')
+  const found = []
+  const done = new Promise(resolve => {
+    setTimeout(resolve, 8000)
+    pc.onicecandidate = e => { if (!e.candidate) resolve(); else if (/ typ relay /.test(e.candidate.candidate)) found.push(e.candidate.candidate) }
+  })
+  await pc.setLocalDescription(await pc.createOffer())
+  await done
+  pc.close()
+  return found.length
+}
 
 // Counts signalling requests (after the hints wrapper, if any, so both see them).
 window.requests = 0
@@ -48,4 +84,8 @@ window.sendToAll = ({ text, length }) => {
   return sum
 }
 
-client.start().then(() => log.push(['started', client.sessionId]))
+if (turn) {
+  turn.ready.then(() => client.start()).then(() => log.push(['started', client.sessionId]), err => log.push(['error', String(err)]))
+} else {
+  client.start().then(() => log.push(['started', client.sessionId]))
+}

@@ -1,0 +1,75 @@
+// Short-lived TURN credentials from the worker's `GET /turn`, for the stock
+// p2pcf client (or any RTCPeerConnection). No dependencies.
+//
+//   import { useTurnCredentials } from './turn.js'
+//   const p2pcf = new P2PCF(clientId, roomId, { workerUrl })
+//   const turn = useTurnCredentials(p2pcf, workerUrl)
+//   await turn.ready        // credentials in place (rejects if /turn fails)
+//   p2pcf.start()
+
+/**
+ * Fetches `{ iceServers, expiresAt }` from the worker (`expiresAt`: ms since
+ * the epoch). Throws with the worker's reason when it answers an error.
+ */
+export async function fetchTurnCredentials (workerUrl, { fetch: doFetch = globalThis.fetch } = {}) {
+  const res = await doFetch(workerUrl.replace(/\/+$/, '') + '/turn')
+  if (!res.ok) throw new Error(`GET /turn: ${res.status} ${await res.text()}`)
+  const credentials = await res.json()
+  if (!Array.isArray(credentials.iceServers) || typeof credentials.expiresAt !== 'number') {
+    throw new Error('GET /turn: unexpected answer')
+  }
+  return credentials
+}
+
+/**
+ * Hands the worker's TURN credentials to a stock p2pcf client and renews
+ * them `renewBeforeMs` before they expire.
+ *
+ * The stock client reads `turnIceServers` only for pairs where one side is
+ * behind a symmetric NAT, and `stunIceServers` for every other pair (and for
+ * its network probe every 15 s), each time it creates a connection. So by
+ * default (`allPeers: true`) the TURN servers go into both: any pair can
+ * fall back to the relay, at the cost of a short TURN allocation per probe.
+ * With `allPeers: false` only symmetric-NAT pairs use them. To force every
+ * connection through the relay, also pass
+ * `rtcPeerConnectionOptions: { iceTransportPolicy: 'relay' }` to the client.
+ *
+ * Returns `{ ready, stop, last }`: `ready` settles once the first credentials
+ * are in place; `stop()` ends the renewals; `last()` is the latest answer.
+ */
+export function useTurnCredentials (p2pcf, workerUrl, { allPeers = true, renewBeforeMs = 60000, onError, fetch } = {}) {
+  const stunOnly = p2pcf.stunIceServers || []
+  let timer = null
+  let stopped = false
+  let last = null
+
+  const schedule = ms => {
+    clearTimeout(timer)
+    if (!stopped) timer = setTimeout(() => { refresh().catch(() => {}) }, Math.max(5000, ms))
+  }
+
+  const refresh = async () => {
+    try {
+      const credentials = await fetchTurnCredentials(workerUrl, fetch ? { fetch } : {})
+      if (stopped) return credentials
+      last = credentials
+      p2pcf.turnIceServers = credentials.iceServers
+      if (allPeers) p2pcf.stunIceServers = [...stunOnly, ...credentials.iceServers]
+      schedule(credentials.expiresAt - Date.now() - renewBeforeMs)
+      return credentials
+    } catch (err) {
+      if (onError) onError(err)
+      schedule(30000)
+      throw err
+    }
+  }
+
+  return {
+    ready: refresh(),
+    stop () {
+      stopped = true
+      clearTimeout(timer)
+    },
+    last: () => last
+  }
+}

@@ -1,0 +1,444 @@
+//! Short-lived TURN credentials (`GET /turn`), from one of two sources:
+//!
+//! * **any TURN server with the TURN REST API** (coturn's `use-auth-secret`):
+//!   the worker holds the shared secret and mints credentials itself:
+//!   username `<expiry unix s>:<label>`, password
+//!   `base64(HMAC-SHA1(secret, username))`. No outbound call.
+//! * **Cloudflare's TURN service**: the worker asks
+//!   `POST <base>/v1/turn/keys/<key id>/credentials/generate-ice-servers`
+//!   with the TURN key's own API token and `{"ttl": N}`, and passes the
+//!   `iceServers` on, without port-53 URLs (browsers block that port).
+//!
+//! Either way the answer is `{"iceServers": [RTCIceServer...], "expiresAt": ms}`.
+//! Secrets live in [`Secret`], which never prints.
+
+use std::fmt;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::platform::Platform;
+
+/// Default lifetime of minted credentials (`TURN_TTL_S`).
+pub const DEFAULT_TTL_S: u64 = 3600;
+/// Default cap on credentials per minute for the whole deployment (`TURN_MAX_PER_MINUTE`).
+pub const DEFAULT_MAX_PER_MINUTE: u64 = 120;
+/// Default base URL of Cloudflare's TURN API (`CF_TURN_API_BASE`).
+pub const DEFAULT_CF_API_BASE: &str = "https://rtc.live.cloudflare.com";
+
+/// A secret from `wrangler secret put`: usable, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Where credentials come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TurnSource {
+    /// A TURN server with the TURN REST API (coturn `use-auth-secret`).
+    RestApi { urls: Vec<String>, secret: Secret },
+    /// Cloudflare's TURN service.
+    Cloudflare {
+        key_id: String,
+        token: Secret,
+        api_base: String,
+    },
+}
+
+impl TurnSource {
+    /// A short name for the status page and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TurnSource::RestApi { .. } => "TURN REST API (shared secret)",
+            TurnSource::Cloudflare { .. } => "Cloudflare TURN",
+        }
+    }
+}
+
+/// The `/turn` endpoint's configuration (`[vars]` and secrets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnSettings {
+    pub source: Option<TurnSource>,
+    pub ttl_s: u64,
+    pub max_per_minute: u64,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        Self {
+            source: None,
+            ttl_s: DEFAULT_TTL_S,
+            max_per_minute: DEFAULT_MAX_PER_MINUTE,
+        }
+    }
+}
+
+impl TurnSettings {
+    /// Reads `TURN_URLS`, `TURN_SHARED_SECRET`, `TURN_TTL_S`, `CF_TURN_KEY_ID`,
+    /// `CF_TURN_KEY_API_TOKEN`, `CF_TURN_API_BASE` and `TURN_MAX_PER_MINUTE`.
+    /// Problems go to `warnings` (never with a secret in them).
+    pub fn from_vars(var: &impl Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> Self {
+        let set = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut number =
+            |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| match set(name) {
+                None => default,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if range.contains(&n) => n,
+                    _ => {
+                        warnings.push(format!(
+                            "{name}={v:?} is not a whole number in {}..{}; using {default}",
+                            range.start(),
+                            range.end()
+                        ));
+                        default
+                    }
+                },
+            };
+        let ttl_s = number("TURN_TTL_S", DEFAULT_TTL_S, 60..=86_400);
+        let max_per_minute = number("TURN_MAX_PER_MINUTE", DEFAULT_MAX_PER_MINUTE, 1..=100_000);
+        let cloudflare = match (set("CF_TURN_KEY_ID"), set("CF_TURN_KEY_API_TOKEN")) {
+            (Some(key_id), Some(token)) => {
+                let api_base = set("CF_TURN_API_BASE")
+                    .unwrap_or_else(|| DEFAULT_CF_API_BASE.to_owned())
+                    .trim_end_matches('/')
+                    .to_owned();
+                if !key_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    warnings.push("CF_TURN_KEY_ID is not a TURN key id; TURN is off".to_owned());
+                    None
+                } else if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+                    warnings.push("CF_TURN_API_BASE is not an http(s) URL; TURN is off".to_owned());
+                    None
+                } else {
+                    Some(TurnSource::Cloudflare {
+                        key_id,
+                        token: Secret::new(token),
+                        api_base,
+                    })
+                }
+            }
+            (Some(_), None) => {
+                warnings.push(
+                    "CF_TURN_KEY_ID is set but the secret CF_TURN_KEY_API_TOKEN is not".to_owned(),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                warnings.push(
+                    "the secret CF_TURN_KEY_API_TOKEN is set but CF_TURN_KEY_ID is not".to_owned(),
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        let rest = match (set("TURN_URLS"), set("TURN_SHARED_SECRET")) {
+            (Some(urls), Some(secret)) => {
+                let urls: Vec<String> = urls
+                    .split(',')
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if urls.is_empty() || !urls.iter().all(|u| is_turn_url(u)) {
+                    warnings.push(
+                        "TURN_URLS must be comma-separated turn: or turns: URLs; TURN is off"
+                            .to_owned(),
+                    );
+                    None
+                } else {
+                    Some(TurnSource::RestApi {
+                        urls,
+                        secret: Secret::new(secret),
+                    })
+                }
+            }
+            (Some(_), None) => {
+                warnings
+                    .push("TURN_URLS is set but the secret TURN_SHARED_SECRET is not".to_owned());
+                None
+            }
+            (None, Some(_)) => {
+                warnings
+                    .push("the secret TURN_SHARED_SECRET is set but TURN_URLS is not".to_owned());
+                None
+            }
+            (None, None) => None,
+        };
+        if cloudflare.is_some() && rest.is_some() {
+            warnings.push(
+                "both Cloudflare TURN and TURN_URLS are configured; using Cloudflare".to_owned(),
+            );
+        }
+        Self {
+            source: cloudflare.or(rest),
+            ttl_s,
+            max_per_minute,
+        }
+    }
+}
+
+/// `turn:` or `turns:` followed by a host (RFC 7065), no spaces or quotes.
+fn is_turn_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("turn:")
+        .or_else(|| url.strip_prefix("turns:"));
+    rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' && b != b',')
+    })
+}
+
+/// One `RTCIceServer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// The `/turn` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Credentials {
+    #[serde(rename = "iceServers")]
+    pub ice_servers: Vec<IceServer>,
+    /// When the credentials stop working, ms since the epoch.
+    #[serde(rename = "expiresAt")]
+    pub expires_at: u64,
+}
+
+/// TURN REST API credentials (draft-uberti-behave-turn-rest): valid until
+/// `now + ttl`, for `label` (any text without `:`).
+pub fn rest_credentials(
+    urls: &[String],
+    secret: &Secret,
+    label: &str,
+    now_ms: u64,
+    ttl_s: u64,
+) -> Credentials {
+    let expires_s = now_ms / 1000 + ttl_s;
+    let username = format!("{expires_s}:{label}");
+    // HMAC accepts keys of any length.
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.expose().as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(username.as_bytes());
+    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    Credentials {
+        ice_servers: vec![IceServer {
+            urls: urls.to_vec(),
+            username: Some(username),
+            credential: Some(credential),
+        }],
+        expires_at: expires_s * 1000,
+    }
+}
+
+/// Cloudflare's answer, without port-53 URLs (browsers refuse to connect to
+/// port 53, so those only slow ICE down) and without servers left with none.
+pub fn parse_cloudflare(body: &[u8], now_ms: u64, ttl_s: u64) -> Result<Credentials, Error> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(rename = "iceServers")]
+        ice_servers: Value,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|_| Error::TurnUpstream("an answer without iceServers"))?;
+    // Older answers held one server object; newer ones a list.
+    let servers: Vec<IceServer> = match answer.ice_servers {
+        Value::Array(list) => serde_json::from_value(Value::Array(list)),
+        one => serde_json::from_value(one).map(|s| vec![s]),
+    }
+    .map_err(|_| Error::TurnUpstream("iceServers in an unknown shape"))?;
+    let ice_servers: Vec<IceServer> = servers
+        .into_iter()
+        .map(|mut s| {
+            s.urls.retain(|u| !uses_port_53(u));
+            s
+        })
+        .filter(|s| !s.urls.is_empty())
+        .collect();
+    if ice_servers.is_empty() {
+        return Err(Error::TurnUpstream("no usable iceServers"));
+    }
+    Ok(Credentials {
+        ice_servers,
+        expires_at: now_ms + ttl_s * 1000,
+    })
+}
+
+/// `stun:host:53`, `turn:host:53?transport=udp`, ...
+fn uses_port_53(url: &str) -> bool {
+    let without_query = url.split('?').next().unwrap_or(url);
+    without_query
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port == "53")
+}
+
+/// Mints credentials from the configured source.
+pub async fn mint<P: Platform>(
+    settings: &TurnSettings,
+    platform: &P,
+) -> Result<Credentials, Error> {
+    let now = platform.now_ms();
+    match &settings.source {
+        None => Err(Error::TurnNotConfigured),
+        Some(TurnSource::RestApi { urls, secret }) => {
+            // A random label, so that one user's credentials cannot be told from another's.
+            let mut label = [0u8; 6];
+            platform.fill_random(&mut label);
+            let label = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(label);
+            Ok(rest_credentials(
+                urls,
+                secret,
+                &format!("p2pcf-{label}"),
+                now,
+                settings.ttl_s,
+            ))
+        }
+        Some(TurnSource::Cloudflare {
+            key_id,
+            token,
+            api_base,
+        }) => {
+            let url = format!("{api_base}/v1/turn/keys/{key_id}/credentials/generate-ice-servers");
+            let body = serde_json::to_vec(&serde_json::json!({ "ttl": settings.ttl_s }))
+                .unwrap_or_default();
+            match platform.post_json(&url, token.expose(), &body).await {
+                Ok((200..=299, answer)) => parse_cloudflare(&answer, now, settings.ttl_s),
+                Ok((401 | 403, _)) => {
+                    Err(Error::TurnUpstream("the TURN key or its token was refused"))
+                }
+                Ok((404, _)) => Err(Error::TurnUpstream("no such TURN key")),
+                Ok((429, _)) => Err(Error::TurnUnavailable),
+                Ok((400..=499, _)) => Err(Error::TurnUpstream("the request was refused")),
+                Ok(_) | Err(_) => Err(Error::TurnUnavailable),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> (TurnSettings, Vec<String>) {
+        let mut warnings = Vec::new();
+        let lookup = |n: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        };
+        (TurnSettings::from_vars(&lookup, &mut warnings), warnings)
+    }
+
+    #[test]
+    fn rest_credentials_follow_the_turn_rest_api() {
+        // Checked with: printf '%s' '1700003600:alice' | openssl dgst -sha1 -hmac 'north' -binary | base64
+        let c = rest_credentials(
+            &["turn:127.0.0.1:3478".to_owned()],
+            &Secret::new("north".to_owned()),
+            "alice",
+            1_700_000_000_123,
+            3600,
+        );
+        let server = &c.ice_servers[0];
+        assert_eq!(server.username.as_deref(), Some("1700003600:alice"));
+        assert_eq!(server.credential.as_deref(), Some(EXPECTED_NORTH_ALICE));
+        assert_eq!(c.expires_at, 1_700_003_600_000);
+    }
+
+    const EXPECTED_NORTH_ALICE: &str = "wjwSXO2ch1B6VaLTLMy2Avn5O9o=";
+
+    #[test]
+    fn configuration_needs_both_halves_and_valid_urls() {
+        let (s, w) = settings(&[("TURN_URLS", "turn:a.example:3478, turns:a.example:5349")]);
+        assert_eq!(s.source, None);
+        assert!(w[0].contains("TURN_SHARED_SECRET is not"));
+        let (s, w) = settings(&[("TURN_URLS", "http://nope"), ("TURN_SHARED_SECRET", "x")]);
+        assert_eq!(s.source, None);
+        assert_eq!(w.len(), 1);
+        let (s, w) = settings(&[
+            ("TURN_URLS", "turn:a.example:3478?transport=udp"),
+            ("TURN_SHARED_SECRET", "x"),
+            ("TURN_TTL_S", "5"),
+        ]);
+        assert!(matches!(s.source, Some(TurnSource::RestApi { .. })));
+        assert_eq!(s.ttl_s, DEFAULT_TTL_S);
+        assert!(w[0].starts_with("TURN_TTL_S"));
+        let (s, _) = settings(&[
+            ("CF_TURN_KEY_ID", "abc123"),
+            ("CF_TURN_KEY_API_TOKEN", "tok"),
+        ]);
+        assert_eq!(
+            s.source,
+            Some(TurnSource::Cloudflare {
+                key_id: "abc123".into(),
+                token: Secret::new("tok".into()),
+                api_base: DEFAULT_CF_API_BASE.into()
+            })
+        );
+        // Secrets never show in Debug output or warnings.
+        let (s, w) = settings(&[
+            ("CF_TURN_KEY_API_TOKEN", "hunter2"),
+            ("TURN_SHARED_SECRET", "swordfish"),
+        ]);
+        let shown = format!("{s:?} {w:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn cloudflare_answers_lose_port_53() {
+        let body = br#"{"iceServers":[{"urls":["stun:stun.cloudflare.com:3478","stun:stun.cloudflare.com:53"]},{"urls":["turn:turn.cloudflare.com:3478?transport=udp","turn:turn.cloudflare.com:53?transport=udp","turns:turn.cloudflare.com:443?transport=tcp"],"username":"u","credential":"c"}]}"#;
+        let c = parse_cloudflare(body, 1000, 60).unwrap();
+        assert_eq!(c.ice_servers[0].urls, vec!["stun:stun.cloudflare.com:3478"]);
+        assert_eq!(
+            c.ice_servers[1].urls,
+            vec![
+                "turn:turn.cloudflare.com:3478?transport=udp",
+                "turns:turn.cloudflare.com:443?transport=tcp"
+            ]
+        );
+        assert_eq!(c.expires_at, 61_000);
+        // The older single-object shape.
+        let one =
+            br#"{"iceServers":{"urls":["turn:t.example:3478"],"username":"u","credential":"c"}}"#;
+        assert_eq!(parse_cloudflare(one, 0, 1).unwrap().ice_servers.len(), 1);
+        for bad in [
+            &b"{}"[..],
+            b"not json",
+            br#"{"iceServers":[{"urls":["stun:x:53"]}]}"#,
+        ] {
+            assert!(matches!(
+                parse_cloudflare(bad, 0, 1),
+                Err(Error::TurnUpstream(_))
+            ));
+        }
+    }
+}
