@@ -9,4 +9,10 @@ WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
 export WASM_BINDGEN_BIN
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
-exec worker-build --release "$@"
+worker-build --release "$@"
+# worker-build keeps the wasm names section (function names for stack
+# traces, ~30 KB gzip). The worker is built not to panic, so it goes, unless
+# KEEP_WASM_NAMES=1 asks for readable traces while debugging.
+if [ "${KEEP_WASM_NAMES:-0}" != 1 ]; then
+  "$WASM_OPT_BIN" --strip-debug build/index_bg.wasm -o build/index_bg.wasm
+fi
