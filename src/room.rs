@@ -10,6 +10,7 @@
 //! read time, so an expired entry is never returned, with or without cleanup.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,19 @@ use crate::protocol::{
     ContextId, DeleteKeyInput, Millis, Package, PeerData, PeerView, PollResponse, Presence,
     Publish, SessionId,
 };
+
+/// What the engine needs of a member's public data, whatever the wire
+/// protocol: the session id that routes packages to it (p2pcf: `d[0]`; the
+/// relay: the peer id). Everything else is carried, compared and returned as is.
+pub trait Member: Clone + PartialEq + fmt::Debug + Serialize + for<'de> Deserialize<'de> {
+    fn session(&self) -> &SessionId;
+}
+
+impl Member for PeerData {
+    fn session(&self) -> &SessionId {
+        &self.session
+    }
+}
 
 /// Bytes of CSPRNG output in a delete key (192 bits).
 pub const DELETE_KEY_BYTES: usize = 24;
@@ -86,9 +100,10 @@ pub struct Announcement {
 /// One participant's entry in the room index. Whether it is in `ps` is
 /// decided by this entry alone: live while `expires_ms` lies ahead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The peer's public data `d`.
-    pub d: PeerData,
+#[serde(bound = "D: Member")]
+pub struct Entry<D = PeerData> {
+    /// The member's public data (p2pcf: `d`).
+    pub d: D,
     /// The client's `t` at the last index write.
     pub t: Millis,
     /// Last index write + lifetime, ms since the epoch.
@@ -106,7 +121,7 @@ pub struct Entry {
     pub announced: Vec<Announcement>,
 }
 
-impl Entry {
+impl<D: Member> Entry<D> {
     pub fn is_live(&self, now_ms: u64) -> bool {
         now_ms < self.expires_ms
     }
@@ -262,11 +277,12 @@ pub struct Unreadable;
 
 /// The room index, as stored: every participant's entry by context id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Room {
+#[serde(bound = "D: Member")]
+pub struct Room<D = PeerData> {
     /// Format version of the stored document.
     v: u32,
     #[serde(rename = "e")]
-    entries: BTreeMap<ContextId, Entry>,
+    entries: BTreeMap<ContextId, Entry<D>>,
     /// Last join or leave written to the index, ms since the epoch.
     #[serde(rename = "m", default)]
     membership_changed_ms: u64,
@@ -284,15 +300,23 @@ pub enum IndexChange {
 }
 
 /// A client saying "I am here": its context, data and last write (`t`, client clock).
-#[derive(Clone, Copy, Debug)]
-pub struct Claim<'a> {
+#[derive(Debug)]
+pub struct Claim<'a, D = PeerData> {
     pub context: &'a ContextId,
-    pub data: &'a PeerData,
+    pub data: &'a D,
     pub t: &'a Millis,
     pub ttl_ms: u64,
 }
 
-impl<'a> Claim<'a> {
+impl<D> Clone for Claim<'_, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D> Copy for Claim<'_, D> {}
+
+impl<'a> Claim<'a, PeerData> {
     pub fn of_publish(p: &'a Publish) -> Self {
         Self {
             context: &p.context,
@@ -328,7 +352,7 @@ pub enum Arrival<'a> {
     },
 }
 
-impl Room {
+impl<D: Member> Room<D> {
     const VERSION: u32 = 2;
 
     pub fn new() -> Self {
@@ -344,7 +368,7 @@ impl Room {
     /// does not parse is [`Unreadable`], never an empty room: writing over
     /// it would silently wipe the room (a rollback, a stricter validator).
     pub fn decode(bytes: &[u8]) -> Result<Self, Unreadable> {
-        serde_json::from_slice::<Room>(bytes)
+        serde_json::from_slice::<Self>(bytes)
             .ok()
             .filter(|r| r.v == Self::VERSION)
             .ok_or(Unreadable)
@@ -355,15 +379,15 @@ impl Room {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn entry(&self, context: &ContextId) -> Option<&Entry> {
+    pub fn entry(&self, context: &ContextId) -> Option<&Entry<D>> {
         self.entries.get(context)
     }
 
     /// The caller's own live entry, if `session` is the one stored for `context`.
-    fn own(&self, context: &ContextId, session: &SessionId, now_ms: u64) -> Option<&Entry> {
+    fn own(&self, context: &ContextId, session: &SessionId, now_ms: u64) -> Option<&Entry<D>> {
         self.entries
             .get(context)
-            .filter(|e| e.d.session == *session && e.is_live(now_ms))
+            .filter(|e| *e.d.session() == *session && e.is_live(now_ms))
     }
 
     pub fn owns_live_entry(&self, context: &ContextId, session: &SessionId, now_ms: u64) -> bool {
@@ -379,7 +403,7 @@ impl Room {
     pub fn context_of(&self, session: &SessionId, now_ms: u64) -> Option<&ContextId> {
         self.entries
             .iter()
-            .find(|(_, e)| e.d.session == *session && e.is_live(now_ms))
+            .find(|(_, e)| *e.d.session() == *session && e.is_live(now_ms))
             .map(|(k, _)| k)
     }
 
@@ -396,8 +420,8 @@ impl Room {
 
     /// Refuses a claim the room must not take: a session that left (from
     /// any context) or that another context holds.
-    pub fn check(&self, claim: &Claim<'_>, now_ms: u64) -> Result<(), Error> {
-        let session = &claim.data.session;
+    pub fn check(&self, claim: &Claim<'_, D>, now_ms: u64) -> Result<(), Error> {
+        let session = claim.data.session();
         let left = self
             .departures
             .iter()
@@ -414,7 +438,7 @@ impl Room {
         let taken = self
             .entries
             .iter()
-            .any(|(k, e)| k != claim.context && e.d.session == *session && e.is_live(now_ms));
+            .any(|(k, e)| k != claim.context && *e.d.session() == *session && e.is_live(now_ms));
         if taken {
             return Err(Error::BadRequest("Session id in use"));
         }
@@ -444,14 +468,14 @@ impl Room {
     ///   never later, than "last write + x".
     pub fn apply(
         &mut self,
-        claim: &Claim<'_>,
+        claim: &Claim<'_, D>,
         arrival: Arrival<'_>,
         now_ms: u64,
         max_peers: usize,
         new_key: impl FnOnce() -> DeleteKey,
     ) -> Result<IndexChange, Error> {
         self.check(claim, now_ms)?;
-        let session = &claim.data.session;
+        let session = claim.data.session();
         let Some(current) = self.own(claim.context, session, now_ms) else {
             self.prune(now_ms);
             let others = self.entries.keys().filter(|k| *k != claim.context).count();
@@ -536,12 +560,12 @@ impl Room {
     /// closes within [`ANNOUNCE_MARGIN_MS`].
     fn announcements(
         &self,
-        claim: &Claim<'_>,
+        claim: &Claim<'_, D>,
         change: PackageChange,
         packages: &[Package],
         now_ms: u64,
     ) -> Vec<Announcement> {
-        let own = self.own(claim.context, &claim.data.session, now_ms);
+        let own = self.own(claim.context, claim.data.session(), now_ms);
         let mut out = own.map_or_else(Vec::new, |e| e.valid_announcements(now_ms));
         if change != PackageChange::New {
             return out;
@@ -551,7 +575,7 @@ impl Room {
             let Some(recipient) = self
                 .entries
                 .values()
-                .find(|e| e.d.session == package.to && e.is_live(now_ms))
+                .find(|e| *e.d.session() == package.to && e.is_live(now_ms))
             else {
                 continue; // not in the room: nobody will ask for it
             };
@@ -579,7 +603,7 @@ impl Room {
         now_ms: u64,
         limit: usize,
     ) -> Vec<ContextId> {
-        let mut due: Vec<(&ContextId, &Entry)> = self
+        let mut due: Vec<(&ContextId, &Entry<D>)> = self
             .entries
             .iter()
             .filter(|(k, e)| *k != context && e.is_live(now_ms) && now_ms >= e.renewal_due_ms(k))
@@ -599,7 +623,7 @@ impl Room {
     pub fn fold(&mut self, outboxes: &Outboxes, now_ms: u64) -> usize {
         let mut extended = 0;
         for (k, e) in &mut self.entries {
-            let Some(o) = outboxes.get(k).filter(|o| o.session == e.d.session) else {
+            let Some(o) = outboxes.get(k).filter(|o| o.session == *e.d.session()) else {
                 continue;
             };
             if e.is_live(now_ms)
@@ -638,12 +662,12 @@ impl Room {
         now_ms: u64,
     ) -> bool {
         let owned = self.entries.get(context).is_some_and(|e| {
-            e.is_live(now_ms) && session.is_none_or(|s| *s == e.d.session) && e.dk.matches(key)
+            e.is_live(now_ms) && session.is_none_or(|s| s == e.d.session()) && e.dk.matches(key)
         });
         if let Some(entry) = owned.then(|| self.entries.remove(context)).flatten() {
             self.departures.push(Departure {
                 k: context.clone(),
-                s: entry.d.session,
+                s: entry.d.session().clone(),
                 until_ms: now_ms + DEPARTURE_MEMORY_MS,
             });
             self.prune(now_ms);
@@ -720,7 +744,7 @@ impl Room {
                 continue;
             }
             others += 1;
-            let outbox = outboxes.get(k).filter(|o| o.session == e.d.session);
+            let outbox = outboxes.get(k).filter(|o| o.session == *e.d.session());
             // Packages written within `fresh_ms` (older ones were seen already).
             if let (Some(o), Some(_)) = (outbox, me) {
                 let written = o.expires_ms.saturating_sub(e.ttl_ms);
@@ -740,7 +764,9 @@ impl Room {
             membership_changed_ms: changed,
         }
     }
+}
 
+impl Room<PeerData> {
     /// The poll response for `context`: every other live peer (with the
     /// newer of its index and outbox `t`), and the packages in the outboxes
     /// at hand addressed to `session` *and* bound to `context`, given only
@@ -757,7 +783,7 @@ impl Room {
             self.entries
                 .iter()
                 .filter(move |(k, e)| *k != context && e.is_live(now_ms))
-                .map(|(k, e)| (e, outboxes.get(k).filter(|o| o.session == e.d.session)))
+                .map(|(k, e)| (e, outboxes.get(k).filter(|o| o.session == *e.d.session())))
         };
         PollResponse {
             ps: others()
@@ -784,7 +810,7 @@ impl Room {
     }
 }
 
-impl Default for Room {
+impl<D: Member> Default for Room<D> {
     fn default() -> Self {
         Self::new()
     }
@@ -1211,8 +1237,11 @@ mod tests {
         });
         let bytes = room.encode();
         assert_eq!(Room::decode(&bytes), Ok(room.clone()));
-        assert_eq!(Room::decode(b"not json"), Err(Unreadable));
-        assert_eq!(Room::decode(br#"{"v":3,"e":{}}"#), Err(Unreadable));
+        assert_eq!(Room::<PeerData>::decode(b"not json"), Err(Unreadable));
+        assert_eq!(
+            Room::<PeerData>::decode(br#"{"v":3,"e":{}}"#),
+            Err(Unreadable)
+        );
         let p = publish("a", "sa", NOW, json!([pkg("sb", "sa", 1)]));
         let o = outbox_of(&room, &p, NOW);
         assert_eq!(Outbox::decode(&o.encode()), Some(o));

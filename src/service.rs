@@ -24,7 +24,8 @@ use crate::hints::{self, Hint, PollSettings};
 use crate::platform::{join_all, Platform};
 use crate::protocol::{ContextId, Presence, Publish, Request, RoomId, SessionId};
 use crate::room::{
-    Arrival, Claim, DeleteKey, IndexChange, Outbox, Outboxes, PackageChange, Room, DELETE_KEY_BYTES,
+    Arrival, Claim, DeleteKey, IndexChange, Member, Outbox, Outboxes, PackageChange, Room,
+    DELETE_KEY_BYTES,
 };
 use crate::store::{Counting, Object, Precondition, PutOutcome, Store, StoreError};
 
@@ -159,7 +160,7 @@ pub async fn handle<S: Store, P: Platform>(
                 Attempts::new(platform, policy, policy.leave_budget_ms, LEAVE_NOT_STORED);
             let key = room_key(room);
             let current = read_with(store, &mut attempts, &key).await?;
-            let index = update(
+            let index: Room = update(
                 store,
                 &mut attempts,
                 &key,
@@ -198,7 +199,7 @@ async fn poll<S: Store, P: Platform>(
     let mut attempts = Attempts::new(platform, policy, policy.read_budget_ms, NOTHING_READ);
     let key = room_key(room);
     let object = read_with(store, &mut attempts, &key).await?;
-    let mut index = decode(object.as_ref())?;
+    let mut index: Room = decode(object.as_ref())?;
     let mut dk = None;
     if let Some(presence) = presence {
         let claim = Claim::of_presence(context, presence);
@@ -320,7 +321,7 @@ async fn respond<S: Store, P: Platform>(
 }
 
 /// Reads outboxes concurrently; one that cannot be read or decoded is left out.
-async fn read_outboxes<S: Store>(
+pub(crate) async fn read_outboxes<S: Store>(
     store: &Counting<'_, S>,
     room: &RoomId,
     wanted: Vec<ContextId>,
@@ -336,7 +337,7 @@ async fn read_outboxes<S: Store>(
     outboxes
 }
 
-fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
+pub(crate) fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
     let mut bytes = [0u8; DELETE_KEY_BYTES];
     platform.fill_random(&mut bytes);
     DeleteKey::from_random(&bytes)
@@ -484,12 +485,12 @@ async fn respond_to_publish<S: Store, P: Platform>(
 }
 
 /// The change [`update`] makes for a claim: apply it, write if the room says so.
-fn apply_claim<'a, P: Platform>(
-    claim: &'a Claim<'a>,
+pub(crate) fn apply_claim<'a, D: Member, P: Platform>(
+    claim: &'a Claim<'a, D>,
     arrival: Arrival<'a>,
     max_peers: usize,
     platform: &'a P,
-) -> impl FnMut(&mut Room, u64) -> Result<bool, Error> + 'a {
+) -> impl FnMut(&mut Room<D>, u64) -> Result<bool, Error> + 'a {
     move |room, now| {
         let change = room.apply(claim, arrival, now, max_peers, || new_delete_key(platform))?;
         Ok(change == IndexChange::Write)
@@ -505,7 +506,7 @@ fn arrival_same() -> Arrival<'static> {
 
 /// Writes the caller's outbox. Only this context writes it; a conflict
 /// means a duplicate of this tab (same context id) wrote too: last one wins.
-async fn write_outbox<S: Store, P: Platform>(
+pub(crate) async fn write_outbox<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     key: &str,
@@ -530,14 +531,14 @@ async fn write_outbox<S: Store, P: Platform>(
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Our response types serialize infallibly (no maps with non-string keys).
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 /// Tracks one request's remaining budget of operations, failures and time,
 /// and what a 503 would have to say was stored.
-struct Attempts<'a, P> {
+pub(crate) struct Attempts<'a, P> {
     platform: &'a P,
     policy: &'a RetryPolicy,
     deadline_ms: u64,
@@ -554,7 +555,12 @@ struct Attempts<'a, P> {
 }
 
 impl<'a, P: Platform> Attempts<'a, P> {
-    fn new(platform: &'a P, policy: &'a RetryPolicy, budget_ms: u64, stored: &'static str) -> Self {
+    pub(crate) fn new(
+        platform: &'a P,
+        policy: &'a RetryPolicy,
+        budget_ms: u64,
+        stored: &'static str,
+    ) -> Self {
         Self {
             platform,
             policy,
@@ -569,7 +575,7 @@ impl<'a, P: Platform> Attempts<'a, P> {
     }
 
     /// A write that yields: it puts only while the key is idle, once.
-    fn politely(mut self) -> Self {
+    pub(crate) fn politely(mut self) -> Self {
         self.polite = true;
         self
     }
@@ -590,7 +596,7 @@ impl<'a, P: Platform> Attempts<'a, P> {
     }
 
     /// Fails with 503 when another `ops` operations or the time would go over budget.
-    fn check<S>(&self, store: &Counting<'_, S>, ops: u32) -> Result<(), Error> {
+    pub(crate) fn check<S>(&self, store: &Counting<'_, S>, ops: u32) -> Result<(), Error> {
         if store.counts().total() + ops > self.policy.max_ops
             || self.platform.now_ms() >= self.deadline_ms
         {
@@ -633,7 +639,7 @@ impl<'a, P: Platform> Attempts<'a, P> {
     }
 }
 
-async fn read_with<S: Store, P: Platform>(
+pub(crate) async fn read_with<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     key: &str,
@@ -657,14 +663,14 @@ async fn read_with<S: Store, P: Platform>(
 /// version and at most [`MAX_COOLDOWNS`] times (so a clock that trails R2's
 /// costs at most one interval each), then lets R2's answer decide. A document this build cannot read is never
 /// written over. Returns the room as stored (or as read, when nothing was written).
-async fn update<S: Store, P: Platform>(
+pub(crate) async fn update<S: Store, P: Platform, D: Member>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     key: &str,
     mut current: Option<Object>,
     max_bytes: usize,
-    mut apply: impl FnMut(&mut Room, u64) -> Result<bool, Error>,
-) -> Result<Room, Error> {
+    mut apply: impl FnMut(&mut Room<D>, u64) -> Result<bool, Error>,
+) -> Result<Room<D>, Error> {
     let policy = attempts.policy;
     loop {
         let now = attempts.platform.now_ms();
@@ -719,7 +725,7 @@ async fn update<S: Store, P: Platform>(
 }
 
 /// The room in a stored index: absent is an empty room; unreadable is a 503.
-fn decode(object: Option<&Object>) -> Result<Room, Error> {
+pub(crate) fn decode<D: Member>(object: Option<&Object>) -> Result<Room<D>, Error> {
     match object {
         None => Ok(Room::new()),
         Some(o) => Room::decode(&o.body).map_err(|_| Error::Unreadable { retry_after_s: 60 }),
@@ -727,7 +733,7 @@ fn decode(object: Option<&Object>) -> Result<Room, Error> {
 }
 
 /// Runs two futures concurrently.
-async fn join_pair<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+pub(crate) async fn join_pair<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let mut a = Box::pin(a);
     let mut b = Box::pin(b);
     let (mut ra, mut rb) = (None, None);

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use p2pcf_rs::limits::Limits;
-use p2pcf_rs::protocol::{parse_request, Request};
+use p2pcf_rs::protocol::{parse_request, PeerData, Request};
 use p2pcf_rs::room::{Arrival, Claim, DeleteKey, Outbox, Outboxes, Room, DELETE_KEY_BYTES};
 
 const NOW: u64 = 1_795_219_200_000;
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // An empty room, then the fuzzed request.
-    let Ok(mut room) = Room::decode(br#"{"v":2,"e":{},"m":0}"#) else {
+    let Ok(mut room) = Room::<PeerData>::decode(br#"{"v":2,"e":{},"m":0}"#) else {
         return;
     };
     let outboxes = Outboxes::new();
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = room.address(&p.packages, NOW);
             let view = room.view(&p.context, Some(&p.data.session), None, &outboxes, NOW);
             let _ = serde_json::to_vec(&view);
-            let _ = Room::decode(&room.encode());
+            let _ = Room::<PeerData>::decode(&room.encode());
         }
         Request::Poll {
             context, presence, ..
