@@ -13,6 +13,8 @@ use crate::status::{self, BucketState};
 use crate::store::{Counting, OpCounts, Store, StoreError};
 
 const ALLOW_METHODS: &str = "GET,HEAD,POST,DELETE,OPTIONS";
+/// Where the relay API (v1) answers.
+pub const RELAY_PATH: &str = "/relay/v1";
 
 #[derive(Clone, Debug, Default)]
 pub struct HttpRequest {
@@ -290,6 +292,13 @@ async fn signal<S: Store, P: Platform>(
     if req.body.len() > limits.max_body_bytes {
         return Err(Error::PayloadTooLarge("Request body too large"));
     }
+    // The relay API for other WebRTC libraries; p2pcf answers on every other path.
+    if path(&req.url) == RELAY_PATH {
+        let request = crate::relay::parse(&req.body)?;
+        outcome.room = Some(room_tag(&request.room, svc.isolate.log_key(svc.config)));
+        outcome.op = "relay";
+        return crate::relay::handle(store, svc.platform, svc.policy, svc.config, &request).await;
+    }
     let leave = method == "DELETE"
         || req
             .header("x-worker-method")
@@ -308,7 +317,6 @@ async fn signal<S: Store, P: Platform>(
     handle(store, svc.platform, svc.policy, svc.config, &request).await
 }
 
-/// `application/json`, in any case, with optional parameters and whitespace.
 /// The path of a request URL (`http://host/turn?x` -> `/turn`); `/` when empty.
 fn path(url: &str) -> &str {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -376,6 +384,7 @@ async fn turn_credentials<S: Store, P: Platform>(
     Ok(HttpResponse::json(body))
 }
 
+/// `application/json`, in any case, with optional parameters and whitespace.
 fn is_json(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|ct| ct.split(';').next())

@@ -9,6 +9,7 @@
 //! * [`store`] is the storage trait with R2 and in-memory implementations;
 //! * [`service`] runs a request against a store (read, merge, conditional write, retry);
 //! * [`hints`] says when a client should poll next (fast / slow / idle);
+//! * [`relay`] is the relay API for any WebRTC library, on the same room engine;
 //! * [`quota`] is the optional per-origin access control;
 //! * [`turn`] mints short-lived TURN credentials (`GET /turn`);
 //! * [`http`] maps methods, headers and errors to responses (CORS everywhere);
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod platform;
 pub mod protocol;
 pub mod quota;
+pub mod relay;
 pub mod room;
 pub mod service;
 #[cfg(not(target_arch = "wasm32"))]

@@ -394,6 +394,14 @@ impl<D: Member> Room<D> {
         self.own(context, session, now_ms).is_some()
     }
 
+    /// The data of every live member.
+    pub fn live_members(&self, now_ms: u64) -> impl Iterator<Item = &D> {
+        self.entries
+            .values()
+            .filter(move |e| e.is_live(now_ms))
+            .map(|e| &e.d)
+    }
+
     /// Number of live entries.
     pub fn live_count(&self, now_ms: u64) -> usize {
         self.entries.values().filter(|e| e.is_live(now_ms)).count()

@@ -235,7 +235,7 @@ async fn poll<S: Store, P: Platform>(
         if renewing {
             let budget = policy.max_ops.saturating_sub(store.counts().total() + 4) as usize;
             let wanted = index.renewals_to_fold(context, now, MAX_FOLD_READS.min(budget));
-            folds = read_outboxes(store, room, wanted).await;
+            folds = read_outboxes(store, |k| outbox_key(room, k), wanted).await;
         }
         let written = update(
             store,
@@ -302,7 +302,7 @@ async fn respond<S: Store, P: Platform>(
         .saturating_sub(store.counts().total());
     let limit = MAX_OUTBOX_READS.min(budget as usize);
     let wanted = index.outboxes_to_read(who.context, who.session, now, limit);
-    let outboxes = read_outboxes(store, who.room, wanted).await;
+    let outboxes = read_outboxes(store, |k| outbox_key(who.room, k), wanted).await;
     let mut view = index.view(who.context, who.session, who.dk, &outboxes, now);
     let situation = index.situation(
         who.context,
@@ -323,10 +323,10 @@ async fn respond<S: Store, P: Platform>(
 /// Reads outboxes concurrently; one that cannot be read or decoded is left out.
 pub(crate) async fn read_outboxes<S: Store>(
     store: &Counting<'_, S>,
-    room: &RoomId,
+    key: impl Fn(&ContextId) -> String,
     wanted: Vec<ContextId>,
 ) -> Outboxes {
-    let keys: Vec<String> = wanted.iter().map(|k| outbox_key(room, k)).collect();
+    let keys: Vec<String> = wanted.iter().map(key).collect();
     let reads = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
     let mut outboxes = Outboxes::new();
     for (context, read) in wanted.into_iter().zip(reads) {

@@ -1,0 +1,529 @@
+//! The relay API, v1: signalling for any WebRTC library (simple-peer,
+//! fast-rtc-swarm, ...) on the same room engine as the p2pcf protocol.
+//!
+//! One call, `POST <worker>/relay/v1`, joins, sends, polls and leaves:
+//!
+//! ```json
+//! {"room": "my-room", "meta": {"name": "ann"}}                       // join
+//! {"room": "my-room", "id": "...", "token": "...",
+//!  "after": {"<peer id>": 7}, "send": [{"to": "<peer id>" | "*", "seq": 8, "data": {...}}]}
+//! {"room": "my-room", "id": "...", "token": "...", "leave": true}
+//! ```
+//!
+//! answered `{"id", "token" (on join), "peers": [{"id", "meta"}],
+//! "messages": [{"from", "seq", "data"}], "hint"}`. A member is an index
+//! entry whose context and session are its peer id and whose delete key is
+//! its token; messages are packages in the sender's outbox, bound to their
+//! recipient, read in join windows or when announced, exactly as p2pcf's.
+//! `seq` grows per sender; a receiver's `after` (the last `seq` it took from
+//! each sender) selects what it has not seen, so a retried send (same `seq`,
+//! stored once) or a lost answer (the next poll asks again) delivers each
+//! message once, in order. Undelivered messages expire after
+//! [`MESSAGE_TTL_MS`].
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::hints;
+use crate::platform::Platform;
+use crate::protocol::{ContextId, DeleteKeyInput, Millis, Package, RoomId, SessionId};
+use crate::room::{Arrival, Claim, Member, Outbox, PackageChange, Room, Sent};
+use crate::service::{
+    apply_claim, decode, join_pair, read_outboxes, read_with, to_json, update, write_outbox,
+    Attempts, Reply, RetryPolicy, MAX_OUTBOX_READS,
+};
+use crate::store::{Counting, Store};
+
+/// A member's lifetime after its last request (it polls every few seconds).
+pub const MEMBER_TTL_MS: u64 = 60_000;
+/// Undelivered messages are dropped this long after they were sent.
+pub const MESSAGE_TTL_MS: u64 = 60_000;
+/// Largest `meta`, serialized.
+pub const MAX_META_BYTES: usize = 1024;
+/// Largest `data` of one message, serialized.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Most messages in one request.
+pub const MAX_SEND: usize = 64;
+/// Most undelivered messages one member may hold.
+pub const MAX_PENDING: usize = 1024;
+
+/// A relay member's public data: its id and the `meta` it joined with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RelayMember {
+    pub id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Box<RawValue>>,
+}
+
+impl PartialEq for RelayMember {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.meta.as_ref().map(|m| m.get()) == other.meta.as_ref().map(|m| m.get())
+    }
+}
+
+impl Member for RelayMember {
+    fn session(&self) -> &SessionId {
+        &self.id
+    }
+}
+
+/// Who is calling.
+#[derive(Debug)]
+pub enum Caller {
+    /// No id yet: this request joins.
+    Joining { meta: Option<Box<RawValue>> },
+    /// A member, proven by its token.
+    Member {
+        id: SessionId,
+        token: DeleteKeyInput,
+    },
+}
+
+/// Where a message goes.
+#[derive(Debug)]
+pub enum Target {
+    One(SessionId),
+    /// Every member in the room when it is sent.
+    All,
+}
+
+#[derive(Debug)]
+pub struct Outgoing {
+    pub to: Target,
+    pub seq: u64,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug)]
+pub struct RelayRequest {
+    pub room: RoomId,
+    pub caller: Caller,
+    /// The last `seq` the caller took from each sender.
+    pub after: BTreeMap<SessionId, u64>,
+    pub send: Vec<Outgoing>,
+    pub leave: bool,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    room: Option<String>,
+    id: Option<String>,
+    token: Option<String>,
+    meta: Option<Box<RawValue>>,
+    #[serde(default)]
+    after: BTreeMap<String, u64>,
+    #[serde(default)]
+    send: Vec<WireMessage>,
+    #[serde(default)]
+    leave: bool,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    to: String,
+    seq: u64,
+    data: Box<RawValue>,
+}
+
+/// Parses a relay request; every rule broken is a 4xx with its reason.
+pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
+    let wire: Wire = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            Error::BadRequest("Bad relay request: expected a JSON object with valid fields")
+        } else {
+            Error::BadRequest("Bad JSON")
+        }
+    })?;
+    let room = RoomId::parse(wire.room.as_deref().unwrap_or_default())?;
+    let caller = match (wire.id, wire.token) {
+        (None, None) => {
+            if let Some(meta) = &wire.meta {
+                if meta.get().len() > MAX_META_BYTES {
+                    return Err(Error::PayloadTooLarge("Meta too large"));
+                }
+            }
+            Caller::Joining { meta: wire.meta }
+        }
+        (Some(id), Some(token)) => Caller::Member {
+            id: SessionId::parse(&id).map_err(|_| Error::BadRequest("Bad peer id"))?,
+            token: DeleteKeyInput::parse(&token).map_err(|_| Error::BadRequest("Bad token"))?,
+        },
+        _ => return Err(Error::BadRequest("A member sends both id and token")),
+    };
+    if wire.send.len() > MAX_SEND {
+        return Err(Error::PayloadTooLarge("Too many messages"));
+    }
+    let mut send = Vec::with_capacity(wire.send.len());
+    for m in wire.send {
+        if m.data.get().len() > MAX_MESSAGE_BYTES {
+            return Err(Error::PayloadTooLarge("Message too large"));
+        }
+        let to = if m.to == "*" {
+            Target::All
+        } else {
+            Target::One(SessionId::parse(&m.to).map_err(|_| Error::BadRequest("Bad recipient"))?)
+        };
+        send.push(Outgoing {
+            to,
+            seq: m.seq,
+            data: m.data,
+        });
+    }
+    if send.windows(2).any(|w| w[1].seq <= w[0].seq) {
+        return Err(Error::BadRequest("Message seq must grow"));
+    }
+    let after = wire
+        .after
+        .into_iter()
+        .map(|(k, v)| {
+            Ok((
+                SessionId::parse(&k).map_err(|_| Error::BadRequest("Bad after"))?,
+                v,
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(RelayRequest {
+        room,
+        caller,
+        after,
+        send,
+        leave: wire.leave,
+    })
+}
+
+/// The R2 key of a relay room's index (apart from p2pcf rooms of the same name).
+pub fn room_key(room: &RoomId) -> String {
+    format!("relay/{room}")
+}
+
+/// The R2 key of a relay member's outbox (peer ids are base64url).
+pub fn outbox_key(room: &RoomId, id: &SessionId) -> String {
+    format!("relay/{room}/c/{id}")
+}
+
+/// A message as stored in its sender's outbox (`Sent::raw`).
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    s: u64,
+    at: u64,
+    #[serde(borrow)]
+    d: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct PeerOut<'a> {
+    id: &'a SessionId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    from: &'a SessionId,
+    seq: u64,
+    data: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    id: &'a SessionId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    peers: Vec<PeerOut<'a>>,
+    messages: Vec<MessageOut<'a>>,
+    hint: hints::Hint,
+}
+
+fn context_of(id: &SessionId) -> Result<ContextId, Error> {
+    ContextId::parse(id.as_str())
+}
+
+/// Runs one relay request.
+pub async fn handle<S: Store, P: Platform>(
+    store: &Counting<'_, S>,
+    platform: &P,
+    policy: &RetryPolicy,
+    config: &Config,
+    request: &RelayRequest,
+) -> Result<Reply, Error> {
+    let key = room_key(&request.room);
+    let max_bytes = config.limits.max_room_bytes;
+    let max_peers = config.limits.max_peers;
+    let now = platform.now_ms();
+    let t = Millis::from_u64(now);
+
+    let (id, joining) = match &request.caller {
+        Caller::Joining { .. } => {
+            let mut bytes = [0u8; 16];
+            platform.fill_random(&mut bytes);
+            let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            (SessionId::parse(&id)?, true)
+        }
+        Caller::Member { id, .. } => (id.clone(), false),
+    };
+    let context = context_of(&id)?;
+    let own_key = outbox_key(&request.room, &id);
+    let mut attempts = Attempts::new(
+        platform,
+        policy,
+        if joining {
+            policy.join_budget_ms
+        } else {
+            policy.write_budget_ms
+        },
+        "nothing was stored; retry with the same seq",
+    );
+    attempts.check(store, 2)?;
+    // A poll reads the index alone; a send also its own outbox.
+    let (index, own) = if request.send.is_empty() {
+        (read_with(store, &mut attempts, &key).await?, None)
+    } else {
+        let (index, own) = join_pair(store.get(&key), store.get(&own_key)).await;
+        let index = match index {
+            Ok(o) => o,
+            Err(_) => read_with(store, &mut attempts, &key).await?,
+        };
+        let own = match own {
+            Ok(o) => o,
+            Err(_) => read_with(store, &mut attempts, &own_key).await?,
+        };
+        (index, own)
+    };
+    let room: Room<RelayMember> = decode(index.as_ref())?;
+
+    // A member proves itself with its token on every call.
+    let member = match &request.caller {
+        Caller::Joining { meta } => RelayMember {
+            id: id.clone(),
+            meta: meta.clone(),
+        },
+        Caller::Member { token, .. } => {
+            let entry = room
+                .entry(&context)
+                .filter(|e| e.d.id == id && e.is_live(now))
+                .ok_or(Error::Left)?;
+            if !entry.dk.matches(token) {
+                return Err(Error::BadRequest("Bad token"));
+            }
+            if request.leave {
+                let mut attempts = Attempts::new(
+                    platform,
+                    policy,
+                    policy.leave_budget_ms,
+                    "the leave was not stored",
+                );
+                let left = update(
+                    store,
+                    &mut attempts,
+                    &key,
+                    index,
+                    max_bytes,
+                    |r: &mut Room<RelayMember>, now| Ok(r.remove(&context, Some(&id), token, now)),
+                )
+                .await?;
+                return Ok(Reply {
+                    body: b"{}".to_vec(),
+                    peers: left.live_count(platform.now_ms()),
+                    hint: None,
+                });
+            }
+            entry.d.clone()
+        }
+    };
+    let claim = Claim {
+        context: &context,
+        data: &member,
+        t: &t,
+        ttl_ms: MEMBER_TTL_MS,
+    };
+    room.check(&claim, now)?;
+
+    // Messages go to the sender's outbox first (with the unexpired ones it
+    // holds), each bound to its recipient's context.
+    let mut fresh: Vec<Package> = Vec::new();
+    if !request.send.is_empty() {
+        let held = own
+            .as_ref()
+            .and_then(|o| Outbox::decode(&o.body))
+            .filter(|o| o.session == id)
+            .map(|o| o.p)
+            .unwrap_or_default();
+        let mut kept: Vec<Sent> = held
+            .into_iter()
+            .filter(|s| {
+                serde_json::from_str::<Stored<'_>>(s.raw.get())
+                    .is_ok_and(|m| m.at + MESSAGE_TTL_MS > now)
+            })
+            .collect();
+        let recipients: Vec<SessionId> = room
+            .live_members(now)
+            .filter(|m| m.id != id)
+            .map(|m| m.id.clone())
+            .collect();
+        for m in &request.send {
+            let to: Vec<&SessionId> = match &m.to {
+                Target::One(to) => vec![to],
+                Target::All => recipients.iter().collect(),
+            };
+            let raw = serde_json::value::to_raw_value(&Stored {
+                s: m.seq,
+                at: now,
+                d: &m.data,
+            })
+            .map_err(|_| Error::BadRequest("Bad message"))?;
+            for to in to {
+                // A retried send (same recipient and seq) replaces the stored copy.
+                kept.retain(|s| {
+                    s.to != *to
+                        || serde_json::from_str::<Stored<'_>>(s.raw.get())
+                            .map_or(true, |x| x.s != m.seq)
+                });
+                fresh.push(Package {
+                    to: to.clone(),
+                    raw: raw.clone(),
+                });
+            }
+        }
+        if kept.len() + fresh.len() > MAX_PENDING {
+            return Err(Error::PayloadTooLarge("Too many undelivered messages"));
+        }
+        let addressed = room.address(&fresh, now);
+        kept.extend(addressed);
+        let outbox = |now| Outbox {
+            session: id.clone(),
+            t: Millis::from_u64(now),
+            expires_ms: now + MEMBER_TTL_MS,
+            ttl_ms: MEMBER_TTL_MS,
+            p: kept.clone(),
+        };
+        write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
+    }
+
+    // The index: a join; announcements for messages outside join windows;
+    // otherwise a renewal when due (polite, as for p2pcf polls).
+    let change = if fresh.is_empty() {
+        PackageChange::Same
+    } else {
+        PackageChange::New
+    };
+    let publish = Arrival::Publish {
+        change,
+        packages: &fresh,
+    };
+    // (A request without messages is a poll: it only renews, when due.)
+    let needs_write = joining
+        || (!fresh.is_empty()
+            && apply_claim(&claim, publish, max_peers, platform)(&mut room.clone(), now)
+                == Ok(true));
+    let index = if needs_write {
+        update(
+            store,
+            &mut attempts,
+            &key,
+            index,
+            max_bytes,
+            apply_claim(&claim, publish, max_peers, platform),
+        )
+        .await?
+    } else {
+        let urgent = room.entry(&context).is_some_and(|e| e.renewal_urgent(now));
+        let mut renewing = Attempts::new(platform, policy, policy.poll_write_budget_ms, "");
+        if !urgent {
+            renewing = renewing.politely();
+        }
+        match update(
+            store,
+            &mut renewing,
+            &key,
+            index,
+            max_bytes,
+            apply_claim(&claim, Arrival::Poll, max_peers, platform),
+        )
+        .await
+        {
+            Ok(updated) => updated,
+            Err(e @ Error::Unreadable { .. }) => return Err(e),
+            Err(_) => room,
+        }
+    };
+    let token = index
+        .entry(&context)
+        .filter(|_| joining)
+        .map(|e| e.dk.as_str().to_owned());
+
+    // The answer: who is here, and the messages for the caller it has not taken.
+    let now = platform.now_ms();
+    let budget = policy.max_ops.saturating_sub(store.counts().total());
+    let wanted = index.outboxes_to_read(
+        &context,
+        Some(&id),
+        now,
+        MAX_OUTBOX_READS.min(budget as usize),
+    );
+    let outboxes = read_outboxes(
+        store,
+        |k: &ContextId| format!("relay/{}/c/{k}", request.room),
+        wanted,
+    )
+    .await;
+    let peers: Vec<PeerOut<'_>> = index
+        .live_members(now)
+        .filter(|m| m.id != id)
+        .map(|m| PeerOut {
+            id: &m.id,
+            meta: m.meta.as_deref(),
+        })
+        .collect();
+    let mut messages: Vec<MessageOut<'_>> = Vec::new();
+    for (k, outbox) in &outboxes {
+        let Some(sender) = index
+            .entry(k)
+            .filter(|e| e.is_live(now) && e.d.id == outbox.session)
+        else {
+            continue;
+        };
+        let seen = request.after.get(&sender.d.id).copied().unwrap_or(0);
+        for sent in outbox
+            .p
+            .iter()
+            .filter(|s| s.to == id && s.k.as_ref() == Some(&context))
+        {
+            if let Ok(m) = serde_json::from_str::<Stored<'_>>(sent.raw.get()) {
+                if m.s > seen && m.at + MESSAGE_TTL_MS > now {
+                    messages.push(MessageOut {
+                        from: &sender.d.id,
+                        seq: m.s,
+                        data: m.d,
+                    });
+                }
+            }
+        }
+    }
+    messages.sort_by(|a, b| (a.from, a.seq).cmp(&(b.from, b.seq)));
+    let situation = index.situation(
+        &context,
+        Some(&id),
+        &outboxes,
+        config.poll.fast_window_ms,
+        now,
+    );
+    let hint = hints::hint(&situation, &config.poll);
+    let answer = Answer {
+        id: &id,
+        token: token.as_deref(),
+        peers,
+        messages,
+        hint,
+    };
+    Ok(Reply {
+        body: to_json(&answer),
+        peers: index.live_count(now),
+        hint: Some(hint),
+    })
+}
