@@ -164,13 +164,13 @@ async fn a_thousand_messages_under_faults_arrive_in_order_exactly_once() {
     while (!queue.is_empty() || received.len() < 1000) && round < 2000 {
         round += 1;
         // Every fifth round R2 fails a few calls; every seventh answer is lost.
-        if round % 5 == 0 {
-            let fault = if round % 10 == 0 {
+        if round.is_multiple_of(5) {
+            let fault = if round.is_multiple_of(10) {
                 Fault::Unavailable
             } else {
                 Fault::RateLimited
             };
-            let op = if round % 3 == 0 {
+            let op = if round.is_multiple_of(3) {
                 Operation::Get
             } else {
                 Operation::Put
@@ -179,7 +179,7 @@ async fn a_thousand_messages_under_faults_arrive_in_order_exactly_once() {
         }
         let batch: Vec<Value> = queue.iter().take(10).cloned().collect();
         let r = h.request(relay(&ann.body(batch.clone()))).await;
-        if r.status == 200 && round % 7 != 0 {
+        if r.status == 200 && !round.is_multiple_of(7) {
             queue.drain(..batch.len());
         }
         let r = h.request(relay(&bob.body(vec![]))).await;
