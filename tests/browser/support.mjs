@@ -2,6 +2,7 @@
 // by esbuild, served from 127.0.0.1), Debian's Chromium driven by
 // playwright-core, and a polling helper.
 import http from 'node:http'
+import { readFileSync } from 'node:fs'
 import { build } from 'esbuild'
 import { chromium } from 'playwright-core'
 
@@ -9,9 +10,9 @@ const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync']
 
-async function bundlePage () {
+async function bundle (file) {
   const out = await build({
-    entryPoints: [new URL('page.mjs', import.meta.url).pathname],
+    entryPoints: [new URL(file, import.meta.url).pathname],
     bundle: true,
     format: 'esm',
     define: { global: 'window' },
@@ -21,28 +22,42 @@ async function bundlePage () {
   return out.outputFiles[0].text
 }
 
-/** Serves the page and launches Chromium. Returns { browser, openClient, stop }. */
+/**
+ * Serves the test pages and launches Chromium. `/` runs page.mjs (the stock
+ * p2pcf client); `/relay` runs relay-page.mjs (client/relay.js with
+ * simple-peer's own browser bundle from node_modules).
+ * Returns { browser, openClient, stop }.
+ */
 export async function startBrowser () {
-  const script = await bundlePage()
+  const scripts = {
+    '/page.js': await bundle('page.mjs'),
+    '/relay-page.js': await bundle('relay-page.mjs'),
+    '/simplepeer.min.js': readFileSync(new URL('../../node_modules/simple-peer/simplepeer.min.js', import.meta.url), 'utf8')
+  }
+  const html = body => `<!doctype html><meta charset="utf-8"><title>p2pcf test</title>${body}`
   const server = http.createServer((req, res) => {
-    if (req.url.startsWith('/page.js')) {
+    const path = req.url.split('?')[0]
+    if (scripts[path]) {
       res.writeHead(200, { 'Content-Type': 'text/javascript' })
-      res.end(script)
+      res.end(scripts[path])
+    } else if (path === '/relay') {
+      res.writeHead(200, { 'Content-Type': 'text/html' })
+      res.end(html('<script src="/simplepeer.min.js"></script><script type="module" src="/relay-page.js"></script>'))
     } else {
       res.writeHead(200, { 'Content-Type': 'text/html' })
-      res.end('<!doctype html><meta charset="utf-8"><title>p2pcf test</title><script type="module" src="/page.js"></script>')
+      res.end(html('<script type="module" src="/page.js"></script>'))
     }
   })
   await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
   const pageOrigin = `http://127.0.0.1:${server.address().port}`
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true })
 
-  /** Opens the page as a stock client; `params` become its query (worker, client, room, hints, turn). */
-  async function openClient (params) {
+  /** Opens a test page (`/` or `/relay`); `params` become its query (worker, client, room, ...). */
+  async function openClient (params, path = '/') {
     const context = await browser.newContext()
     const page = await context.newPage()
-    page.on('console', m => { if (m.type() === 'error') console.log(`[${params.client}] ${m.text()}`) })
-    await page.goto(`${pageOrigin}/?${new URLSearchParams(params)}`)
+    page.on('console', m => { if (m.type() === 'error') console.log(`[${params.client ?? params.name}] ${m.text()}`) })
+    await page.goto(`${pageOrigin}${path}?${new URLSearchParams(params)}`)
     return { context, page }
   }
 

@@ -1,0 +1,39 @@
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
+
+export interface SignalRelayOptions {
+  /** The worker's URL (the relay API is at `<url>/relay/v1`). */
+  url: string
+  /** Room id: 4..64 characters of [A-Za-z0-9_-]. */
+  room: string
+  /** Small JSON the other peers see with this peer (at most 1 KiB). */
+  meta?: Json
+  fetch?: typeof fetch
+}
+
+export interface RelayError extends Error {
+  /** HTTP status, when the worker answered. */
+  status?: number
+  /** The request is retried (network error, 429, 5xx). */
+  retry?: boolean
+}
+
+export class SignalRelay {
+  constructor (options: SignalRelayOptions)
+  /** This peer's id, once `start()` resolved. */
+  readonly id: string | null
+  /** Peers in the room and their meta. */
+  readonly peers: Map<string, Json>
+  on (event: 'join', fn: (peerId: string, meta: Json) => void): this
+  on (event: 'leave', fn: (peerId: string) => void): this
+  on (event: 'signal', fn: (fromPeerId: string, data: Json) => void): this
+  on (event: 'error', fn: (err: RelayError) => void): this
+  off (event: string, fn: (...args: any[]) => void): this
+  /** Joins; resolves once joined. */
+  start (): Promise<this>
+  /** Resolves when the worker has stored the message. */
+  send (peerId: string, data: Json): Promise<void>
+  broadcast (data: Json): Promise<void>
+  /** Leaves (keepalive request; also done on `pagehide`). */
+  stop (): void
+}
