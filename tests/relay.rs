@@ -31,6 +31,7 @@ impl Member {
     async fn join(h: &Harness, room: &str, meta: Value) -> Member {
         let r = h.request(relay(&json!({"room": room, "meta": meta}))).await;
         assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.outcome.ops.class_a, 1, "a join is one write (the index)");
         Member {
             room: room.into(),
             id: r.body["id"].as_str().unwrap().into(),
@@ -126,6 +127,7 @@ async fn members_see_each_other_and_messages_reach_only_their_addressee() {
     };
     assert_eq!((r.outcome.ops.class_a, r.outcome.ops.class_b), (0, 1));
     assert!(r.hint["ms"].is_u64(), "polling hints in every answer");
+    println!("relay: join 1 class A; message batch 1 class A (+1 index write when it opens a conversation outside a join window); steady poll 0 A, 1 B");
 }
 
 #[tokio::test(start_paused = true)]

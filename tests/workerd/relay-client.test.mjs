@@ -1,0 +1,67 @@
+// client/relay.js (and the Peer Message adapter on it) against the built
+// worker, from Node: joins seen by both sides, 200 messages each way in
+// order and once, the Peer Message `signal` shape, and a leave.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { startWorker } from './harness.mjs'
+import { SignalRelay } from '../../client/relay.js'
+import { peerMessageSignal } from '../../client/peer-message.js'
+
+let worker
+before(async () => { worker = await startWorker() })
+after(async () => { await worker?.stop() })
+
+const until = async (what, fn, ms = 20000) => {
+  const start = Date.now()
+  while (!(await fn())) {
+    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
+test('two SignalRelays: join events, ordered exactly-once messages, Peer Message shape, leave', async () => {
+  const room = `relay-client-${Date.now()}`
+  const ann = new SignalRelay({ url: worker.url, room, meta: { name: 'ann' } })
+  const bob = new SignalRelay({ url: worker.url, room, meta: { name: 'bob' } })
+  const seen = { ann: [], bob: [] }
+  const joins = { ann: [], bob: [] }
+  const leaves = []
+  ann.on('signal', (from, data) => seen.ann.push([from, data]))
+  bob.on('signal', (from, data) => seen.bob.push([from, data]))
+  ann.on('join', (id, meta) => joins.ann.push([id, meta]))
+  bob.on('join', (id, meta) => joins.bob.push([id, meta]))
+  ann.on('leave', id => leaves.push(id))
+  await ann.start()
+  await bob.start()
+  assert.deepEqual(joins.bob, [[ann.id, { name: 'ann' }]], 'peers already there are joins too')
+  await until('ann sees bob', () => joins.ann.length === 1)
+  assert.deepEqual(joins.ann, [[bob.id, { name: 'bob' }]])
+
+  // 200 messages each way, sent without waiting (batched by the client).
+  const sends = []
+  for (let i = 0; i < 200; i++) {
+    sends.push(ann.send(bob.id, { i }))
+    sends.push(bob.send(ann.id, { i }))
+  }
+  await Promise.all(sends)
+  await until('all delivered', () => seen.ann.length === 200 && seen.bob.length === 200)
+  assert.deepEqual(seen.bob.map(([from, d]) => [from, d.i]), Array.from({ length: 200 }, (_, i) => [ann.id, i]))
+  assert.deepEqual(seen.ann.map(([, d]) => d.i), Array.from({ length: 200 }, (_, i) => i))
+
+  // Peer Message's `signal: { channel, send, receive }`, strings both ways.
+  const a = peerMessageSignal(ann, bob.id)
+  const b = peerMessageSignal(bob, ann.id)
+  const got = []
+  b.receive(message => got.push(message))
+  assert.equal(typeof a.channel, 'string')
+  a.send('{"type":"offer"}')
+  a.send('{"candidate":"x"}')
+  await until('peer message strings', () => got.length === 2)
+  assert.deepEqual(got, ['{"type":"offer"}', '{"candidate":"x"}'])
+
+  // bob leaves: ann sees it at her next poll.
+  bob.stop()
+  await until('ann sees bob leave', () => leaves.includes(bob.id), 30000)
+  assert.equal(ann.peers.size, 0)
+  ann.stop()
+})
