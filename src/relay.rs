@@ -34,8 +34,8 @@ use crate::platform::Platform;
 use crate::protocol::{ContextId, DeleteKeyInput, Millis, Package, RoomId, SessionId};
 use crate::room::{Arrival, Claim, Member, Outbox, PackageChange, Room, Sent};
 use crate::service::{
-    apply_claim, decode, join_pair, read_outboxes, read_with, to_json, update, write_outbox,
-    Attempts, Reply, RetryPolicy, MAX_OUTBOX_READS,
+    apply_claim, decode, read_index_and_outbox, read_outboxes, read_with, to_json, update,
+    write_outbox, Attempts, Reply, RetryPolicy, MAX_OUTBOX_READS,
 };
 use crate::store::{Counting, Store};
 
@@ -279,21 +279,11 @@ pub async fn handle<S: Store, P: Platform>(
         },
         "nothing was stored; retry with the same seq",
     );
-    attempts.check(store, 2)?;
     // A poll reads the index alone; a send also its own outbox.
     let (index, own) = if request.send.is_empty() {
         (read_with(store, &mut attempts, &key).await?, None)
     } else {
-        let (index, own) = join_pair(store.get(&key), store.get(&own_key)).await;
-        let index = match index {
-            Ok(o) => o,
-            Err(_) => read_with(store, &mut attempts, &key).await?,
-        };
-        let own = match own {
-            Ok(o) => o,
-            Err(_) => read_with(store, &mut attempts, &own_key).await?,
-        };
-        (index, own)
+        read_index_and_outbox(store, &mut attempts, &key, &own_key).await?
     };
     let room: Room<RelayMember> = decode(index.as_ref())?;
 

@@ -337,6 +337,27 @@ pub(crate) async fn read_outboxes<S: Store>(
     outboxes
 }
 
+/// Reads a room's index and the caller's outbox at once (a failed read is
+/// retried on its own).
+pub(crate) async fn read_index_and_outbox<S: Store, P: Platform>(
+    store: &Counting<'_, S>,
+    attempts: &mut Attempts<'_, P>,
+    index_key: &str,
+    own_key: &str,
+) -> Result<(Option<Object>, Option<Object>), Error> {
+    attempts.check(store, 2)?;
+    let (index, own) = join_pair(store.get(index_key), store.get(own_key)).await;
+    let index = match index {
+        Ok(index) => index,
+        Err(_) => read_with(store, attempts, index_key).await?,
+    };
+    let own = match own {
+        Ok(own) => own,
+        Err(_) => read_with(store, attempts, own_key).await?,
+    };
+    Ok((index, own))
+}
+
 pub(crate) fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
     let mut bytes = [0u8; DELETE_KEY_BYTES];
     platform.fill_random(&mut bytes);
@@ -354,16 +375,7 @@ async fn publish_entry<S: Store, P: Platform>(
     let mut attempts = Attempts::new(platform, policy, policy.join_budget_ms, JOIN_NOT_STORED);
     let index_key = room_key(&publish.room);
     let own_key = outbox_key(&publish.room, &publish.context);
-    attempts.check(store, 2)?;
-    let (index, own) = join_pair(store.get(&index_key), store.get(&own_key)).await;
-    let index = match index {
-        Ok(index) => index,
-        Err(_) => read_with(store, &mut attempts, &index_key).await?,
-    };
-    let own = match own {
-        Ok(own) => own,
-        Err(_) => read_with(store, &mut attempts, &own_key).await?,
-    };
+    let (index, own) = read_index_and_outbox(store, &mut attempts, &index_key, &own_key).await?;
     let room = decode(index.as_ref())?;
     let claim = Claim::of_publish(publish);
     let now = platform.now_ms();
@@ -733,7 +745,7 @@ pub(crate) fn decode<D: Member>(object: Option<&Object>) -> Result<Room<D>, Erro
 }
 
 /// Runs two futures concurrently.
-pub(crate) async fn join_pair<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+async fn join_pair<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let mut a = Box::pin(a);
     let mut b = Box::pin(b);
     let (mut ra, mut rb) = (None, None);

@@ -4,18 +4,10 @@
 mod common;
 
 use common::{post, Harness, Peer};
-use p2pcf_rs::config::Config;
 use serde_json::{json, Value};
 
 fn harness(vars: &[(&str, &str)]) -> Harness {
-    let vars: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let config =
-        Config::from_vars(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
-    Harness::with_config(config, 10)
+    Harness::with_vars(vars, 10)
 }
 
 async fn refused(h: &Harness, body: &Value, status: u16, reason: &str) {

@@ -11,19 +11,11 @@ use std::rc::Rc;
 use base64::Engine as _;
 use common::Harness;
 use hmac::{Hmac, Mac};
-use p2pcf_rs::config::Config;
 use p2pcf_rs::http::HttpRequest;
 use serde_json::{json, Value};
 
 fn harness(vars: &[(&str, &str)]) -> Harness {
-    let vars: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let config =
-        Config::from_vars(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
-    Harness::with_config(config, 5)
+    Harness::with_vars(vars, 5)
 }
 
 fn get_turn(origin: Option<&str>) -> HttpRequest {

@@ -40,6 +40,17 @@ impl Harness {
         }
     }
 
+    /// A harness whose worker has these `[vars]` (and secrets), which must all be valid.
+    pub fn with_vars(vars: &[(&str, &str)], latency_ms: u64) -> Self {
+        let config = Config::from_vars(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        });
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        Self::with_config(config, latency_ms)
+    }
+
     pub fn now(&self) -> u64 {
         self.platform.now_ms()
     }
