@@ -1,7 +1,8 @@
 // The relay API in real Chromium: three pages build a simple-peer 9.11.1
 // full mesh (trickle ICE on) signalled only through client/relay.js and the
 // built worker, exchange data both ways, and when one leaves the others see
-// it go (the relay's leave and the data channel's close).
+// it go (the relay's leave and the data channel's close); three pages form
+// a @mattkrick/fast-rtc-swarm 0.4.1 swarm the same way.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startWorker } from '../workerd/harness.mjs'
@@ -58,4 +59,34 @@ test('three simple-peer browsers form a mesh through the relay, talk, and see on
   const left = await pages[0].page.evaluate(() => [...window.relay.peers.keys()])
   assert.deepEqual(left, [ids[1]])
   for (const p of pages.slice(0, 2)) await p.context.close()
+})
+
+test('three fast-rtc-swarm browsers form the swarm through the relay and exchange data', async () => {
+  const room = `relay-swarm-${Date.now()}`
+  const started = Date.now()
+  const pages = []
+  for (let i = 0; i < 3; i++) pages.push(await chromium.openClient({ worker: worker.url, room, name: `swarm-${i}` }, '/swarm'))
+  const eventsOf = p => p.page.evaluate(() => window.events)
+  await until('the swarm', async () => {
+    for (const p of pages) if ((await eventsOf(p)).filter(e => e[0] === 'open').length < 2) return false
+    return true
+  }, 60000).catch(async err => {
+    for (const p of pages) console.log(JSON.stringify(await eventsOf(p)))
+    throw err
+  })
+  console.log(`three fast-rtc-swarm browsers in a swarm through the relay in ${Date.now() - started} ms`)
+  const ids = await Promise.all(pages.map(p => p.page.evaluate(() => window.relay.id)))
+  for (const [i, p] of pages.entries()) {
+    const userIds = (await eventsOf(p)).filter(e => e[0] === 'open').map(e => e[2]).sort()
+    assert.deepEqual(userIds, ids.filter((_, j) => j !== i).sort(), 'connected to each other member, once')
+    await p.page.evaluate(t => window.swarm.broadcast(t), `swarm hello ${i}`)
+  }
+  for (const [i, p] of pages.entries()) {
+    const got = await until(`member ${i} receives`, async () => {
+      const r = await p.page.evaluate(() => window.received)
+      return r.length >= 2 && r
+    })
+    assert.deepEqual([...got].sort(), [0, 1, 2].filter(j => j !== i).map(j => `swarm hello ${j}`))
+  }
+  for (const p of pages) await p.context.close()
 })

@@ -25,13 +25,15 @@ async function bundle (file) {
 /**
  * Serves the test pages and launches Chromium. `/` runs page.mjs (the stock
  * p2pcf client); `/relay` runs relay-page.mjs (client/relay.js with
- * simple-peer's own browser bundle from node_modules).
+ * simple-peer's own browser bundle from node_modules); `/swarm` runs
+ * swarm-page.mjs (fast-rtc-swarm over the relay).
  * Returns { browser, openClient, stop }.
  */
 export async function startBrowser () {
   const scripts = {
     '/page.js': await bundle('page.mjs'),
     '/relay-page.js': await bundle('relay-page.mjs'),
+    '/swarm-page.js': await bundle('swarm-page.mjs'),
     '/simplepeer.min.js': readFileSync(new URL('../../node_modules/simple-peer/simplepeer.min.js', import.meta.url), 'utf8')
   }
   const html = body => `<!doctype html><meta charset="utf-8"><title>p2pcf test</title>${body}`
@@ -40,6 +42,9 @@ export async function startBrowser () {
     if (scripts[path]) {
       res.writeHead(200, { 'Content-Type': 'text/javascript' })
       res.end(scripts[path])
+    } else if (path === '/swarm') {
+      res.writeHead(200, { 'Content-Type': 'text/html' })
+      res.end(html('<script type="module" src="/swarm-page.js"></script>'))
     } else if (path === '/relay') {
       res.writeHead(200, { 'Content-Type': 'text/html' })
       res.end(html('<script src="/simplepeer.min.js"></script><script type="module" src="/relay-page.js"></script>'))
@@ -57,6 +62,7 @@ export async function startBrowser () {
     const context = await browser.newContext()
     const page = await context.newPage()
     page.on('console', m => { if (m.type() === 'error') console.log(`[${params.client ?? params.name}] ${m.text()}`) })
+    page.on('pageerror', e => console.log(`[${params.client ?? params.name}] page error: ${e.message}`))
     await page.goto(`${pageOrigin}${path}?${new URLSearchParams(params)}`)
     return { context, page }
   }
