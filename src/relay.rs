@@ -49,6 +49,8 @@ pub const MAX_META_BYTES: usize = 1024;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Most messages in one request.
 pub const MAX_SEND: usize = 64;
+/// Deepest nesting of arrays and objects in `meta` or a message's `data`.
+pub const MAX_NESTING: usize = 32;
 /// Most undelivered messages one member may hold.
 pub const MAX_PENDING: usize = 1024;
 
@@ -147,6 +149,9 @@ pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
                 if meta.get().len() > MAX_META_BYTES {
                     return Err(Error::PayloadTooLarge("Meta too large"));
                 }
+                if nesting(meta.get()) > MAX_NESTING {
+                    return Err(Error::BadRequest("Meta nested too deeply"));
+                }
             }
             Caller::Joining { meta: wire.meta }
         }
@@ -163,6 +168,9 @@ pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
     for m in wire.send {
         if m.data.get().len() > MAX_MESSAGE_BYTES {
             return Err(Error::PayloadTooLarge("Message too large"));
+        }
+        if nesting(m.data.get()) > MAX_NESTING {
+            return Err(Error::BadRequest("Message nested too deeply"));
         }
         let to = if m.to == "*" {
             Target::All
@@ -195,6 +203,33 @@ pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
         send,
         leave: wire.leave,
     })
+}
+
+/// How deeply arrays and objects nest in valid JSON text (brackets inside
+/// strings do not count).
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The R2 key of a relay room's index (apart from p2pcf rooms of the same name).
@@ -516,4 +551,30 @@ pub async fn handle<S: Store, P: Platform>(
         peers: index.live_count(now),
         hint: Some(hint),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_ignores_brackets_in_strings() {
+        assert_eq!(nesting("1"), 0);
+        assert_eq!(nesting(r#"{"a":[1,{"b":"[[[["}]}"#), 3);
+        assert_eq!(nesting(r#""\"[""#), 0);
+        assert_eq!(nesting(&("[".repeat(40) + &"]".repeat(40))), 40);
+    }
+
+    #[test]
+    fn parse_refuses_what_the_api_does_not_take() {
+        let deep = format!(
+            r#"{{"room":"room-x","send":[{{"to":"*","seq":1,"data":{}}}]}}"#,
+            "[".repeat(33) + &"]".repeat(33)
+        );
+        assert_eq!(
+            parse(deep.as_bytes()).unwrap_err(),
+            Error::BadRequest("Message nested too deeply")
+        );
+        assert!(parse(br#"{"room":"room-x","send":[{"to":"*","seq":1,"data":[[1]]}]}"#).is_ok());
+    }
 }

@@ -335,3 +335,47 @@ proptest! {
         let _ = delivered;
     }
 }
+
+/// A relay request whose fields are each sometimes valid, sometimes anything.
+fn relay_body() -> impl Strategy<Value = Value> {
+    let field = |valid: Value| prop_oneof![3 => Just(valid), 1 => any_json()];
+    (
+        field(json!("room-prop")),
+        field(json!("peer-id")),
+        field(json!("token-token-token")),
+        field(json!({"name": "x"})),
+        field(json!({"other": 3})),
+        field(json!([{"to": "*", "seq": 1, "data": {"sdp": "v=0"}}])),
+        any::<bool>(),
+    )
+        .prop_map(|(room, id, token, meta, after, send, member)| {
+            let mut b = json!({"room": room, "meta": meta, "after": after, "send": send});
+            if member {
+                b["id"] = id;
+                b["token"] = token;
+            }
+            b
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The relay parser answers Ok or a client error on anything, and keeps
+    /// message data byte for byte.
+    #[test]
+    fn relay_parser_answers_ok_or_a_client_error(b in relay_body(), data in any_json()) {
+        let bytes = serde_json::to_vec(&b).unwrap();
+        match p2pcf_rs::relay::parse(&bytes) {
+            Ok(_) | Err(Error::BadRequest(_)) | Err(Error::PayloadTooLarge(_)) => {}
+            Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+        }
+        let text = serde_json::to_string(&data).unwrap();
+        let body = format!(r#"{{"room":"room-prop","send":[{{"to":"*","seq":1,"data":{text}}}]}}"#);
+        match p2pcf_rs::relay::parse(body.as_bytes()) {
+            Ok(r) => prop_assert_eq!(r.send[0].data.get(), text.as_str()),
+            Err(Error::BadRequest(_)) | Err(Error::PayloadTooLarge(_)) => {}
+            Err(other) => prop_assert!(false, "{other:?}"),
+        }
+    }
+}

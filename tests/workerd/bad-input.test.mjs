@@ -18,6 +18,7 @@ const d = (over = {}) => {
 }
 const body = (over = {}) => JSON.stringify({ r: 'room-bad-input', k: 'ctx-bad', d: d(), t: now(), x: 120000, p: [], ...over })
 const nested = depth => '['.repeat(depth) + ']'.repeat(depth)
+const relay = (over = {}) => JSON.stringify({ room: 'room-bad-input', ...over })
 
 // [name, raw body or () => raw body, extra request options]
 const cases = [
@@ -87,7 +88,27 @@ const cases = [
   ['method PATCH', () => body(), { method: 'PATCH' }],
   ['method DELETE without a key', () => body({ p: undefined }), { method: 'DELETE' }],
   ['huge Origin header', () => body(), { headers: { Origin: 'https://' + 'o'.repeat(4000) + '.example' } }],
-  ['huge Content-Type header', () => body(), { contentType: 'text/plain; x=' + 'y'.repeat(8000) }]
+  ['huge Content-Type header', () => body(), { contentType: 'text/plain; x=' + 'y'.repeat(8000) }],
+  // The relay API (POST /relay/v1): the same rules.
+  ['relay: not JSON', 'hello', { path: '/relay/v1' }],
+  ['relay: no room', '{}', { path: '/relay/v1' }],
+  ['relay: bad room', () => relay({ room: 'r/..' }), { path: '/relay/v1' }],
+  ['relay: id without token', () => relay({ id: 'abc' }), { path: '/relay/v1' }],
+  ['relay: token without id', () => relay({ token: 'abc' }), { path: '/relay/v1' }],
+  ['relay: unknown member', () => relay({ id: 'nobody-here', token: 'x'.repeat(32) }), { path: '/relay/v1' }],
+  ['relay: id too long', () => relay({ id: 'i'.repeat(65), token: 'x' }), { path: '/relay/v1' }],
+  ['relay: meta over 1 KiB', () => relay({ meta: { pad: 'm'.repeat(2000) } }), { path: '/relay/v1' }],
+  ['relay: send not a list', () => relay({ send: { to: '*' } }), { path: '/relay/v1' }],
+  ['relay: message without seq', () => relay({ send: [{ to: '*', data: 1 }] }), { path: '/relay/v1' }],
+  ['relay: negative seq', () => relay({ send: [{ to: '*', seq: -1, data: 1 }] }), { path: '/relay/v1' }],
+  ['relay: seq going down', () => relay({ send: [{ to: '*', seq: 2, data: 1 }, { to: '*', seq: 1, data: 1 }] }), { path: '/relay/v1' }],
+  ['relay: recipient a number', () => relay({ send: [{ to: 5, seq: 1, data: 1 }] }), { path: '/relay/v1' }],
+  ['relay: message over 16 KiB', () => relay({ send: [{ to: '*', seq: 1, data: 'd'.repeat(17000) }] }), { path: '/relay/v1' }],
+  ['relay: 65 messages', () => relay({ send: Array.from({ length: 65 }, (_, i) => ({ to: '*', seq: i + 1, data: i })) }), { path: '/relay/v1' }],
+  ['relay: after not a map', () => relay({ after: [1, 2] }), { path: '/relay/v1' }],
+  ['relay: after a negative seq', () => relay({ after: { someone: -3 } }), { path: '/relay/v1' }],
+  ['relay: deep nesting in data', () => relay({}).replace('}', `,"send":[{"to":"*","seq":1,"data":${nested(5000)}}]}`), { path: '/relay/v1' }],
+  ['relay: text/plain', () => relay({}), { path: '/relay/v1', contentType: 'text/plain' }]
 ]
 
 async function snapshot () {
@@ -103,7 +124,7 @@ test(`bad-input matrix: ${cases.length} cases, each a 4xx with a reason and CORS
     const headers = { ...(opts.headers || {}) }
     if (opts.contentType !== null) headers['Content-Type'] = opts.contentType || 'application/json'
     if (opts.leave) headers['X-Worker-Method'] = 'DELETE'
-    const res = await fetch(worker.url, {
+    const res = await fetch(worker.url + (opts.path || ''), {
       method: opts.method || 'POST',
       headers,
       body: typeof raw === 'function' ? raw() : raw
