@@ -8,7 +8,36 @@ const events = (window.events = [])
 const received = (window.received = [])
 const t0 = performance.now()
 
-const relay = new SignalRelay({ url: params.get('worker'), room: params.get('room'), meta: { name: params.get('name') } })
+// `transport=ws`: the same page over a plain WebSocket relay (the baseline
+// these apps use today), for the timing comparison.
+class WsRelay {
+  constructor ({ url, room }) {
+    this.url = `${url}/?room=${encodeURIComponent(room)}`
+    this.id = null
+    this.handlers = {}
+  }
+
+  on (event, fn) { (this.handlers[event] ||= []).push(fn); return this }
+  emit (event, ...args) { for (const fn of this.handlers[event] || []) fn(...args) }
+  send (to, data) { this.socket.send(JSON.stringify({ to, data })); return Promise.resolve() }
+  stop () { this.socket.close() }
+  start () {
+    this.socket = new WebSocket(this.url)
+    return new Promise(resolve => {
+      this.socket.onmessage = e => {
+        const m = JSON.parse(e.data)
+        if (m.type === 'welcome') { this.id = m.id; for (const p of m.peers) this.emit('join', p); resolve(this) }
+        if (m.type === 'join') this.emit('join', m.id)
+        if (m.type === 'leave') this.emit('leave', m.id)
+        if (m.type === 'signal') this.emit('signal', m.from, m.data)
+      }
+    })
+  }
+}
+
+const relay = params.get('transport') === 'ws'
+  ? new WsRelay({ url: params.get('ws'), room: params.get('room') })
+  : new SignalRelay({ url: params.get('worker'), room: params.get('room'), meta: { name: params.get('name') } })
 const peers = new Map()
 
 function connect (id, initiator) {
@@ -30,4 +59,5 @@ relay.on('error', err => events.push(['relay-error', String(err)]))
 
 window.relay = relay
 window.sendAll = text => { for (const p of peers.values()) if (p.connected) p.send(text) }
+window.startedAt = Math.round(performance.now() - t0)
 relay.start().then(() => events.push(['started', relay.id]))

@@ -5,19 +5,49 @@
 // a @mattkrick/fast-rtc-swarm 0.4.1 swarm the same way.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { WebSocketServer } from 'ws'
 import { startWorker } from '../workerd/harness.mjs'
 import { startBrowser, until } from './support.mjs'
 
-let worker, chromium
+let worker, chromium, wss, wsUrl
+
+/** The baseline: a plain WebSocket signalling relay on 127.0.0.1, as these apps run today. */
+async function startWebSocketRelay () {
+  const rooms = new Map()
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+  await new Promise(resolve => server.on('listening', resolve))
+  server.on('connection', (socket, req) => {
+    const room = new URL(req.url, 'http://x').searchParams.get('room')
+    const members = rooms.get(room) || new Map()
+    rooms.set(room, members)
+    const id = randomBytes(8).toString('hex')
+    socket.send(JSON.stringify({ type: 'welcome', id, peers: [...members.keys()] }))
+    for (const other of members.values()) other.send(JSON.stringify({ type: 'join', id }))
+    members.set(id, socket)
+    socket.on('message', raw => {
+      const { to, data } = JSON.parse(raw)
+      members.get(to)?.send(JSON.stringify({ type: 'signal', from: id, data }))
+    })
+    socket.on('close', () => {
+      members.delete(id)
+      for (const other of members.values()) other.send(JSON.stringify({ type: 'leave', id }))
+    })
+  })
+  return server
+}
 
 before(async () => {
   worker = await startWorker()
   chromium = await startBrowser()
+  wss = await startWebSocketRelay()
+  wsUrl = `ws://127.0.0.1:${wss.address().port}`
 })
 
 after(async () => {
   await chromium?.stop()
   await worker?.stop()
+  wss?.close()
 })
 
 test('three simple-peer browsers form a mesh through the relay, talk, and see one leave', async () => {
@@ -89,4 +119,29 @@ test('three fast-rtc-swarm browsers form the swarm through the relay and exchang
     assert.deepEqual([...got].sort(), [0, 1, 2].filter(j => j !== i).map(j => `swarm hello ${j}`))
   }
   for (const p of pages) await p.context.close()
+})
+
+test('time from start() to open data channels: the relay next to a WebSocket relay (2 and 3 simple-peer browsers)', async () => {
+  const results = []
+  for (const transport of ['relay', 'ws']) {
+    for (const n of [2, 3]) {
+      const room = `timing-${transport}-${n}-${Date.now()}`
+      const pages = []
+      for (let i = 0; i < n; i++) pages.push(await chromium.openClient({ worker: worker.url, ws: wsUrl, transport, room, name: `t${i}` }, '/relay'))
+      const done = await until(`${n} over ${transport}`, async () => {
+        const times = []
+        for (const p of pages) {
+          const { events, startedAt } = await p.page.evaluate(() => ({ events: window.events, startedAt: window.startedAt }))
+          const opens = events.filter(e => e[0] === 'connect')
+          if (opens.length < n - 1) return false
+          times.push(Math.max(...opens.map(e => e[2])) - startedAt)
+        }
+        return times
+      }, 60000)
+      results.push({ transport, n, ms: Math.max(...done) })
+      for (const p of pages) await p.context.close()
+    }
+  }
+  for (const r of results) console.log(`${r.n} simple-peer browsers over ${r.transport === 'ws' ? 'a WebSocket relay' : 'the worker relay'}: all data channels open ${r.ms} ms after start()`)
+  assert.equal(results.length, 4)
 })
