@@ -428,6 +428,8 @@ pub async fn handle<S: Store, P: Platform>(
             p: kept.clone(),
         };
         write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
+        attempts.stored = "your messages were stored, but the room index was not updated \
+             (some may not be seen until you retry with the same seq)";
     }
 
     // The index: a join; announcements for messages outside join windows;

@@ -563,7 +563,8 @@ pub(crate) struct Attempts<'a, P> {
     cooldowns: u32,
     /// See [`Attempts::politely`].
     polite: bool,
-    stored: &'static str,
+    /// What a 503 says was stored so far.
+    pub(crate) stored: &'static str,
 }
 
 impl<'a, P: Platform> Attempts<'a, P> {

@@ -153,6 +153,33 @@ async fn retries_and_lost_answers_deliver_once_in_order() {
     assert_eq!(bob.sync(&h, vec![]).await.body["messages"], json!([]));
 }
 
+/// R2 refusing the index after the messages landed: the 503 says so, and
+/// the retry (same seq) stores them once.
+#[tokio::test(start_paused = true)]
+async fn a_503_after_the_outbox_says_what_was_stored() {
+    let h = Harness::new();
+    let mut ann = Member::join(&h, "relay-503", json!(null)).await;
+    let mut bob = Member::join(&h, "relay-503", json!(null)).await;
+    // Outside the join window, so the send needs the index (an announcement).
+    tokio::time::advance(std::time::Duration::from_secs(50)).await;
+    bob.sync(&h, vec![]).await;
+    h.worker.store.inject_where(
+        Operation::Put,
+        |k| !k.contains("/c/"),
+        Fault::Unavailable,
+        u32::MAX,
+    );
+    let m = ann.message(&bob.id, json!("late hello"));
+    let r = ann.sync(&h, vec![m.clone()]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.response.header("retry-after"), Some("2"));
+    assert!(r.text.contains("your messages were stored"), "{}", r.text);
+    h.worker.store.clear_faults();
+    assert_eq!(ann.sync(&h, vec![m]).await.status, 200);
+    let got = bob.sync(&h, vec![]).await;
+    assert_eq!(got.body["messages"].as_array().map(Vec::len), Some(1));
+}
+
 /// Issue 10 "Measured": 1 000 messages between two clients under injected
 /// R2 faults and dropped answers arrive in order, none twice, none lost.
 #[tokio::test(start_paused = true)]

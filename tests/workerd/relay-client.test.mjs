@@ -65,3 +65,33 @@ test('two SignalRelays: join events, ordered exactly-once messages, Peer Message
   assert.equal(ann.peers.size, 0)
   ann.stop()
 })
+
+test('SignalRelay under network errors, lost answers and 503s: 300 messages, in order, once', async () => {
+  const room = `relay-flaky-${Date.now()}`
+  // Every 5th request fails before it leaves, every 7th loses its answer
+  // after the worker handled it, every 9th gets a 503 with Retry-After.
+  let n = 0
+  const flaky = async (url, init) => {
+    n++
+    if (n % 5 === 0) throw new TypeError('network down')
+    if (n % 9 === 0) return new Response('Storage busy', { status: 503, headers: { 'Retry-After': '1' } })
+    const res = await fetch(url, init)
+    if (n % 7 === 0) throw new TypeError('answer lost')
+    return res
+  }
+  const ann = new SignalRelay({ url: worker.url, room, fetch: flaky })
+  const bob = new SignalRelay({ url: worker.url, room, fetch: flaky })
+  const got = []
+  bob.on('signal', (from, data) => got.push(data))
+  await ann.start()
+  await bob.start()
+  await until('ann sees bob', () => ann.peers.has(bob.id))
+  const sends = []
+  for (let i = 0; i < 300; i++) sends.push(ann.send(bob.id, i))
+  await Promise.all(sends)
+  await until('all 300', () => got.length >= 300, 60000)
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i))
+  ann.stop()
+  bob.stop()
+})
