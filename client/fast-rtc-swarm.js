@@ -19,7 +19,14 @@ export function swarmOverRelay (swarm, relay) {
   const ready = [] // our offer ids with an offer, not yet taken
   const waiting = [] // peers waiting for one of our offers
   const links = new Map() // connection id -> the other member's peer id
+  const offered = new Set() // peers we offered (or will offer) to: one offer per pair
   const send = (to, payload) => relay.send(to, payload).catch(() => {})
+
+  const offer = to => {
+    if (offered.has(to)) return
+    offered.add(to)
+    hand(to)
+  }
 
   const hand = to => {
     const id = ready.shift()
@@ -43,9 +50,9 @@ export function swarmOverRelay (swarm, relay) {
       if (waiting.length) hand(waiting.shift())
     }
   })
-  relay.on('join', peerId => { if (relay.id < peerId) hand(peerId) })
+  relay.on('join', peerId => { if (relay.id < peerId) offer(peerId) })
   // Peers that joined before the swarm existed (start() announced them).
-  for (const peerId of relay.peers.keys()) if (relay.id < peerId) hand(peerId)
+  for (const peerId of relay.peers.keys()) if (relay.id < peerId) offer(peerId)
   relay.on('signal', (from, payload) => {
     if (!payload || typeof payload.type !== 'string') return
     if (payload.type === 'accept') links.set(payload.id, from)
@@ -53,6 +60,7 @@ export function swarmOverRelay (swarm, relay) {
     swarm.dispatch(payload)
   })
   relay.on('leave', peerId => {
+    offered.delete(peerId)
     for (const [id, member] of links) {
       if (member !== peerId) continue
       links.delete(id)

@@ -97,8 +97,9 @@ test('three fast-rtc-swarm browsers form the swarm through the relay and exchang
   const pages = []
   for (let i = 0; i < 3; i++) pages.push(await chromium.openClient({ worker: worker.url, room, name: `swarm-${i}` }, '/swarm'))
   const eventsOf = p => p.page.evaluate(() => window.events)
+  const linked = async p => new Set((await eventsOf(p)).filter(e => e[0] === 'open').map(e => e[1])).size
   await until('the swarm', async () => {
-    for (const p of pages) if ((await eventsOf(p)).filter(e => e[0] === 'open').length < 2) return false
+    for (const p of pages) if (await linked(p) < 2) return false
     return true
   }, 60000).catch(async err => {
     for (const p of pages) console.log(JSON.stringify(await eventsOf(p)))
@@ -107,8 +108,11 @@ test('three fast-rtc-swarm browsers form the swarm through the relay and exchang
   console.log(`three fast-rtc-swarm browsers in a swarm through the relay in ${Date.now() - started} ms`)
   const ids = await Promise.all(pages.map(p => p.page.evaluate(() => window.relay.id)))
   for (const [i, p] of pages.entries()) {
-    const userIds = (await eventsOf(p)).filter(e => e[0] === 'open').map(e => e[2]).sort()
-    assert.deepEqual(userIds, ids.filter((_, j) => j !== i).sort(), 'connected to each other member, once')
+    // One connection per other member (fast-rtc-peer may report 'open' again
+    // for the same connection when it renegotiates).
+    const events = await eventsOf(p)
+    const links = new Map(events.filter(e => e[0] === 'open').map(e => [e[1], e[2]]))
+    assert.deepEqual([...links.values()].sort(), ids.filter((_, j) => j !== i).sort(), JSON.stringify(events))
     await p.page.evaluate(t => window.swarm.broadcast(t), `swarm hello ${i}`)
   }
   for (const [i, p] of pages.entries()) {

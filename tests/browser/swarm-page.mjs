@@ -13,6 +13,8 @@ const received = (window.received = [])
 const relay = new SignalRelay({ url: params.get('worker'), room: params.get('room') })
 window.relay = relay
 relay.on('error', err => events.push(['relay-error', String(err)]))
+relay.on('join', id => events.push(['relay-join', id]))
+relay.on('leave', id => events.push(['relay-leave', id]))
 relay.start().then(() => {
   // Loopback: no STUN (fast-rtc-peer's default list has a URL Chromium now refuses).
   const swarm = new FastRTCSwarm({ userId: relay.id, rtcConfig: { iceServers: [] } })
