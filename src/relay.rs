@@ -51,6 +51,8 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 pub const MAX_SEND: usize = 64;
 /// Deepest nesting of arrays and objects in `meta` or a message's `data`.
 pub const MAX_NESTING: usize = 32;
+/// Largest batch carried in the index (see [`crate::room::Entry::inline`]).
+pub const MAX_INLINE_BYTES: usize = 8 * 1024;
 /// Most undelivered messages one member may hold.
 pub const MAX_PENDING: usize = 1024;
 
@@ -369,71 +371,31 @@ pub async fn handle<S: Store, P: Platform>(
     };
     room.check(&claim, now)?;
 
-    // Messages go to the sender's outbox first (with the unexpired ones it
-    // holds), each bound to its recipient's context.
+    // Each message, once per recipient (a broadcast goes to everyone here now).
     let mut fresh: Vec<Package> = Vec::new();
-    if !request.send.is_empty() {
-        let held = own
-            .as_ref()
-            .and_then(|o| Outbox::decode(&o.body))
-            .filter(|o| o.session == id)
-            .map(|o| o.p)
-            .unwrap_or_default();
-        let mut kept: Vec<Sent> = held
-            .into_iter()
-            .filter(|s| {
-                serde_json::from_str::<Stored<'_>>(s.raw.get())
-                    .is_ok_and(|m| m.at + MESSAGE_TTL_MS > now)
-            })
-            .collect();
-        let recipients: Vec<SessionId> = room
-            .live_members(now)
-            .filter(|m| m.id != id)
-            .map(|m| m.id.clone())
-            .collect();
-        for m in &request.send {
-            let to: Vec<&SessionId> = match &m.to {
-                Target::One(to) => vec![to],
-                Target::All => recipients.iter().collect(),
-            };
-            let raw = serde_json::value::to_raw_value(&Stored {
-                s: m.seq,
-                at: now,
-                d: &m.data,
-            })
-            .map_err(|_| Error::BadRequest("Bad message"))?;
-            for to in to {
-                // A retried send (same recipient and seq) replaces the stored copy.
-                kept.retain(|s| {
-                    s.to != *to
-                        || serde_json::from_str::<Stored<'_>>(s.raw.get())
-                            .map_or(true, |x| x.s != m.seq)
-                });
-                fresh.push(Package {
-                    to: to.clone(),
-                    raw: raw.clone(),
-                });
-            }
-        }
-        if kept.len() + fresh.len() > MAX_PENDING {
-            return Err(Error::PayloadTooLarge("Too many undelivered messages"));
-        }
-        let addressed = room.address(&fresh, now);
-        kept.extend(addressed);
-        let outbox = |now| Outbox {
-            session: id.clone(),
-            t: Millis::from_u64(now),
-            expires_ms: now + MEMBER_TTL_MS,
-            ttl_ms: MEMBER_TTL_MS,
-            p: kept.clone(),
+    let recipients: Vec<SessionId> = room
+        .live_members(now)
+        .filter(|m| m.id != id)
+        .map(|m| m.id.clone())
+        .collect();
+    for m in &request.send {
+        let to: Vec<&SessionId> = match &m.to {
+            Target::One(to) => vec![to],
+            Target::All => recipients.iter().collect(),
         };
-        write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
-        attempts.stored = "your messages were stored, but the room index was not updated \
-             (some may not be seen until you retry with the same seq)";
+        let raw = serde_json::value::to_raw_value(&Stored {
+            s: m.seq,
+            at: now,
+            d: &m.data,
+        })
+        .map_err(|_| Error::BadRequest("Bad message"))?;
+        for to in to {
+            fresh.push(Package {
+                to: to.clone(),
+                raw: raw.clone(),
+            });
+        }
     }
-
-    // The index: a join; announcements for messages outside join windows;
-    // otherwise a renewal when due (polite, as for p2pcf polls).
     let change = if fresh.is_empty() {
         PackageChange::Same
     } else {
@@ -448,6 +410,75 @@ pub async fn handle<S: Store, P: Platform>(
         || (!fresh.is_empty()
             && apply_claim(&claim, publish, max_peers, platform)(&mut room.clone(), now)
                 == Ok(true));
+
+    // A batch that opens a conversation outside a join window needs the
+    // index anyway (to announce it): a small one rides in the index itself,
+    // one write in all; follow-ups go to the outbox the announcement covers.
+    let inline_bytes: usize = fresh.iter().map(|p| p.raw.get().len()).sum();
+    if needs_write && !joining && inline_bytes <= MAX_INLINE_BYTES {
+        let carried = update(
+            store,
+            &mut attempts,
+            &key,
+            index.clone(),
+            max_bytes,
+            |r: &mut Room<RelayMember>, now| {
+                apply_claim(&claim, publish, max_peers, platform)(r, now)?;
+                let addressed = r.address(&fresh, now);
+                let Some(inline) = r.inline_mut(&context) else {
+                    return Ok(false);
+                };
+                keep_unexpired(inline, now);
+                for sent in addressed {
+                    replace_retried(inline, &sent);
+                    inline.push(sent);
+                }
+                Ok(true)
+            },
+        )
+        .await;
+        match carried {
+            Ok(index) => {
+                return answer(
+                    store, platform, policy, config, request, &id, &context, None, index,
+                )
+                .await
+            }
+            // The room is too full to carry it: outbox and announcement.
+            Err(Error::PayloadTooLarge(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+
+    // Messages go to the sender's outbox first (with the unexpired ones it
+    // holds), each bound to its recipient's context.
+    if !fresh.is_empty() {
+        let mut kept: Vec<Sent> = own
+            .as_ref()
+            .and_then(|o| Outbox::decode(&o.body))
+            .filter(|o| o.session == id)
+            .map(|o| o.p)
+            .unwrap_or_default();
+        keep_unexpired(&mut kept, now);
+        for sent in room.address(&fresh, now) {
+            replace_retried(&mut kept, &sent);
+            kept.push(sent);
+        }
+        if kept.len() > MAX_PENDING {
+            return Err(Error::PayloadTooLarge("Too many undelivered messages"));
+        }
+        let outbox = |now| Outbox {
+            session: id.clone(),
+            t: Millis::from_u64(now),
+            expires_ms: now + MEMBER_TTL_MS,
+            ttl_ms: MEMBER_TTL_MS,
+            p: kept.clone(),
+        };
+        write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
+        attempts.stored = "your messages were stored, but the room index was not updated \
+             (some may not be seen until you retry with the same seq)";
+    }
+
     let index = if needs_write {
         update(
             store,
@@ -483,13 +514,49 @@ pub async fn handle<S: Store, P: Platform>(
         .entry(&context)
         .filter(|_| joining)
         .map(|e| e.dk.as_str().to_owned());
+    answer(
+        store, platform, policy, config, request, &id, &context, token, index,
+    )
+    .await
+}
 
-    // The answer: who is here, and the messages for the caller it has not taken.
+/// Drops messages older than [`MESSAGE_TTL_MS`].
+fn keep_unexpired(list: &mut Vec<Sent>, now: u64) {
+    list.retain(|s| {
+        serde_json::from_str::<Stored<'_>>(s.raw.get()).is_ok_and(|m| m.at + MESSAGE_TTL_MS > now)
+    });
+}
+
+/// A retried send (same recipient and seq) replaces the stored copy.
+fn replace_retried(list: &mut Vec<Sent>, sent: &Sent) {
+    let seq = |s: &Sent| {
+        serde_json::from_str::<Stored<'_>>(s.raw.get())
+            .map(|m| m.s)
+            .ok()
+    };
+    let new = seq(sent);
+    list.retain(|s| s.to != sent.to || seq(s) != new);
+}
+
+/// The answer: who is here, and the messages for the caller it has not
+/// taken, from the outboxes it must read and from the index itself.
+#[allow(clippy::too_many_arguments)]
+async fn answer<S: Store, P: Platform>(
+    store: &Counting<'_, S>,
+    platform: &P,
+    policy: &RetryPolicy,
+    config: &Config,
+    request: &RelayRequest,
+    id: &SessionId,
+    context: &ContextId,
+    token: Option<String>,
+    index: Room<RelayMember>,
+) -> Result<Reply, Error> {
     let now = platform.now_ms();
     let budget = policy.max_ops.saturating_sub(store.counts().total());
     let wanted = index.outboxes_to_read(
-        &context,
-        Some(&id),
+        context,
+        Some(id),
         now,
         MAX_OUTBOX_READS.min(budget as usize),
     );
@@ -501,26 +568,28 @@ pub async fn handle<S: Store, P: Platform>(
     .await;
     let peers: Vec<PeerOut<'_>> = index
         .live_members(now)
-        .filter(|m| m.id != id)
+        .filter(|m| m.id != *id)
         .map(|m| PeerOut {
             id: &m.id,
             meta: m.meta.as_deref(),
         })
         .collect();
     let mut messages: Vec<MessageOut<'_>> = Vec::new();
-    for (k, outbox) in &outboxes {
-        let Some(sender) = index
-            .entry(k)
-            .filter(|e| e.is_live(now) && e.d.id == outbox.session)
-        else {
+    for (k, sender) in index.entries_live(now) {
+        if k == context {
             continue;
-        };
+        }
         let seen = request.after.get(&sender.d.id).copied().unwrap_or(0);
-        for sent in outbox
-            .p
-            .iter()
-            .filter(|s| s.to == id && s.k.as_ref() == Some(&context))
-        {
+        let carried = sender.inline.iter();
+        let boxed = outboxes
+            .get(k)
+            .filter(|o| o.session == sender.d.id)
+            .into_iter()
+            .flat_map(|o| o.p.iter());
+        for sent in carried.chain(boxed) {
+            if sent.to != *id || sent.k.as_ref() != Some(context) {
+                continue;
+            }
             if let Ok(m) = serde_json::from_str::<Stored<'_>>(sent.raw.get()) {
                 if m.s > seen && m.at + MESSAGE_TTL_MS > now {
                     messages.push(MessageOut {
@@ -533,16 +602,17 @@ pub async fn handle<S: Store, P: Platform>(
         }
     }
     messages.sort_by(|a, b| (a.from, a.seq).cmp(&(b.from, b.seq)));
+    messages.dedup_by(|a, b| a.from == b.from && a.seq == b.seq);
     let situation = index.situation(
-        &context,
-        Some(&id),
+        context,
+        Some(id),
         &outboxes,
         config.poll.fast_window_ms,
         now,
     );
     let hint = hints::hint(&situation, &config.poll);
     let answer = Answer {
-        id: &id,
+        id,
         token: token.as_deref(),
         peers,
         messages,

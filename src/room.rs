@@ -119,6 +119,11 @@ pub struct Entry<D = PeerData> {
     /// Recipients outside a join window that must read this outbox.
     #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
     pub announced: Vec<Announcement>,
+    /// Small packages carried in the index itself (the relay puts a batch
+    /// that opens a conversation outside a join window here: one write
+    /// instead of an outbox write plus an announcement). Read by every poll.
+    #[serde(rename = "i", default, skip_serializing_if = "Vec::is_empty")]
+    pub inline: Vec<Sent>,
 }
 
 impl<D: Member> Entry<D> {
@@ -394,6 +399,16 @@ impl<D: Member> Room<D> {
         self.own(context, session, now_ms).is_some()
     }
 
+    /// The packages carried in `context`'s entry (see [`Entry::inline`]).
+    pub fn inline_mut(&mut self, context: &ContextId) -> Option<&mut Vec<Sent>> {
+        self.entries.get_mut(context).map(|e| &mut e.inline)
+    }
+
+    /// Every live entry, by context.
+    pub fn entries_live(&self, now_ms: u64) -> impl Iterator<Item = (&ContextId, &Entry<D>)> {
+        self.entries.iter().filter(move |(_, e)| e.is_live(now_ms))
+    }
+
     /// The data of every live member.
     pub fn live_members(&self, now_ms: u64) -> impl Iterator<Item = &D> {
         self.entries
@@ -504,6 +519,7 @@ impl<D: Member> Room<D> {
                 dk: new_key(),
                 joined_ms: now_ms,
                 announced,
+                inline: Vec::new(),
             };
             self.entries.insert(claim.context.clone(), entry);
             self.membership_changed_ms = now_ms;
@@ -557,6 +573,7 @@ impl<D: Member> Room<D> {
             dk: current.dk.clone(),
             joined_ms: current.joined_ms,
             announced,
+            inline: current.inline.clone(),
         };
         self.prune(now_ms);
         self.entries.insert(claim.context.clone(), entry);

@@ -44,7 +44,9 @@ fn seconds(ms: u64) -> String {
     } else if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
-        format!("{:.1} s", ms as f64 / 1000.0)
+        // Integer arithmetic: float formatting would add ~12 KB to the wasm.
+        let tenths = (ms + 50) / 100;
+        format!("{}.{} s", tenths / 10, tenths % 10)
     }
 }
 

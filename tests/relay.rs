@@ -169,7 +169,8 @@ async fn a_503_after_the_outbox_says_what_was_stored() {
         Fault::Unavailable,
         u32::MAX,
     );
-    let m = ann.message(&bob.id, json!("late hello"));
+    // Too large to ride in the index: outbox, then the index (which fails).
+    let m = ann.message(&bob.id, json!("x".repeat(9000)));
     let r = ann.sync(&h, vec![m.clone()]).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.response.header("retry-after"), Some("2"));
@@ -178,6 +179,43 @@ async fn a_503_after_the_outbox_says_what_was_stored() {
     assert_eq!(ann.sync(&h, vec![m]).await.status, 200);
     let got = bob.sync(&h, vec![]).await;
     assert_eq!(got.body["messages"].as_array().map(Vec::len), Some(1));
+}
+
+/// Issue 10: a message batch costs at most one Class A on the sender's
+/// side, also when it opens a conversation outside a join window (it rides
+/// in the index, which had to be written to announce it anyway).
+#[tokio::test(start_paused = true)]
+async fn a_conversation_opened_later_costs_one_write_too() {
+    let h = Harness::new();
+    let mut ann = Member::join(&h, "relay-later", json!(null)).await;
+    let mut bob = Member::join(&h, "relay-later", json!(null)).await;
+    for _ in 0..12 {
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        ann.sync(&h, vec![]).await;
+        bob.sync(&h, vec![]).await;
+    }
+    // +60 s: the join window has long closed.
+    let offer = ann.message(
+        &bob.id,
+        json!({"type": "offer", "sdp": "v=0 renegotiation"}),
+    );
+    let r = ann.sync(&h, vec![offer]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.outcome.ops.class_a, 1, "the opener: the index only");
+    let candidate = ann.message(&bob.id, json!({"candidate": "c1"}));
+    let r = ann.sync(&h, vec![candidate]).await;
+    assert_eq!(r.outcome.ops.class_a, 1, "a follow-up: the outbox only");
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    let got = bob.sync(&h, vec![]).await;
+    assert_eq!(got.outcome.ops.class_a, 0);
+    let seqs: Vec<u64> = got.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2], "both, in order");
+    assert_eq!(bob.sync(&h, vec![]).await.body["messages"], json!([]));
 }
 
 /// Issue 10 "Measured": 1 000 messages between two clients under injected
