@@ -52,7 +52,7 @@ pub const MAX_SEND: usize = 64;
 /// Deepest nesting of arrays and objects in `meta` or a message's `data`.
 pub const MAX_NESTING: usize = 32;
 /// Largest batch carried in the index (see [`crate::room::Entry::inline`]).
-pub const MAX_INLINE_BYTES: usize = 8 * 1024;
+pub const MAX_INLINE_BYTES: usize = 16 * 1024;
 /// Most undelivered messages one member may hold.
 pub const MAX_PENDING: usize = 1024;
 
@@ -495,13 +495,24 @@ pub async fn handle<S: Store, P: Platform>(
         if !urgent {
             renewing = renewing.politely();
         }
+        let mut renew = apply_claim(&claim, Arrival::Poll, max_peers, platform);
+        // A renewal also drops the caller's expired carried messages.
+        let renew_and_prune = |r: &mut Room<RelayMember>, now| {
+            let write = renew(r, now)?;
+            if write {
+                if let Some(inline) = r.inline_mut(&context) {
+                    keep_unexpired(inline, now);
+                }
+            }
+            Ok(write)
+        };
         match update(
             store,
             &mut renewing,
             &key,
             index,
             max_bytes,
-            apply_claim(&claim, Arrival::Poll, max_peers, platform),
+            renew_and_prune,
         )
         .await
         {

@@ -169,16 +169,19 @@ async fn a_503_after_the_outbox_says_what_was_stored() {
         Fault::Unavailable,
         u32::MAX,
     );
-    // Too large to ride in the index: outbox, then the index (which fails).
-    let m = ann.message(&bob.id, json!("x".repeat(9000)));
-    let r = ann.sync(&h, vec![m.clone()]).await;
+    // Too large to ride in the index (over 16 KiB): outbox, then the index (which fails).
+    let batch = vec![
+        ann.message(&bob.id, json!("x".repeat(9000))),
+        ann.message(&bob.id, json!("y".repeat(9000))),
+    ];
+    let r = ann.sync(&h, batch.clone()).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.response.header("retry-after"), Some("2"));
     assert!(r.text.contains("your messages were stored"), "{}", r.text);
     h.worker.store.clear_faults();
-    assert_eq!(ann.sync(&h, vec![m]).await.status, 200);
+    assert_eq!(ann.sync(&h, batch).await.status, 200);
     let got = bob.sync(&h, vec![]).await;
-    assert_eq!(got.body["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(got.body["messages"].as_array().map(Vec::len), Some(2));
 }
 
 /// Issue 10: a message batch costs at most one Class A on the sender's
@@ -216,6 +219,19 @@ async fn a_conversation_opened_later_costs_one_write_too() {
         .collect();
     assert_eq!(seqs, vec![1, 2], "both, in order");
     assert_eq!(bob.sync(&h, vec![]).await.body["messages"], json!([]));
+    // The index carried the opener; once expired, ann's renewals drop it.
+    let index =
+        |h: &Harness| String::from_utf8(h.worker.store.peek("relay/relay-later").unwrap()).unwrap();
+    assert!(index(&h).contains("renegotiation"));
+    for _ in 0..16 {
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        ann.sync(&h, vec![]).await;
+        bob.sync(&h, vec![]).await;
+    }
+    assert!(
+        !index(&h).contains("renegotiation"),
+        "expired carried messages are dropped"
+    );
 }
 
 /// Issue 10 "Measured": 1 000 messages between two clients under injected
