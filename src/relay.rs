@@ -34,8 +34,8 @@ use crate::platform::Platform;
 use crate::protocol::{ContextId, DeleteKeyInput, Millis, Package, RoomId, SessionId};
 use crate::room::{Arrival, Claim, Member, Outbox, PackageChange, Room, Sent};
 use crate::service::{
-    apply_claim, decode, read_index_and_outbox, read_outboxes, read_with, to_json, update,
-    write_outbox, Attempts, Reply, RetryPolicy, MAX_OUTBOX_READS,
+    apply_claim, decode, read_index_and_outbox, read_outboxes, read_with, renewal_attempts,
+    to_json, update, write_outbox, Attempts, Reply, RetryPolicy, MAX_OUTBOX_READS,
 };
 use crate::store::{Counting, Store};
 
@@ -490,11 +490,11 @@ pub async fn handle<S: Store, P: Platform>(
         )
         .await?
     } else {
-        let urgent = room.entry(&context).is_some_and(|e| e.renewal_urgent(now));
-        let mut renewing = Attempts::new(platform, policy, policy.poll_write_budget_ms, "");
-        if !urgent {
-            renewing = renewing.politely();
-        }
+        // The caller's entry is live (its token was checked against it).
+        let mut renewing = match room.entry(&context) {
+            Some(entry) => renewal_attempts(platform, policy, entry, now),
+            None => Attempts::new(platform, policy, policy.poll_write_budget_ms, ""),
+        };
         let mut renew = apply_claim(&claim, Arrival::Poll, max_peers, platform);
         // A renewal also drops the caller's expired carried messages.
         let renew_and_prune = |r: &mut Room<RelayMember>, now| {

@@ -24,7 +24,7 @@ use crate::hints::{self, Hint, PollSettings};
 use crate::platform::{join_all, Platform};
 use crate::protocol::{ContextId, Presence, Publish, Request, RoomId, SessionId};
 use crate::room::{
-    Arrival, Claim, DeleteKey, IndexChange, Member, Outbox, Outboxes, PackageChange, Room,
+    Arrival, Claim, DeleteKey, Entry, IndexChange, Member, Outbox, Outboxes, PackageChange, Room,
     DELETE_KEY_BYTES,
 };
 use crate::store::{Counting, Object, Precondition, PutOutcome, Store, StoreError};
@@ -210,20 +210,7 @@ async fn poll<S: Store, P: Platform>(
             .filter(|e| e.d.session == *session && e.is_live(now));
         let registering = own.is_none();
         let mut writing = match own {
-            // A renewal that is not urgent uses an idle moment of the index
-            // key: one put if nobody wrote in the last two seconds, no wait,
-            // no retry. Joins get the key first; the next poll tries again.
-            Some(e) if !e.renewal_urgent(now) => {
-                Attempts::new(platform, policy, policy.poll_write_budget_ms, "").politely()
-            }
-            // Close to the expiry it may take longer: the alternative is dropping out.
-            Some(e) => {
-                let left = e.expires_ms.saturating_sub(now);
-                let budget = left
-                    .saturating_sub(1000)
-                    .clamp(policy.poll_write_budget_ms, policy.write_budget_max_ms);
-                Attempts::new(platform, policy, budget, "")
-            }
+            Some(e) => renewal_attempts(platform, policy, e, now),
             None => Attempts::new(platform, policy, policy.poll_write_budget_ms, ""),
         };
         let limits = &config.limits;
@@ -335,6 +322,28 @@ pub(crate) async fn read_outboxes<S: Store>(
         }
     }
     outboxes
+}
+
+/// The budget of a renewal of `entry` by one of its polls (either protocol).
+/// Not yet urgent, it uses an idle moment of the index key:
+/// one put if nobody wrote in the last two seconds, no wait, no retry (joins
+/// get the key first; the next poll tries again). Close to the expiry it may
+/// take longer: the alternative is dropping out.
+pub(crate) fn renewal_attempts<'a, P: Platform, D: Member>(
+    platform: &'a P,
+    policy: &'a RetryPolicy,
+    entry: &Entry<D>,
+    now: u64,
+) -> Attempts<'a, P> {
+    if !entry.renewal_urgent(now) {
+        return Attempts::new(platform, policy, policy.poll_write_budget_ms, "").politely();
+    }
+    let budget = entry
+        .expires_ms
+        .saturating_sub(now)
+        .saturating_sub(1000)
+        .clamp(policy.poll_write_budget_ms, policy.write_budget_max_ms);
+    Attempts::new(platform, policy, budget, "")
 }
 
 /// Reads a room's index and the caller's outbox at once (a failed read is

@@ -20,7 +20,7 @@ mod bench {
     use std::time::Instant;
 
     use p2pcf_rs::config::Config;
-    use p2pcf_rs::http::{serve, HttpRequest, Services};
+    use p2pcf_rs::http::{serve, HttpRequest, Isolate, Services};
     use p2pcf_rs::platform::Platform;
     use p2pcf_rs::quota::QuotaLedger;
     use p2pcf_rs::service::RetryPolicy;
@@ -56,6 +56,41 @@ mod bench {
 
     const NOW: u64 = 1_795_219_200_000;
 
+    /// The worker over a zero-latency store, as `serve` needs it.
+    struct Worker<'a> {
+        platform: &'a Fixed,
+        store: MemoryStore<&'a Fixed>,
+        config: Config,
+        ledger: QuotaLedger,
+        isolate: Isolate,
+        policy: RetryPolicy,
+    }
+
+    impl<'a> Worker<'a> {
+        fn new(platform: &'a Fixed) -> Self {
+            Self {
+                platform,
+                store: MemoryStore::new(platform, 0),
+                config: Config::default(),
+                ledger: QuotaLedger::default(),
+                isolate: Isolate::new([7; 16]),
+                policy: RetryPolicy::default(),
+            }
+        }
+
+        fn services(&self) -> Services<'_, MemoryStore<&'a Fixed>, Fixed> {
+            Services {
+                store: Some(&self.store),
+                platform: self.platform,
+                config: &self.config,
+                ledger: &self.ledger,
+                isolate: &self.isolate,
+                policy: &self.policy,
+                version: "bench",
+            }
+        }
+    }
+
     fn body(n: usize, t: u64, with_p: bool) -> Value {
         let d = json!([
             format!("session-{n:02}-abcdefgh"),
@@ -84,21 +119,8 @@ mod bench {
     pub fn run() {
         for peers in [2usize, 4, 8, 16, 32] {
             let platform = Fixed(std::cell::Cell::new(NOW));
-            let store = MemoryStore::new(&platform, 0);
-            let (config, ledger, policy) = (
-                Config::default(),
-                QuotaLedger::default(),
-                RetryPolicy::default(),
-            );
-            let services = Services {
-                store: Some(&store),
-                platform: &platform,
-                config: &config,
-                ledger: &ledger,
-                isolate: &p2pcf_rs::http::Isolate::new([7; 16]),
-                policy: &policy,
-                version: "bench",
-            };
+            let worker = Worker::new(&platform);
+            let services = worker.services();
             for n in 0..peers {
                 platform.0.set(platform.0.get() + 1500);
                 let (r, _) = block_on(serve(&request(&body(n, platform.0.get(), true)), &services));
@@ -132,22 +154,9 @@ mod bench {
     /// poller), read in the poller's join window (every outbox at once).
     fn worst_case() {
         let platform = Fixed(std::cell::Cell::new(NOW));
-        let store = MemoryStore::new(&platform, 0);
-        let (config, ledger, policy) = (
-            Config::default(),
-            QuotaLedger::default(),
-            RetryPolicy::default(),
-        );
-        let limits = &config.limits;
-        let services = Services {
-            store: Some(&store),
-            platform: &platform,
-            config: &config,
-            ledger: &ledger,
-            isolate: &p2pcf_rs::http::Isolate::new([7; 16]),
-            policy: &policy,
-            version: "bench",
-        };
+        let worker = Worker::new(&platform);
+        let services = worker.services();
+        let limits = &worker.config.limits;
         let id = |n: usize, c: char| format!("{n:02}{}", c.to_string().repeat(62));
         let ips: Vec<String> = (0..p2pcf_rs::protocol::MAX_REFLEXIVE_IPS)
             .map(|i| format!("2001:db8:ffff:ffff:ffff:ffff:ffff:{i:04x}"))
@@ -229,7 +238,7 @@ mod bench {
             reads = outcome.ops.class_b;
         }
         let per = start.elapsed() / iterations;
-        let index = store.peek("rooms/bench-room").map_or(0, |b| b.len());
+        let index = worker.store.peek("rooms/bench-room").map_or(0, |b| b.len());
         println!(
             "worst-case poll, room of {}: {:>8.1} µs per request ({reads} reads: index of {index} bytes, {} KiB of outboxes), response {} KiB",
             limits.max_peers,
