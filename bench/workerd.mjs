@@ -103,4 +103,4 @@ console.log(`floor ("return 200" worker): ${f.requests} requests, ${f.perSecond}
 const { polls, joinMs } = await worker()
 console.log(`p2pcf-rs: ${ROOMS} rooms x ${PEERS_PER_ROOM} peers joined in ${Math.round(joinMs)} ms; ` +
   `polls: ${polls.requests} requests, ${polls.perSecond} req/s, p50 ${polls.p50} ms, p99 ${polls.p99} ms (concurrency ${CONCURRENCY})`)
-console.log('CPU time per request is not reported by local workerd; see `cargo run --release --bin cpu` for the native figure.')
+console.log('CPU time per request is not reported by local workerd; see `cargo cpu` for the native figure.')

@@ -12,12 +12,12 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 say "format and lints (host and wasm32, workflows)"
 .tools/py/bin/actionlint .github/workflows/*.yml
-cargo fmt --check
-cargo clippy --all-targets -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -- -D warnings
 
-say "native tests of the core"
-cargo test
+say "native tests of the worker and the lab's simulator"
+cargo test --workspace
 
 say "release build of the worker"
 bash scripts/build-worker.sh

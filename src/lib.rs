@@ -14,7 +14,8 @@
 //! * [`turn`] mints short-lived TURN credentials (`GET /turn`);
 //! * [`http`] maps methods, headers and errors to responses (CORS everywhere);
 //! * [`error`] is the one error type, each variant an HTTP status and a short reason;
-//! * `sim` (native only) is the cost simulator behind `cargo run --release --bin simulate`.
+//! * [`testing`] (native only) is the worker over the in-memory R2 model on a
+//!   virtual clock, for the tests in `tests/` and the lab in `lab/`.
 
 pub mod config;
 pub mod error;
@@ -27,10 +28,10 @@ pub mod quota;
 pub mod relay;
 pub mod room;
 pub mod service;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod sim;
 pub mod status;
 pub mod store;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub mod turn;
 
 #[cfg(target_arch = "wasm32")]

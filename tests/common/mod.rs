@@ -5,15 +5,15 @@
 use p2pcf_rs::config::Config;
 use p2pcf_rs::http::{HttpRequest, HttpResponse, Outcome};
 use p2pcf_rs::platform::Platform;
-use p2pcf_rs::sim::Ours;
+use p2pcf_rs::testing::LocalWorker;
 use serde_json::{json, Value};
 
-pub use p2pcf_rs::sim::{SimPlatform, EPOCH_MS};
+pub use p2pcf_rs::testing::{SimPlatform, EPOCH_MS};
 
 pub struct Harness {
     pub platform: &'static SimPlatform,
     /// The worker over the in-memory R2 model (`worker.store` is the model).
-    pub worker: Ours<'static>,
+    pub worker: LocalWorker<'static, SimPlatform>,
 }
 
 pub struct Reply {
@@ -36,7 +36,7 @@ impl Harness {
         let platform: &'static SimPlatform = Box::leak(Box::new(SimPlatform::new(7)));
         Self {
             platform,
-            worker: Ours::with_config(platform, config, latency_ms),
+            worker: LocalWorker::with_config(platform, config, latency_ms),
         }
     }
 

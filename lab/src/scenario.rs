@@ -1,9 +1,10 @@
 //! Scenarios, the simulation run, and the side-by-side report.
 
-use super::client::{Client, PeerPlan, World};
-use super::original::Original;
-use super::{Ours, Server, SimPlatform};
-use crate::platform::join_all;
+use crate::client::{Client, PeerPlan, World};
+use crate::original::Original;
+use crate::{Ours, Server};
+use p2pcf_rs::platform::join_all;
+use p2pcf_rs::testing::SimPlatform;
 
 const HOUR_MS: u64 = 3_600_000;
 /// Latency of one R2 operation seen from a worker.

@@ -21,8 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{json, Value};
 
-use super::{Server, SimPlatform, EPOCH_MS};
-use crate::platform::Platform;
+use crate::Server;
+use p2pcf_rs::platform::Platform;
+use p2pcf_rs::testing::{SimPlatform, EPOCH_MS};
 
 const STEP_MS: u64 = 500;
 const FAST_POLL_MS: u64 = 1500;

@@ -17,10 +17,11 @@ use std::cell::RefCell;
 
 use serde_json::{json, Value};
 
-use super::{Answer, Server, SimPlatform};
-use crate::platform::Platform;
-use crate::store::memory::{MemoryStore, Stats};
-use crate::store::Store;
+use crate::{Answer, Server};
+use p2pcf_rs::platform::Platform;
+use p2pcf_rs::store::memory::{MemoryStore, Stats};
+use p2pcf_rs::store::Store;
+use p2pcf_rs::testing::SimPlatform;
 
 const VACUUM_INTERVAL_MS: u64 = 30_000;
 const VACUUM_DELAY_MAX_MS: u64 = 10_000;

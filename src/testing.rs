@@ -1,27 +1,21 @@
-//! A deterministic cost simulator (native only).
+//! The worker without the Workers runtime (native only): its real HTTP
+//! layer ([`serve`]) over the in-memory R2 model, on a virtual clock
+//! (tokio's paused time) with seeded randomness.
 //!
-//! Simulated stock `p2pcf` clients ([`client`]) follow the real client's
-//! schedule against either this worker (its real HTTP layer over the
-//! in-memory R2 model) or a model of the original JavaScript worker's R2
-//! access pattern ([`original`]), on a virtual clock (tokio's paused time)
-//! with seeded randomness. [`scenario`] defines the runs and the report.
-
-pub mod client;
-pub mod original;
-pub mod scenario;
+//! The black-box tests in `tests/` and the lab (`lab/`: the cost simulator
+//! and the CPU bench) drive the worker through [`LocalWorker`], so they run
+//! exactly the code the Worker runs, minus `worker_entry`.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
-
-use serde_json::Value;
 
 use crate::config::Config;
 use crate::http::{serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
 use crate::platform::Platform;
 use crate::quota::QuotaLedger;
 use crate::service::RetryPolicy;
-use crate::store::memory::{MemoryStore, Stats};
+use crate::store::memory::MemoryStore;
 
 /// 2026-11-21T00:00:00Z: virtual time starts here.
 pub const EPOCH_MS: u64 = 1_795_219_200_000;
@@ -104,42 +98,26 @@ impl Platform for SimPlatform {
     }
 }
 
-/// A signalling server as the simulated clients see it.
-#[allow(async_fn_in_trait)] // single-threaded simulation
-pub trait Server {
-    /// Sends one request body (`leave`: with `X-Worker-Method: DELETE`);
-    /// returns the status and the JSON body (`null` when not JSON).
-    async fn call(&self, body: &Value, leave: bool) -> Answer;
-    /// R2 operations so far.
-    fn stats(&self) -> Stats;
-    fn name(&self) -> &'static str;
-}
-
-/// A server's answer to one simulated request.
-pub struct Answer {
-    pub status: u16,
-    pub json: Value,
-    /// Class A operations this request made.
-    pub class_a: u32,
-}
-
-/// This worker: its real HTTP layer over the in-memory R2 model (also the
-/// native tests' harness).
-pub struct Ours<'a> {
-    pub store: MemoryStore<&'a SimPlatform>,
-    pub platform: &'a SimPlatform,
+/// This worker over the in-memory R2 model, serving requests as the Worker
+/// would. `P` is the clock and randomness: [`SimPlatform`] in tests and the
+/// simulator, a fixed clock in the CPU bench.
+pub struct LocalWorker<'a, P: Platform> {
+    /// The R2 model: its operation counts, faults and latency.
+    pub store: MemoryStore<&'a P>,
+    pub platform: &'a P,
     pub config: Config,
     pub ledger: QuotaLedger,
     pub isolate: Isolate,
     pub policy: RetryPolicy,
 }
 
-impl<'a> Ours<'a> {
-    pub fn new(platform: &'a SimPlatform, latency_ms: u64) -> Self {
+impl<'a, P: Platform> LocalWorker<'a, P> {
+    /// Default configuration; every R2 operation takes `latency_ms`.
+    pub fn new(platform: &'a P, latency_ms: u64) -> Self {
         Self::with_config(platform, Config::default(), latency_ms)
     }
 
-    pub fn with_config(platform: &'a SimPlatform, config: Config, latency_ms: u64) -> Self {
+    pub fn with_config(platform: &'a P, config: Config, latency_ms: u64) -> Self {
         Self {
             store: MemoryStore::new(platform, latency_ms),
             platform,
@@ -150,48 +128,21 @@ impl<'a> Ours<'a> {
         }
     }
 
-    /// Serves one request as the Worker would.
-    pub async fn serve(&self, request: &HttpRequest) -> (HttpResponse, Outcome) {
-        let services = Services {
+    /// What `serve` needs, borrowed from this worker.
+    pub fn services(&self) -> Services<'_, MemoryStore<&'a P>, P> {
+        Services {
             store: Some(&self.store),
             platform: self.platform,
             config: &self.config,
             ledger: &self.ledger,
             isolate: &self.isolate,
             policy: &self.policy,
-            version: "sim",
-        };
-        serve(request, &services).await
-    }
-}
-
-impl Server for Ours<'_> {
-    async fn call(&self, body: &Value, leave: bool) -> Answer {
-        let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
-        if leave {
-            headers.push(("X-Worker-Method".to_owned(), "DELETE".to_owned()));
-        }
-        let request = HttpRequest {
-            method: "POST".to_owned(),
-            url: String::new(),
-            headers,
-            body: serde_json::to_vec(body).unwrap_or_default(),
-        };
-        let (response, outcome) = self.serve(&request).await;
-        Answer {
-            status: response.status,
-            // An error's plain-text reason comes back as a JSON string.
-            json: serde_json::from_slice(&response.body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into())),
-            class_a: outcome.ops.class_a,
+            version: "local",
         }
     }
 
-    fn stats(&self) -> Stats {
-        self.store.stats()
-    }
-
-    fn name(&self) -> &'static str {
-        "p2pcf-rs"
+    /// Serves one request as the Worker would.
+    pub async fn serve(&self, request: &HttpRequest) -> (HttpResponse, Outcome) {
+        serve(request, &self.services()).await
     }
 }

@@ -2,14 +2,13 @@
 //! HTTP layer, in-memory R2 model) and against a model of the original
 //! worker, on a virtual clock. Deterministic for a given seed.
 //!
-//!     cargo run --release --bin simulate [-- --seed N] [-- --only NAME-PREFIX]
+//!     cargo simulate [--seed N] [--only NAME-PREFIX]   # cargo run --release -p p2pcf-lab --bin simulate
 //!
-//! `SIM_TRACE=s012 cargo run ...` prints every request of the simulated
+//! `SIM_TRACE=s012 cargo simulate` prints every request of the simulated
 //! sessions whose id starts with `s012` (time, write, Class A, latency, status).
 
-#[cfg(not(target_arch = "wasm32"))]
 fn main() {
-    use p2pcf_rs::sim::scenario::{all, hint_table, run, table, Which};
+    use p2pcf_lab::scenario::{all, hint_table, run, table, Which};
 
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str| {
@@ -23,7 +22,7 @@ fn main() {
 
     println!(
         "# Cost simulation (seed {seed}, R2 latency {} ms per operation)\n",
-        p2pcf_rs::sim::scenario::R2_LATENCY_MS
+        p2pcf_lab::scenario::R2_LATENCY_MS
     );
     for scenario in all(seed) {
         if only
@@ -41,6 +40,3 @@ fn main() {
         println!("{}", hint_table(seed));
     }
 }
-
-#[cfg(target_arch = "wasm32")]
-fn main() {}

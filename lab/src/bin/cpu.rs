@@ -2,29 +2,21 @@
 //! same code, compiled for x86_64 instead of wasm32, so treat the figures as
 //! a lower bound; V8's wasm is typically within 1.5-2x of native).
 //!
-//!     cargo run --release --bin cpu
+//!     cargo cpu     # = cargo run --release -p p2pcf-lab --bin cpu
 
-#[cfg(not(target_arch = "wasm32"))]
 fn main() {
     bench::run();
 }
 
-#[cfg(target_arch = "wasm32")]
-fn main() {}
-
-#[cfg(not(target_arch = "wasm32"))]
 mod bench {
     use std::future::Future;
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
     use std::time::Instant;
 
-    use p2pcf_rs::config::Config;
-    use p2pcf_rs::http::{serve, HttpRequest, Isolate, Services};
+    use p2pcf_rs::http::{serve, HttpRequest};
     use p2pcf_rs::platform::Platform;
-    use p2pcf_rs::quota::QuotaLedger;
-    use p2pcf_rs::service::RetryPolicy;
-    use p2pcf_rs::store::memory::MemoryStore;
+    use p2pcf_rs::testing::LocalWorker;
     use serde_json::{json, Value};
 
     /// A clock that only moves when told to, timers that fire at once.
@@ -56,41 +48,6 @@ mod bench {
 
     const NOW: u64 = 1_795_219_200_000;
 
-    /// The worker over a zero-latency store, as `serve` needs it.
-    struct Worker<'a> {
-        platform: &'a Fixed,
-        store: MemoryStore<&'a Fixed>,
-        config: Config,
-        ledger: QuotaLedger,
-        isolate: Isolate,
-        policy: RetryPolicy,
-    }
-
-    impl<'a> Worker<'a> {
-        fn new(platform: &'a Fixed) -> Self {
-            Self {
-                platform,
-                store: MemoryStore::new(platform, 0),
-                config: Config::default(),
-                ledger: QuotaLedger::default(),
-                isolate: Isolate::new([7; 16]),
-                policy: RetryPolicy::default(),
-            }
-        }
-
-        fn services(&self) -> Services<'_, MemoryStore<&'a Fixed>, Fixed> {
-            Services {
-                store: Some(&self.store),
-                platform: self.platform,
-                config: &self.config,
-                ledger: &self.ledger,
-                isolate: &self.isolate,
-                policy: &self.policy,
-                version: "bench",
-            }
-        }
-    }
-
     fn body(n: usize, t: u64, with_p: bool) -> Value {
         let d = json!([
             format!("session-{n:02}-abcdefgh"),
@@ -119,7 +76,7 @@ mod bench {
     pub fn run() {
         for peers in [2usize, 4, 8, 16, 32] {
             let platform = Fixed(std::cell::Cell::new(NOW));
-            let worker = Worker::new(&platform);
+            let worker = LocalWorker::new(&platform, 0);
             let services = worker.services();
             for n in 0..peers {
                 platform.0.set(platform.0.get() + 1500);
@@ -154,7 +111,7 @@ mod bench {
     /// poller), read in the poller's join window (every outbox at once).
     fn worst_case() {
         let platform = Fixed(std::cell::Cell::new(NOW));
-        let worker = Worker::new(&platform);
+        let worker = LocalWorker::new(&platform, 0);
         let services = worker.services();
         let limits = &worker.config.limits;
         let id = |n: usize, c: char| format!("{n:02}{}", c.to_string().repeat(62));

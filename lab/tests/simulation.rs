@@ -1,9 +1,9 @@
 //! The cost simulator as a regression test: simulated stock clients against
 //! the real worker logic on the R2 model (virtual clock, fixed seed).
 
-use p2pcf_rs::sim::scenario::{all, large_rooms, run, Which};
+use p2pcf_lab::scenario::{all, large_rooms, run, Which};
 
-fn scenario(prefix: &str) -> p2pcf_rs::sim::scenario::Scenario {
+fn scenario(prefix: &str) -> p2pcf_lab::scenario::Scenario {
     all(42)
         .into_iter()
         .find(|s| s.name.starts_with(prefix))
