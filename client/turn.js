@@ -1,7 +1,7 @@
 // Short-lived TURN credentials from the worker's `GET /turn`, for the stock
 // p2pcf client (or any RTCPeerConnection). No dependencies.
 //
-//   import { useTurnCredentials } from './turn.js'
+//   import { useTurnCredentials } from 'p2pcf-rs-client/turn'
 //   const p2pcf = new P2PCF(clientId, roomId, { workerUrl })
 //   const turn = useTurnCredentials(p2pcf, workerUrl)
 //   await turn.ready        // credentials in place (rejects if /turn fails)

@@ -25,5 +25,8 @@ wasm=build/index_bg.wasm
 printf 'worker size: wasm %s bytes (%s gzip), js %s bytes (%s gzip); free plan limit 3 MB compressed\n' \
   "$(wc -c <"$wasm")" "$(gzip -9c "$wasm" | wc -c)" "$(wc -c <build/index.js)" "$(gzip -9c build/index.js | wc -c)"
 
-say "HTTP tests in workerd and browser tests in Chromium"
-node --test --test-concurrency=1 tests/workerd/ tests/browser/
+say "the client package: declarations type-check (strict), npm pack installs"
+node_modules/.bin/tsc -p tests/client
+
+say "HTTP tests in workerd, the client package, browser tests in Chromium"
+node --test --test-concurrency=1 tests/client/ tests/workerd/ tests/browser/

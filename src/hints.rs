@@ -71,6 +71,13 @@ impl Hint {
     pub fn header(&self) -> String {
         format!("{}; ms={}", self.mode.as_str(), self.ms)
     }
+
+    /// The same hint as a `Server-Timing` metric, which a page reads from
+    /// its Resource Timing entries (`PerformanceObserver`) without touching
+    /// `fetch` (client/hints.js).
+    pub fn server_timing(&self) -> String {
+        format!("p2pcf-hint;desc={};dur={}", self.mode.as_str(), self.ms)
+    }
 }
 
 /// What the worker knows about the caller and its room at this request.
@@ -291,6 +298,14 @@ mod tests {
             }
             .header(),
             "fast; ms=1000"
+        );
+        assert_eq!(
+            Hint {
+                ms: 12000,
+                mode: Mode::Slow
+            }
+            .server_timing(),
+            "p2pcf-hint;desc=slow;dur=12000"
         );
     }
 }

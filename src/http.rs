@@ -52,6 +52,9 @@ impl HttpResponse {
                 "Access-Control-Expose-Headers",
                 "Retry-After, X-Poll-Hint, X-R2-Ops".to_owned(),
             ),
+            // Lets pages of any origin read `Server-Timing` (the hint) from
+            // Resource Timing, as CORS already lets them read the body.
+            ("Timing-Allow-Origin", "*".to_owned()),
             ("Cache-Control", "no-store".to_owned()),
             ("X-Content-Type-Options", "nosniff".to_owned()),
         ];
@@ -256,6 +259,7 @@ pub async fn serve<S: Store, P: Platform>(
                     let mut resp = HttpResponse::json(reply.body);
                     if let Some(hint) = reply.hint {
                         resp.headers.push(("X-Poll-Hint", hint.header()));
+                        resp.headers.push(("Server-Timing", hint.server_timing()));
                     }
                     outcome.peers = Some(reply.peers);
                     outcome.hint = reply.hint;

@@ -16,6 +16,11 @@ fn mode(r: &common::Reply) -> (String, u64) {
         Some(format!("{mode}; ms={ms}").as_str()),
         "header and body agree"
     );
+    assert_eq!(
+        r.response.header("server-timing"),
+        Some(format!("p2pcf-hint;desc={mode};dur={ms}").as_str()),
+        "Server-Timing and body agree"
+    );
     (mode, ms)
 }
 
@@ -90,6 +95,7 @@ async fn hints_follow_joins_leaves_and_solitude() {
     // A leave carries no hint.
     let r = h.leave(&a.leave_body(t_a)).await;
     assert_eq!((r.status, r.response.header("x-poll-hint")), (200, None));
+    assert_eq!(r.response.header("server-timing"), None);
 }
 
 #[tokio::test(start_paused = true)]

@@ -87,9 +87,14 @@ test('with the hints helper, two stock clients connect and the worker paces thei
     const { client, hints } = window
     const last = hints.last
     const scheduled = !client.isSending && last !== null && client.nextStepTime === last.at + last.ms
-    return scheduled && { received: hints.received, mode: last.mode }
+    return scheduled && { received: hints.received, mode: last.mode, at: last.at, ms: last.ms, leftFetchAlone: window.hintsLeftFetchAlone }
   }), 15000)
-  assert.ok(state.received > 0, 'hints reached the page (X-Poll-Hint is exposed)')
+  // ...and the client's next poll came when the hint said (its step timer ticks every 500 ms).
+  const due = state.at + state.ms
+  const next = await until('the next poll', () => alice.page.evaluate(after => window.requestTimes.find(t => t > after), state.at), 40000)
+  assert.ok(next >= due - 20 && next <= due + 700, `next poll ${next - state.at} ms after the hinted response; hint ${state.ms} ms (${state.mode})`)
+  assert.ok(state.received > 0, 'hints reached the page (Server-Timing is readable cross-origin)')
+  assert.equal(state.leftFetchAlone, true, 'the helper replaces no global')
   assert.ok(['fast', 'slow', 'idle'].includes(state.mode), JSON.stringify(state))
   const requests = await alice.page.evaluate(() => window.requests)
   console.log(`alice made ${requests} signalling requests in ${Math.round((Date.now() - started) / 1000)} s`)

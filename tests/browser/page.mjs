@@ -1,8 +1,8 @@
 // The test page's script: runs the stock p2pcf client, unchanged (bundled
 // from node_modules/p2pcf/src with esbuild), and records what it sees.
 import P2PCF from 'p2pcf'
-import { followHints } from '../../client/p2pcf-hints.js'
-import { useTurnCredentials } from '../../client/turn.js'
+import { followHints } from 'p2pcf-rs-client/hints'
+import { useTurnCredentials } from 'p2pcf-rs-client/turn'
 
 const params = new URLSearchParams(location.search)
 const log = (window.p2pcfLog = [])
@@ -18,7 +18,11 @@ const client = new P2PCF(params.get('client'), params.get('room'), {
   rtcPeerConnectionOptions: relayOnly ? { iceTransportPolicy: 'relay' } : {}
 })
 window.client = client
-if (params.get('hints') === '1') window.hints = followHints(client)
+if (params.get('hints') === '1') {
+  const fetchBefore = window.fetch
+  window.hints = followHints(client)
+  window.hintsLeftFetchAlone = window.fetch === fetchBefore
+}
 const turn = relayOnly ? useTurnCredentials(client, params.get('worker')) : null
 window.turnCredentials = () => turn?.last()
 
@@ -52,11 +56,15 @@ window.relayCandidates = async iceServers => {
   return found.length
 }
 
-// Counts signalling requests (after the hints wrapper, if any, so both see them).
+// Counts signalling requests (the test's own wrapper; the hints helper adds none).
 window.requests = 0
+window.requestTimes = []
 const countedFetch = window.fetch
 window.fetch = (input, init) => {
-  if ((typeof input === 'string' ? input : input?.url) === client.workerUrl) window.requests++
+  if ((typeof input === 'string' ? input : input?.url) === client.workerUrl) {
+    window.requests++
+    window.requestTimes.push(Date.now())
+  }
   return countedFetch(input, init)
 }
 

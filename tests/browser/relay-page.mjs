@@ -1,7 +1,7 @@
 // The relay test page: a simple-peer full mesh signalled through
 // client/relay.js, exactly as README.md shows it. simple-peer 9.11.1 comes
 // from its own browser bundle (window.SimplePeer).
-import { SignalRelay } from '../../client/relay.js'
+import { SignalRelay } from 'p2pcf-rs-client/relay'
 
 const params = new URLSearchParams(location.search)
 const events = (window.events = [])

@@ -1,8 +1,8 @@
 // The fast-rtc-swarm test page: @mattkrick/fast-rtc-swarm 0.4.1 from npm,
 // signalled through client/relay.js with client/fast-rtc-swarm.js.
 import swarmModule from '@mattkrick/fast-rtc-swarm'
-import { SignalRelay } from '../../client/relay.js'
-import { swarmOverRelay } from '../../client/fast-rtc-swarm.js'
+import { SignalRelay } from 'p2pcf-rs-client/relay'
+import { swarmOverRelay } from 'p2pcf-rs-client/fast-rtc-swarm'
 
 // A webpack CommonJS build: the class is its `default` export.
 const FastRTCSwarm = swarmModule.default || swarmModule

@@ -91,12 +91,15 @@ test('two contexts: first poll, publish, poll, packages, leave', async () => {
   assertCors(res)
 })
 
-test('polling hints: in the body and in an exposed X-Poll-Hint header', async () => {
+test('polling hints: in the body, in an exposed X-Poll-Hint header and in Server-Timing', async () => {
   const a = new Peer(worker.url, 'room-hint', 1)
   let res = await a.firstPoll()
   assert.deepEqual(res.hint, { ms: 1000, mode: 'fast' })
   assert.equal(res.headers.get('x-poll-hint'), 'fast; ms=1000')
   assert.match(res.headers.get('access-control-expose-headers'), /X-Poll-Hint/)
+  // The same hint for client/hints.js, which reads it from Resource Timing.
+  assert.equal(res.headers.get('server-timing'), 'p2pcf-hint;desc=fast;dur=1000')
+  assert.equal(res.headers.get('timing-allow-origin'), '*')
   res = await a.publish(Date.now())
   assert.equal(res.hint.mode, 'fast', 'the room just changed')
 })

@@ -4,8 +4,8 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startWorker } from './harness.mjs'
-import { SignalRelay } from '../../client/relay.js'
-import { peerMessageSignal } from '../../client/peer-message.js'
+import { SignalRelay } from 'p2pcf-rs-client/relay'
+import { peerMessageSignal } from 'p2pcf-rs-client/peer-message'
 
 let worker
 before(async () => { worker = await startWorker() })
