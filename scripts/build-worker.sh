@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the worker (build/index.js + wasm) with worker-build, pointing it at
-# local tools so that nothing is downloaded. Run from the project root;
-# wrangler runs it as the [build] command.
+# local tools so that nothing is downloaded, and the static assets
+# (build/assets: the status page's self-test with the stock p2pcf client).
+# Run from the project root; wrangler runs it as the [build] command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,3 +17,9 @@ worker-build --release "$@"
 if [ "${KEEP_WASM_NAMES:-0}" != 1 ]; then
   "$WASM_OPT_BIN" --strip-debug build/index_bg.wasm -o build/index_bg.wasm
 fi
+
+# The self-test (self-test/self-test.js) with the stock p2pcf client from
+# node_modules, unchanged, in one ES module served as a static asset.
+rm -rf build/assets
+"$ESBUILD_BIN" self-test/self-test.js --bundle --format=esm --minify --define:global=window \
+  --legal-comments=eof --log-level=warning --outfile=build/assets/self-test.js

@@ -143,6 +143,19 @@ pre code {{ background: none; padding: 0; }}
 dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1.2rem; margin: 0; }}
 dt {{ color: #5a6570; }} dd {{ margin: 0; }}
 footer {{ margin-top: 2rem; color: #6a737d; font-size: .85rem; }}
+button {{ font: inherit; font-weight: 600; padding: .4rem 1rem; border-radius: .4rem; border: 1px solid #1a7f37; background: #1a7f37; color: #fff; cursor: pointer; }}
+button:disabled {{ opacity: .5; cursor: default; }}
+#self-test-steps li {{ margin: .25rem 0; }}
+#self-test-steps li::marker {{ content: "\25CB  "; color: #8a949e; }}
+#self-test-steps li[data-state=running]::marker {{ content: "\25D4  "; color: #0969da; }}
+#self-test-steps li[data-state=ok]::marker {{ content: "\2714  "; color: #1a7f37; }}
+#self-test-steps li[data-state=failed]::marker {{ content: "\2718  "; color: #c2262d; }}
+#self-test-steps li[data-state=skipped]::marker {{ content: "\2013  "; color: #8a949e; }}
+#self-test-steps .time {{ color: #5a6570; font-size: .85rem; }}
+#self-test-steps .detail {{ color: #5a6570; font-size: .9rem; }}
+#self-test-steps li[data-state=failed] .detail {{ color: #c2262d; }}
+#self-test-result[data-result=passed] {{ color: #1a7f37; font-weight: 600; }}
+#self-test-result[data-result=failed] {{ color: #c2262d; font-weight: 600; }}
 </style>
 </head>
 <body>
@@ -156,6 +169,17 @@ footer {{ margin-top: 2rem; color: #6a737d; font-size: .85rem; }}
 <pre><code>import P2PCF from 'p2pcf'
 const p2pcf = new P2PCF('client-id', 'room-id', {{ workerUrl: '{url}' }})
 p2pcf.start()</code></pre>
+<h2>Self-test</h2>
+<div class="card" id="self-test">
+<p>Runs two p2pcf clients in this page that signal through this worker, connect
+to each other and swap a message, then leave. It uses a room of its own
+(<code id="self-test-room">self-test-&hellip;</code>), about 20 requests and a few R2 writes,
+and counts against this deployment's origin rules and limits like any page.</p>
+<p><button id="self-test-run" type="button" disabled>Run the self-test</button></p>
+<p id="self-test-result" data-result="idle">Loading the self-test&hellip;</p>
+<ol id="self-test-steps"></ol>
+</div>
+<script type="module" src="/self-test.js" onerror="document.getElementById('self-test-result').textContent='The self-test script (/self-test.js, a static asset) did not load: deploy with the [assets] section of wrangler.toml.'"></script>
 <h2>Configuration</h2>
 <div class="card">
 <dl id="config">

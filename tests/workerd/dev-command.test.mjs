@@ -14,7 +14,7 @@ const freePort = () => new Promise((resolve, reject) => {
   s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
 })
 
-test('scripts/dev.sh serves the status page with a working bucket', { timeout: 300000 }, async () => {
+test('scripts/dev.sh serves the status page with a working bucket and its self-test', { timeout: 300000 }, async () => {
   const [port, inspector] = [await freePort(), await freePort()]
   const state = mkdtempSync(join(tmpdir(), 'p2pcf-dev-state-'))
   const root = new URL('../../', import.meta.url).pathname
@@ -42,6 +42,11 @@ test('scripts/dev.sh serves the status page with a working bucket', { timeout: 3
     }
     assert.ok(html, `wrangler dev did not serve the status page:\n${output.slice(-3000)}`)
     assert.match(html, /R2 bucket is configured and answering/)
+    // The status page's self-test is served from the static assets.
+    const script = await fetch(`http://127.0.0.1:${port}/self-test.js`)
+    assert.equal(script.status, 200)
+    assert.match(script.headers.get('content-type'), /javascript/)
+    assert.match(await script.text(), /self-test-run/)
   } finally {
     try { process.kill(-dev.pid, 'SIGTERM') } catch {}
     rmSync(state, { recursive: true, force: true })

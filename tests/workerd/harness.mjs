@@ -18,6 +18,8 @@ export async function startWorker ({ vars = {}, bucket = true, ratelimits } = {}
       { type: 'CompiledWasm', include: ['**/*.wasm'] }
     ],
     compatibilityDate,
+    // Static assets in front of the worker, as wrangler.toml's [assets].
+    assets: { directory: new URL('build/assets', root).pathname, routerConfig: { has_user_worker: true } },
     r2Buckets: bucket ? ['BUCKET'] : [],
     bindings: vars,
     ...(ratelimits ? { ratelimits } : {}),

@@ -1,0 +1,87 @@
+// The status page's self-test in Chromium: one click runs two stock p2pcf
+// clients (served by the worker's static assets) that connect through this
+// very worker and swap a message; the page shows each step with its time.
+// A deployment that refuses the page's origin fails at the first request,
+// and the page says what to check. Screenshots: test-results/self-test*.png.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
+import { chromium as playwright } from 'playwright-core'
+import { startWorker } from '../workerd/harness.mjs'
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync']
+const results = new URL('../../test-results/', import.meta.url)
+
+let browser
+const cleanups = []
+after(async () => {
+  await browser?.close()
+  for (const stop of cleanups) await stop()
+})
+
+/** Opens the status page, clicks the self-test, waits for its verdict. */
+async function runSelfTest (worker, screenshot) {
+  browser ??= await playwright.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true })
+  const context = await browser.newContext({ viewport: { width: 900, height: 1000 } })
+  const page = await context.newPage()
+  page.on('pageerror', e => console.log(`[status page] page error: ${e.message}`))
+  await page.goto(worker.url + '/')
+  const button = page.locator('#self-test-run')
+  await button.waitFor()
+  assert.equal(await button.isEnabled(), true, 'the script loaded from the static assets')
+  const clicked = Date.now()
+  await button.click()
+  await page.waitForSelector('#self-test-result[data-result=passed], #self-test-result[data-result=failed]', { timeout: 90000 })
+  const elapsed = Date.now() - clicked
+  const steps = await page.locator('#self-test-steps li').evaluateAll(lis => lis.map(li => ({
+    step: li.dataset.step,
+    state: li.dataset.state,
+    time: li.querySelector('.time').textContent,
+    detail: li.querySelector('.detail').textContent
+  })))
+  const verdict = await page.locator('#self-test-result').innerText()
+  const room = await page.locator('#self-test-room').innerText()
+  mkdirSync(results, { recursive: true })
+  await page.screenshot({ path: new URL(screenshot, results).pathname, fullPage: true })
+  await context.close()
+  return { steps, verdict, room, elapsed }
+}
+
+const ops = lines => lines.map(l => { try { return JSON.parse(l) } catch { return null } })
+  .filter(l => l?.r2)
+  .reduce((sum, l) => ({ requests: sum.requests + 1, a: sum.a + l.r2.a, b: sum.b + l.r2.b }), { requests: 0, a: 0, b: 0 })
+
+test('one click: two stock clients connect through this worker, swap a message and leave', { timeout: 120000 }, async () => {
+  const worker = await startWorker({
+    vars: { TURN_URLS: 'turn:127.0.0.1:3478?transport=udp', TURN_SHARED_SECRET: 'self-test-secret' }
+  })
+  cleanups.push(worker.stop)
+  const { steps, verdict, room, elapsed } = await runSelfTest(worker, 'self-test.png')
+  for (const s of steps) console.log(`  ${s.state.padEnd(7)} ${s.step.padEnd(8)} ${s.time.padStart(6)}  ${s.detail}`)
+  assert.match(verdict, /^Passed in/, JSON.stringify(steps))
+  assert.deepEqual(steps.map(s => s.step), ['webrtc', 'reach', 'join', 'connect', 'message', 'leave', 'turn'])
+  assert.ok(steps.every(s => s.state === 'ok'), JSON.stringify(steps))
+  assert.match(room, /^self-test-[0-9a-f]{12}$/, 'a room of its own')
+  assert.match(steps.find(s => s.step === 'message').detail, /round trip \d+ ms/)
+  // It left: a poll of its room now lists nobody (the page checked it too).
+  const res = await fetch(worker.url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ r: room, k: 'test-observer' }) })
+  assert.deepEqual((await res.json()).ps, [])
+  const cost = ops(worker.logs)
+  console.log(`self-test passed in ${elapsed} ms: ${cost.requests} worker requests, R2 ${cost.a} Class A + ${cost.b} Class B (status page included)`)
+  assert.ok(cost.a <= 12, `cheap for the owner: ${JSON.stringify(cost)}`)
+})
+
+test('a deployment that refuses the page\'s origin: the self-test stops at the first request and says what to change', { timeout: 60000 }, async () => {
+  const worker = await startWorker({ vars: { ALLOWED_ORIGINS: 'https://app.example' } })
+  cleanups.push(worker.stop)
+  const { steps, verdict } = await runSelfTest(worker, 'self-test-refused.png')
+  assert.match(verdict, /^Failed at/)
+  const reach = steps.find(s => s.step === 'reach')
+  assert.equal(reach.state, 'failed')
+  assert.match(reach.detail, /ALLOWED_ORIGINS/)
+  assert.ok(reach.detail.includes(worker.url), 'names the origin to add')
+  assert.ok(steps.filter(s => s.step !== 'webrtc' && s.step !== 'reach').every(s => s.state === 'pending'))
+  assert.equal(ops(worker.logs).a, 0, 'nothing was written')
+})
