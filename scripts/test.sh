@@ -10,8 +10,10 @@ export CI=true WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-say "format and lints (host and wasm32, workflows)"
+say "format and lints (host and wasm32, workflows, docs)"
 .tools/py/bin/actionlint .github/workflows/*.yml
+# Every Markdown file: local links and anchors resolve, structure renders (.remarkrc.mjs).
+node_modules/.bin/remark . --frail --quiet --no-stdout
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -- -D warnings
