@@ -521,7 +521,7 @@ pub struct PollResponse<'a> {
     pub pk: Vec<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dk: Option<&'a str>,
-    /// When to poll next; the stock client ignores it, `client/p2pcf-hints.js` follows it.
+    /// When to poll next; the stock client ignores it, `followHints` (client/hints.js) follows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<crate::hints::Hint>,
 }

@@ -172,7 +172,7 @@ pub struct Client<'w, S> {
     last_recipients: HashSet<String>,
     /// This client's own random stream, so that every server sees the same clients.
     rng: Cell<u64>,
-    /// Follows the worker's polling hints, as `client/p2pcf-hints.js` makes the stock client do.
+    /// Follows the worker's polling hints, as `followHints` (client/hints.js) makes the stock client do.
     pub follow_hints: bool,
 }
 
@@ -500,7 +500,7 @@ impl<'w, S: Server> Client<'w, S> {
             } else {
                 SLOW_POLL_MS
             };
-        // What client/p2pcf-hints.js does after the step: the hinted delay from the response.
+        // What followHints (client/hints.js) does after the step: the hinted delay from the response.
         if let Some(ms) = hint.filter(|_| self.follow_hints) {
             self.next_step = self.now() + ms;
         }
