@@ -190,7 +190,7 @@ async function run () {
       b.peer.destroy()
       a = b = null
       await within(10000, async () => (await members(room)).length === 0,
-        () => lastAnswer('The peers still appear in the room 10 s after leaving.'))
+        () => lastAnswer('The peers still appear in the room 10 s after leaving.'), 250)
       return 'the worker lists nobody'
     })
     current = 'turn'

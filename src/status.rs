@@ -173,7 +173,7 @@ p2pcf.start()</code></pre>
 <div class="card" id="self-test">
 <p>Runs two p2pcf clients in this page that signal through this worker, connect
 to each other and swap a message, then leave. It uses a room of its own
-(<code id="self-test-room">self-test-&hellip;</code>), about 20 requests and a few R2 writes,
+(<code id="self-test-room">self-test-&hellip;</code>), about 25 requests and a few R2 writes,
 and counts against this deployment's origin rules and limits like any page.</p>
 <p><button id="self-test-run" type="button" disabled>Run the self-test</button></p>
 <p id="self-test-result" data-result="idle">Loading the self-test&hellip;</p>

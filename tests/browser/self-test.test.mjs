@@ -70,7 +70,7 @@ test('one click: two stock clients connect through this worker, swap a message a
   assert.deepEqual((await res.json()).ps, [])
   const cost = ops(worker.logs)
   console.log(`self-test passed in ${elapsed} ms: ${cost.requests} worker requests, R2 ${cost.a} Class A + ${cost.b} Class B (status page included)`)
-  assert.ok(cost.a <= 12, `cheap for the owner: ${JSON.stringify(cost)}`)
+  assert.ok(cost.a <= 12 && cost.requests <= 40, `cheap for the owner: ${JSON.stringify(cost)}`)
 })
 
 test('a deployment that refuses the page\'s origin: the self-test stops at the first request and says what to change', { timeout: 60000 }, async () => {
