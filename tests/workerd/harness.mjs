@@ -19,7 +19,12 @@ export async function startWorker ({ vars = {}, bucket = true, ratelimits } = {}
     ],
     compatibilityDate,
     // Static assets in front of the worker, as wrangler.toml's [assets].
-    assets: { directory: new URL('build/assets', root).pathname, routerConfig: { has_user_worker: true } },
+    // (run_worker_first = ["/*", "!/self-test.js"] becomes this static routing).
+    assets: {
+      directory: new URL('build/assets', root).pathname,
+      routerConfig: { has_user_worker: true, static_routing: { user_worker: ['/*'], asset_worker: ['/self-test.js'] } },
+      assetConfig: { has_static_routing: true }
+    },
     r2Buckets: bucket ? ['BUCKET'] : [],
     bindings: vars,
     ...(ratelimits ? { ratelimits } : {}),
