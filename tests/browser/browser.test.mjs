@@ -89,10 +89,11 @@ test('with the hints helper, two stock clients connect and the worker paces thei
     const scheduled = !client.isSending && last !== null && client.nextStepTime === last.at + last.ms
     return scheduled && { received: hints.received, mode: last.mode, at: last.at, ms: last.ms, leftFetchAlone: window.hintsLeftFetchAlone }
   }), 15000)
-  // ...and the client's next poll came when the hint said (its step timer ticks every 500 ms).
+  // ...and the client's next poll came when the hint said, not before (its step
+  // timer ticks every 500 ms; the slack is for a loaded machine).
   const due = state.at + state.ms
   const next = await until('the next poll', () => alice.page.evaluate(after => window.requestTimes.find(t => t > after), state.at), 40000)
-  assert.ok(next >= due - 20 && next <= due + 700, `next poll ${next - state.at} ms after the hinted response; hint ${state.ms} ms (${state.mode})`)
+  assert.ok(next >= due - 20 && next <= due + 1500, `next poll ${next - state.at} ms after the hinted response; hint ${state.ms} ms (${state.mode})`)
   assert.ok(state.received > 0, 'hints reached the page (Server-Timing is readable cross-origin)')
   assert.equal(state.leftFetchAlone, true, 'the helper replaces no global')
   assert.ok(['fast', 'slow', 'idle'].includes(state.mode), JSON.stringify(state))
