@@ -197,7 +197,9 @@ async function run () {
     mark('turn', 'running')
     const t0 = performance.now()
     seen.requests++
-    const res = await pageFetch(workerUrl + '/turn')
+    const res = await pageFetch(workerUrl + '/turn').catch(e => {
+      throw new StepFailed(adviceFor(0, String(e.message || e)))
+    })
     if (res.status === 404) {
       mark('turn', 'skipped', { detail: 'TURN is not set up on this deployment (optional; INSTALL.md shows how).' })
     } else if (res.ok) {
@@ -208,7 +210,7 @@ async function run () {
       throw new StepFailed(adviceFor(res.status, (await res.text()).slice(0, 300)))
     }
     const total = ((performance.now() - started) / 1000).toFixed(1)
-    $('self-test-result').textContent = `Passed in ${total} s: two browsers can connect through this worker (${seen.requests} signalling requests).`
+    $('self-test-result').textContent = `Passed in ${total} s: two browsers can connect through this worker (${seen.requests} requests to it).`
     $('self-test-result').dataset.result = 'passed'
   } catch (e) {
     const why = e instanceof StepFailed ? e.message : `The test itself failed: ${e.message || e}`
