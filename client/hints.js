@@ -40,7 +40,9 @@ export function followHints (client) {
     if (entry.name !== workerUrl || !entry.serverTiming) return
     const metric = entry.serverTiming.find(m => m.name === METRIC)
     if (!metric) return
-    const at = Math.round(performance.timeOrigin + entry.responseEnd)
+    // In the client's clock (Date.now), which can drift from the monotonic
+    // one Resource Timing uses (sleep, clock adjustments).
+    const at = Math.round(Date.now() - (performance.now() - entry.responseEnd))
     latest = { at, ms: metric.duration, mode: metric.description, end: entry.responseEnd }
     received++
   }
