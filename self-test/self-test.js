@@ -8,7 +8,9 @@
 // costs no worker request. The run itself is an ordinary p2pcf session in a
 // room of its own (`self-test-<random>`): a handful of R2 operations, under
 // the same origin rules and limits as any page; its one message travels
-// over the peers' own data channel, never through the worker.
+// over the peers' own data channel, never through the worker. When TURN is
+// set up, it also mints one credential and asks the TURN server for a relay
+// with it (an allocation, no traffic).
 import P2PCF from 'p2pcf'
 
 const workerUrl = location.origin
@@ -21,7 +23,7 @@ const STEPS = [
   ['connect', 'They swap connection packages through the worker and connect directly'],
   ['message', 'A message goes from A to B and back, over their data channel'],
   ['leave', 'Both leave, and the room is empty again'],
-  ['turn', 'TURN credentials (GET /turn)']
+  ['turn', 'TURN: credentials from GET /turn, and a relay allocated with them']
 ]
 
 /** What to check when a request to the worker failed with this status. */
@@ -107,6 +109,29 @@ async function members (room) {
   }
   if (!res.ok) throw new StepFailed(adviceFor(res.status, (await res.text()).slice(0, 300)))
   return (await res.json()).ps.map(p => p[0])
+}
+
+/**
+ * Asks the TURN servers for a relay with these credentials (relay-only ICE
+ * gathering, no peer): the relay candidate's protocol and port, or null.
+ */
+async function relayCandidate (iceServers, ms) {
+  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: 'relay' })
+  try {
+    pc.createDataChannel('turn-probe')
+    const found = new Promise(resolve => {
+      setTimeout(() => resolve(null), ms)
+      pc.onicecandidate = e => {
+        const c = e.candidate
+        if (!c) resolve(null)
+        else if (/ typ relay /.test(c.candidate)) resolve(`${c.protocol ?? 'udp'}, port ${c.port ?? '?'}`)
+      }
+    })
+    await pc.setLocalDescription(await pc.createOffer())
+    return await found
+  } finally {
+    pc.close()
+  }
 }
 
 /** Makes a stock client with a context id of its own (the client keeps one per tab in history.state). */
@@ -205,7 +230,11 @@ async function run () {
     } else if (res.ok) {
       const { iceServers, expiresAt } = await res.json()
       const minutes = Math.round((expiresAt - Date.now()) / 60000)
-      mark('turn', 'ok', { ms: performance.now() - t0, detail: `${iceServers.length} server(s), credentials valid for ${minutes} min` })
+      const relay = await relayCandidate(iceServers, 8000)
+      if (!relay) {
+        throw new StepFailed(`Credentials were minted (${iceServers.length} server(s), valid ${minutes} min), but no TURN server gave a relay with them within 8 s. Check that TURN_URLS reach your TURN server from this browser and that TURN_SHARED_SECRET is the server's static-auth-secret (coturn then logs a check_stun_auth error), or, with Cloudflare TURN, the key in CF_TURN_KEY_ID.`)
+      }
+      mark('turn', 'ok', { ms: performance.now() - t0, detail: `a relay allocated (${relay}); credentials valid for ${minutes} min` })
     } else {
       throw new StepFailed(adviceFor(res.status, (await res.text()).slice(0, 300)))
     }

@@ -174,7 +174,8 @@ p2pcf.start()</code></pre>
 <p>Runs two p2pcf clients in this page that signal through this worker, connect
 to each other and swap a message, then leave. It uses a room of its own
 (<code id="self-test-room">self-test-&hellip;</code>), about 25 requests and a few R2 writes,
-and counts against this deployment's origin rules and limits like any page.</p>
+and counts against this deployment's origin rules and limits like any page.
+With TURN set up, it also gets a relay allocated on your TURN server.</p>
 <p><button id="self-test-run" type="button" disabled>Run the self-test</button></p>
 <p id="self-test-result" data-result="idle">Loading the self-test&hellip;</p>
 <ol id="self-test-steps"></ol>

@@ -1,13 +1,18 @@
 // The status page's self-test in Chromium: one click runs two stock p2pcf
 // clients (served by the worker's static assets) that connect through this
 // very worker and swap a message; the page shows each step with its time.
-// A deployment that refuses the page's origin fails at the first request,
-// and the page says what to check. Screenshots: test-results/self-test*.png.
+// With TURN set up (a real coturn here), it also allocates a relay with a
+// minted credential. A deployment that refuses the page's origin fails at
+// the first request, one whose TURN secret does not match its server fails
+// at the TURN step, and the page says what to check each time.
+// Screenshots: test-results/self-test*.png.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { chromium as playwright } from 'playwright-core'
 import { startWorker } from '../workerd/harness.mjs'
+import { startCoturn } from './support.mjs'
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -54,8 +59,11 @@ const ops = lines => lines.map(l => { try { return JSON.parse(l) } catch { retur
   .reduce((sum, l) => ({ requests: sum.requests + 1, a: sum.a + l.r2.a, b: sum.b + l.r2.b }), { requests: 0, a: 0, b: 0 })
 
 test('one click: two stock clients connect through this worker, swap a message and leave', { timeout: 120000 }, async () => {
+  const secret = randomBytes(18).toString('base64')
+  const coturn = await startCoturn(secret)
+  cleanups.push(coturn.stop)
   const worker = await startWorker({
-    vars: { TURN_URLS: 'turn:127.0.0.1:3478?transport=udp', TURN_SHARED_SECRET: 'self-test-secret' }
+    vars: { TURN_URLS: `turn:127.0.0.1:${coturn.port}?transport=udp`, TURN_SHARED_SECRET: secret }
   })
   cleanups.push(worker.stop)
   const { steps, verdict, room, elapsed } = await runSelfTest(worker, 'self-test.png')
@@ -65,6 +73,7 @@ test('one click: two stock clients connect through this worker, swap a message a
   assert.ok(steps.every(s => s.state === 'ok'), JSON.stringify(steps))
   assert.match(room, /^self-test-[0-9a-f]{12}$/, 'a room of its own')
   assert.match(steps.find(s => s.step === 'message').detail, /round trip \d+ ms/)
+  assert.match(steps.find(s => s.step === 'turn').detail, /^a relay allocated \(udp, port \d+\)/)
   // It left: a poll of its room now lists nobody (the page checked it too).
   const res = await fetch(worker.url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ r: room, k: 'test-observer' }) })
   assert.deepEqual((await res.json()).ps, [])
@@ -84,4 +93,20 @@ test('a deployment that refuses the page\'s origin: the self-test stops at the f
   assert.ok(reach.detail.includes(worker.url), 'names the origin to add')
   assert.ok(steps.filter(s => s.step !== 'webrtc' && s.step !== 'reach').every(s => s.state === 'pending'))
   assert.equal(ops(worker.logs).a, 0, 'nothing was written')
+})
+
+test('a TURN secret that does not match the server: signalling passes, the TURN step fails and says what to check', { timeout: 120000 }, async () => {
+  const coturn = await startCoturn(randomBytes(18).toString('base64'))
+  cleanups.push(coturn.stop)
+  const worker = await startWorker({
+    vars: { TURN_URLS: `turn:127.0.0.1:${coturn.port}?transport=udp`, TURN_SHARED_SECRET: 'not-the-servers-secret' }
+  })
+  cleanups.push(worker.stop)
+  const { steps, verdict } = await runSelfTest(worker, 'self-test-turn-mismatch.png')
+  assert.match(verdict, /^Failed at .TURN/)
+  assert.ok(steps.filter(s => s.step !== 'turn').every(s => s.state === 'ok'), JSON.stringify(steps))
+  const turn = steps.find(s => s.step === 'turn')
+  assert.equal(turn.state, 'failed')
+  assert.match(turn.detail, /TURN_SHARED_SECRET/)
+  assert.match(coturn.log(), /check_stun_auth|401|Unauthorized/i, 'coturn refused the credential')
 })

@@ -2,6 +2,8 @@
 // by esbuild, served from 127.0.0.1), Debian's Chromium driven by
 // playwright-core, and a polling helper.
 import http from 'node:http'
+import net from 'node:net'
+import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { build } from 'esbuild'
 import { chromium } from 'playwright-core'
@@ -86,4 +88,37 @@ export async function until (what, fn, timeoutMs = 30000) {
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 100))
   }
+}
+
+/** A TCP port on 127.0.0.1 nobody listens on (coturn takes UDP and TCP on it). */
+async function freePort () {
+  const server = net.createServer()
+  await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise(resolve => server.close(resolve))
+  return port
+}
+
+/**
+ * Starts Debian's coturn on 127.0.0.1 with the TURN REST API shared
+ * `secret` (`use-auth-secret`), relaying on 201 ports from `relayBase`.
+ * Returns { port, relayBase, log(), stop() }.
+ */
+export async function startCoturn (secret) {
+  const port = await freePort()
+  const relayBase = 40000 + Math.floor(Math.random() * 20000)
+  let log = ''
+  const server = spawn('turnserver', [
+    '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${port}`,
+    '--allow-loopback-peers', '--use-auth-secret', `--static-auth-secret=${secret}`,
+    '--realm=p2pcf.test', '--no-tls', '--no-dtls', '--no-cli', '--no-software-attribute',
+    `--min-port=${relayBase}`, `--max-port=${relayBase + 200}`, '--log-file=stdout', '--simple-log'
+  ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  server.stdout.on('data', d => { log += d })
+  server.stderr.on('data', d => { log += d })
+  await until('coturn listening', () => new Promise(resolve => {
+    const socket = net.connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true) })
+    socket.on('error', () => resolve(false))
+  }), 15000)
+  return { port, relayBase, log: () => log, stop: () => server.kill() }
 }

@@ -5,42 +5,18 @@
 // clients with relay-only ICE connect through coturn.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { createHmac, randomBytes } from 'node:crypto'
-import net from 'node:net'
 import { startWorker } from '../workerd/harness.mjs'
-import { startBrowser, until } from './support.mjs'
+import { startBrowser, startCoturn, until } from './support.mjs'
 
 const SECRET = randomBytes(18).toString('base64')
-let turnserver, turnPort, relayBase, turnLog = '', worker, chromium
-
-/** A TCP port on 127.0.0.1 nobody listens on (coturn takes UDP and TCP on it). */
-async function freePort () {
-  const server = net.createServer()
-  await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
+let coturn, worker, chromium
 
 before(async () => {
-  turnPort = await freePort()
-  relayBase = 40000 + Math.floor(Math.random() * 20000)
-  turnserver = spawn('turnserver', [
-    '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${turnPort}`,
-    '--allow-loopback-peers', '--use-auth-secret', `--static-auth-secret=${SECRET}`,
-    '--realm=p2pcf.test', '--no-tls', '--no-dtls', '--no-cli', '--no-software-attribute',
-    `--min-port=${relayBase}`, `--max-port=${relayBase + 200}`, '--log-file=stdout', '--simple-log'
-  ], { stdio: ['ignore', 'pipe', 'pipe'] })
-  turnserver.stdout.on('data', d => { turnLog += d })
-  turnserver.stderr.on('data', d => { turnLog += d })
-  await until('coturn listening', () => new Promise(resolve => {
-    const socket = net.connect(turnPort, '127.0.0.1', () => { socket.destroy(); resolve(true) })
-    socket.on('error', () => resolve(false))
-  }), 15000)
+  coturn = await startCoturn(SECRET)
   worker = await startWorker({
     vars: {
-      TURN_URLS: `turn:127.0.0.1:${turnPort}?transport=udp,turn:127.0.0.1:${turnPort}?transport=tcp`,
+      TURN_URLS: `turn:127.0.0.1:${coturn.port}?transport=udp,turn:127.0.0.1:${coturn.port}?transport=tcp`,
       TURN_SHARED_SECRET: SECRET,
       TURN_TTL_S: '600'
     }
@@ -51,10 +27,10 @@ before(async () => {
 after(async () => {
   await chromium?.stop()
   await worker?.stop()
-  turnserver?.kill()
+  coturn?.stop()
 })
 
-const turnUrl = () => `turn:127.0.0.1:${turnPort}?transport=udp`
+const turnUrl = () => `turn:127.0.0.1:${coturn.port}?transport=udp`
 
 test('Chromium allocates on coturn with the worker\'s credentials, and not with tampered or expired ones', async () => {
   const res = await fetch(worker.url + '/turn', { headers: { Origin: 'https://app.example' } })
@@ -74,7 +50,7 @@ test('Chromium allocates on coturn with the worker\'s credentials, and not with 
   const pastCredential = createHmac('sha1', SECRET).update(past).digest('base64')
   assert.equal(await relays([{ urls: [turnUrl()], username: past, credential: pastCredential }]), 0, 'expired credential refused')
   await context.close()
-  assert.match(turnLog, /401|Unauthorized|stale|expired/i, 'coturn logged the refusals')
+  assert.match(coturn.log(), /401|Unauthorized|stale|expired/i, 'coturn logged the refusals')
 })
 
 test('two stock p2pcf clients with relay-only ICE connect through coturn with minted credentials', async () => {
@@ -93,7 +69,7 @@ test('two stock p2pcf clients with relay-only ICE connect through coturn with mi
     // Our end sends through our relay; the far end is the other's relay
     // address on coturn (learnt from its checks, so "prflx" or "relay").
     assert.equal(pair.local, 'relay', JSON.stringify(pair))
-    assert.ok(pair.remotePort >= relayBase && pair.remotePort <= relayBase + 200, JSON.stringify(pair))
+    assert.ok(pair.remotePort >= coturn.relayBase && pair.remotePort <= coturn.relayBase + 200, JSON.stringify(pair))
     const creds = await c.page.evaluate(() => window.turnCredentials())
     assert.match(creds.iceServers[0].username, /^\d+:p2pcf-/)
     const client = await c.page.evaluate(() => ({ turn: window.client.turnIceServers, stun: window.client.stunIceServers }))
