@@ -94,19 +94,23 @@ const lastAnswer = fallback => seen.lastError
   ? adviceFor(seen.lastError.status, seen.lastError.reason)
   : fallback
 
-/** A first poll with a context of its own: the room's members, as the worker lists them. */
-async function members (room) {
-  let res
+/** The test's own request to the worker: counted; a network error is a step failure. */
+async function ask (path, init) {
+  seen.requests++
   try {
-    seen.requests++
-    res = await pageFetch(workerUrl, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ r: room, k: `self-test-observer-${room}` })
-    })
+    return await pageFetch(workerUrl + path, init)
   } catch (e) {
     throw new StepFailed(adviceFor(0, String(e.message || e)))
   }
+}
+
+/** A first poll with a context of its own: the room's members, as the worker lists them. */
+async function members (room) {
+  const res = await ask('', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ r: room, k: `self-test-observer-${room}` })
+  })
   if (!res.ok) throw new StepFailed(adviceFor(res.status, (await res.text()).slice(0, 300)))
   return (await res.json()).ps.map(p => p[0])
 }
@@ -221,10 +225,7 @@ async function run () {
     current = 'turn'
     mark('turn', 'running')
     const t0 = performance.now()
-    seen.requests++
-    const res = await pageFetch(workerUrl + '/turn').catch(e => {
-      throw new StepFailed(adviceFor(0, String(e.message || e)))
-    })
+    const res = await ask('/turn')
     if (res.status === 404) {
       mark('turn', 'skipped', { detail: 'TURN is not set up on this deployment (optional; INSTALL.md shows how).' })
     } else if (res.ok) {
