@@ -15,6 +15,12 @@ pub enum Error {
     RoomFull,
     /// This (context, session) left the room; a new page load (new session) can join.
     Left,
+    /// The request contradicts what is stored (a relay message number used
+    /// before); the text says how.
+    Conflict(&'static str),
+    /// A relay member holds as many undelivered message bytes as allowed;
+    /// retry once some were taken and expired.
+    Backlog { retry_after_s: u32 },
     /// A leave whose entry (context, session, delete key) does not exist.
     NotFound,
     /// A method the worker does not serve.
@@ -51,12 +57,14 @@ impl Error {
             Error::Unauthorized => 401,
             Error::NotFound | Error::TurnNotConfigured => 404,
             Error::Left => 410,
+            Error::Conflict(_) => 409,
             Error::MethodNotAllowed => 405,
             Error::PayloadTooLarge(_) => 413,
             Error::UnsupportedMediaType => 415,
             Error::OverQuota
             | Error::RoomFull
             | Error::RateLimited
+            | Error::Backlog { .. }
             | Error::TurnCapReached { .. } => 429,
             Error::TurnUpstream(_) => 502,
             Error::Busy { .. }
@@ -75,7 +83,9 @@ impl Error {
             // Someone may leave: a stock client tries again at its next step anyway.
             Error::RoomFull => Some(30),
             Error::RateLimited | Error::TurnUnavailable => Some(10),
-            Error::TurnCapReached { retry_after_s } => Some(*retry_after_s),
+            Error::TurnCapReached { retry_after_s } | Error::Backlog { retry_after_s } => {
+                Some(*retry_after_s)
+            }
             _ => None,
         }
     }
@@ -92,7 +102,10 @@ impl fmt::Display for Error {
         f.write_str(match self {
             Error::BadRequest(reason) => reason,
             Error::UnsupportedMediaType => "Expected content-type application/json",
-            Error::PayloadTooLarge(reason) => reason,
+            Error::PayloadTooLarge(reason) | Error::Conflict(reason) => reason,
+            Error::Backlog { .. } => {
+                "Too many messages held for delivery: retry after the time in Retry-After"
+            }
             Error::RoomFull => "Room is full",
             Error::NotFound => "No entry with this context, session and delete key",
             Error::MethodNotAllowed => "Method not allowed",

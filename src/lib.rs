@@ -22,6 +22,7 @@ pub mod error;
 pub mod hints;
 pub mod http;
 pub mod limits;
+pub mod mailbox;
 pub mod platform;
 pub mod protocol;
 pub mod quota;

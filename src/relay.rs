@@ -26,23 +26,25 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sha1::{Digest, Sha1};
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::hints;
+use crate::mailbox::{Letter, Mailbox, Message, Recipient, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
 use crate::platform::Platform;
-use crate::protocol::{ContextId, DeleteKeyInput, Millis, Package, RoomId, SessionId};
-use crate::room::{Arrival, Claim, Member, Outbox, PackageChange, Room, Sent};
+use crate::protocol::{ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
+use crate::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, PackageChange, Room};
 use crate::service::{
     apply_claim, decode, read_index_and_outbox, read_outboxes, read_with, renewal_attempts,
     to_json, update, write_outbox, Attempts, Reply, RetryPolicy, MAX_OUTBOX_READS,
 };
-use crate::store::{Counting, Store};
+use crate::store::{Counting, Object, Store};
+
+pub use crate::mailbox::{MAX_INLINE_BYTES, MESSAGE_TTL_MS};
 
 /// A member's lifetime after its last request (it polls every few seconds).
 pub const MEMBER_TTL_MS: u64 = 60_000;
-/// Undelivered messages are dropped this long after they were sent.
-pub const MESSAGE_TTL_MS: u64 = 60_000;
 /// Largest `meta`, serialized.
 pub const MAX_META_BYTES: usize = 1024;
 /// Largest `data` of one message, serialized.
@@ -51,10 +53,6 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 pub const MAX_SEND: usize = 64;
 /// Deepest nesting of arrays and objects in `meta` or a message's `data`.
 pub const MAX_NESTING: usize = 32;
-/// Largest batch carried in the index (see [`crate::room::Entry::inline`]).
-pub const MAX_INLINE_BYTES: usize = 16 * 1024;
-/// Most undelivered messages one member may hold.
-pub const MAX_PENDING: usize = 1024;
 
 /// A relay member's public data: its id and the `meta` it joined with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,31 +75,48 @@ impl Member for RelayMember {
     }
 }
 
+/// A joining client's secret for its join (16-64 of `[A-Za-z0-9_-]`): the
+/// member id is derived from it, so a retried join is the same join.
+#[derive(Debug)]
+pub struct JoinNonce(String);
+
+impl JoinNonce {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let ok = (16..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(Error::BadRequest("Bad nonce"))
+        }
+    }
+
+    /// 128 bits of SHA-1 over the room and the nonce: the id shows nothing of the nonce.
+    fn member_id(&self, room: &RoomId) -> String {
+        let digest = Sha1::new()
+            .chain_update(b"p2pcf-rs relay join\0")
+            .chain_update(room.as_str().as_bytes())
+            .chain_update(b"\0")
+            .chain_update(self.0.as_bytes())
+            .finalize();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+    }
+}
+
 /// Who is calling.
 #[derive(Debug)]
 pub enum Caller {
     /// No id yet: this request joins.
-    Joining { meta: Option<Box<RawValue>> },
+    Joining {
+        meta: Option<Box<RawValue>>,
+        nonce: Option<JoinNonce>,
+    },
     /// A member, proven by its token.
     Member {
         id: SessionId,
         token: DeleteKeyInput,
     },
-}
-
-/// Where a message goes.
-#[derive(Debug)]
-pub enum Target {
-    One(SessionId),
-    /// Every member in the room when it is sent.
-    All,
-}
-
-#[derive(Debug)]
-pub struct Outgoing {
-    pub to: Target,
-    pub seq: u64,
-    pub data: Box<RawValue>,
 }
 
 #[derive(Debug)]
@@ -110,7 +125,7 @@ pub struct RelayRequest {
     pub caller: Caller,
     /// The last `seq` the caller took from each sender.
     pub after: BTreeMap<SessionId, u64>,
-    pub send: Vec<Outgoing>,
+    pub send: Vec<Message>,
     pub leave: bool,
 }
 
@@ -120,6 +135,7 @@ struct Wire {
     id: Option<String>,
     token: Option<String>,
     meta: Option<Box<RawValue>>,
+    nonce: Option<String>,
     #[serde(default)]
     after: BTreeMap<String, u64>,
     #[serde(default)]
@@ -155,7 +171,11 @@ pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
                     return Err(Error::BadRequest("Meta nested too deeply"));
                 }
             }
-            Caller::Joining { meta: wire.meta }
+            let nonce = wire.nonce.as_deref().map(JoinNonce::parse).transpose()?;
+            Caller::Joining {
+                meta: wire.meta,
+                nonce,
+            }
         }
         (Some(id), Some(token)) => Caller::Member {
             id: SessionId::parse(&id).map_err(|_| Error::BadRequest("Bad peer id"))?,
@@ -174,12 +194,15 @@ pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
         if nesting(m.data.get()) > MAX_NESTING {
             return Err(Error::BadRequest("Message nested too deeply"));
         }
+        if m.seq == 0 {
+            return Err(Error::BadRequest("Message seq starts at 1"));
+        }
         let to = if m.to == "*" {
-            Target::All
+            Recipient::All
         } else {
-            Target::One(SessionId::parse(&m.to).map_err(|_| Error::BadRequest("Bad recipient"))?)
+            Recipient::One(SessionId::parse(&m.to).map_err(|_| Error::BadRequest("Bad recipient"))?)
         };
-        send.push(Outgoing {
+        send.push(Message {
             to,
             seq: m.seq,
             data: m.data,
@@ -187,6 +210,11 @@ pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
     }
     if send.windows(2).any(|w| w[1].seq <= w[0].seq) {
         return Err(Error::BadRequest("Message seq must grow"));
+    }
+    if matches!(caller, Caller::Joining { .. }) && (!send.is_empty() || wire.leave) {
+        return Err(Error::BadRequest(
+            "A join sends no messages and does not leave",
+        ));
     }
     let after = wire
         .after
@@ -240,17 +268,8 @@ pub fn room_key(room: &RoomId) -> String {
 }
 
 /// The R2 key of a relay member's outbox (peer ids are base64url).
-pub fn outbox_key(room: &RoomId, id: &SessionId) -> String {
+pub fn outbox_key(room: &RoomId, id: &str) -> String {
     format!("relay/{room}/c/{id}")
-}
-
-/// A message as stored in its sender's outbox (`Sent::raw`).
-#[derive(Serialize, Deserialize)]
-struct Stored<'a> {
-    s: u64,
-    at: u64,
-    #[serde(borrow)]
-    d: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -274,11 +293,32 @@ struct Answer<'a> {
     token: Option<&'a str>,
     peers: Vec<PeerOut<'a>>,
     messages: Vec<MessageOut<'a>>,
+    /// More messages wait than one answer carries: poll again now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    more: bool,
+    /// Numbers of messages sent now that had nobody to go to (not stored).
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    undeliverable: &'a [u64],
     hint: hints::Hint,
 }
 
-fn context_of(id: &SessionId) -> Result<ContextId, Error> {
-    ContextId::parse(id.as_str())
+/// One request's surroundings.
+struct Run<'a, S, P> {
+    store: &'a Counting<'a, S>,
+    platform: &'a P,
+    policy: &'a RetryPolicy,
+    config: &'a Config,
+    request: &'a RelayRequest,
+    /// The room index's key.
+    key: String,
+}
+
+/// A member, as its request claims to be (proven against the stored index
+/// by [`authenticate`], inside every read-modify-write).
+struct Me<'a> {
+    id: &'a SessionId,
+    context: ContextId,
+    token: &'a DeleteKeyInput,
 }
 
 /// Runs one relay request.
@@ -289,294 +329,409 @@ pub async fn handle<S: Store, P: Platform>(
     config: &Config,
     request: &RelayRequest,
 ) -> Result<Reply, Error> {
-    let key = room_key(&request.room);
-    let max_bytes = config.limits.max_room_bytes;
-    let max_peers = config.limits.max_peers;
-    let now = platform.now_ms();
-    let t = Millis::from_u64(now);
-
-    let (id, joining) = match &request.caller {
-        Caller::Joining { .. } => {
-            let mut bytes = [0u8; 16];
-            platform.fill_random(&mut bytes);
-            let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-            (SessionId::parse(&id)?, true)
-        }
-        Caller::Member { id, .. } => (id.clone(), false),
-    };
-    let context = context_of(&id)?;
-    let own_key = outbox_key(&request.room, &id);
-    let mut attempts = Attempts::new(
+    let run = Run {
+        store,
         platform,
         policy,
-        if joining {
-            policy.join_budget_ms
-        } else {
-            policy.write_budget_ms
-        },
-        "nothing was stored; retry with the same seq",
-    );
-    // A poll reads the index alone; a send also its own outbox.
-    let (index, own) = if request.send.is_empty() {
-        (read_with(store, &mut attempts, &key).await?, None)
-    } else {
-        read_index_and_outbox(store, &mut attempts, &key, &own_key).await?
+        config,
+        request,
+        key: room_key(&request.room),
     };
-    let room: Room<RelayMember> = decode(index.as_ref())?;
-
-    // A member proves itself with its token on every call.
-    let member = match &request.caller {
-        Caller::Joining { meta } => RelayMember {
-            id: id.clone(),
-            meta: meta.clone(),
-        },
-        Caller::Member { token, .. } => {
-            let entry = room
-                .entry(&context)
-                .filter(|e| e.d.id == id && e.is_live(now))
-                .ok_or(Error::Left)?;
-            if !entry.dk.matches(token) {
-                return Err(Error::BadRequest("Bad token"));
-            }
+    match &request.caller {
+        Caller::Joining { meta, nonce } => join(&run, meta, nonce.as_ref()).await,
+        Caller::Member { id, token } => {
+            let me = Me {
+                id,
+                context: ContextId::parse(id.as_str())?,
+                token,
+            };
             if request.leave {
-                let mut attempts = Attempts::new(
-                    platform,
-                    policy,
-                    policy.leave_budget_ms,
-                    "the leave was not stored",
-                );
-                let left = update(
-                    store,
-                    &mut attempts,
-                    &key,
-                    index,
-                    max_bytes,
-                    |r: &mut Room<RelayMember>, now| Ok(r.remove(&context, Some(&id), token, now)),
-                )
-                .await?;
-                return Ok(Reply {
-                    body: b"{}".to_vec(),
-                    peers: left.live_count(platform.now_ms()),
-                    hint: None,
-                });
+                leave(&run, &me).await
+            } else if request.send.is_empty() {
+                poll(&run, &me).await
+            } else {
+                send(&run, &me).await
             }
-            entry.d.clone()
         }
-    };
-    let claim = Claim {
-        context: &context,
-        data: &member,
-        t: &t,
+    }
+}
+
+/// The caller's live entry, if its token matches.
+fn authenticate<'r>(
+    room: &'r Room<RelayMember>,
+    me: &Me<'_>,
+    now: u64,
+) -> Result<&'r Entry<RelayMember>, Error> {
+    let entry = room
+        .entry(&me.context)
+        .filter(|e| e.d.id == *me.id && e.is_live(now))
+        .ok_or(Error::Left)?;
+    if !entry.dk.matches(me.token) {
+        return Err(Error::BadRequest("Bad token"));
+    }
+    Ok(entry)
+}
+
+/// A member's claim to be here (its data as stored; `t` is the server's clock).
+fn member_claim<'a>(
+    context: &'a ContextId,
+    member: &'a RelayMember,
+    t: &'a Millis,
+) -> Claim<'a, RelayMember> {
+    Claim {
+        context,
+        data: member,
+        t,
         ttl_ms: MEMBER_TTL_MS,
-    };
-    room.check(&claim, now)?;
+        may_join: false,
+    }
+}
 
-    // Each message, once per recipient (a broadcast goes to everyone here now).
-    let mut fresh: Vec<Package> = Vec::new();
-    let recipients: Vec<SessionId> = room
-        .live_members(now)
-        .filter(|m| m.id != id)
+/// The other live members' ids.
+fn others(room: &Room<RelayMember>, me: &SessionId, now: u64) -> Vec<SessionId> {
+    room.live_members(now)
+        .filter(|m| m.id != *me)
         .map(|m| m.id.clone())
-        .collect();
-    for m in &request.send {
-        let to: Vec<&SessionId> = match &m.to {
-            Target::One(to) => vec![to],
-            Target::All => recipients.iter().collect(),
-        };
-        let raw = serde_json::value::to_raw_value(&Stored {
-            s: m.seq,
-            at: now,
-            d: &m.data,
-        })
-        .map_err(|_| Error::BadRequest("Bad message"))?;
-        for to in to {
-            fresh.push(Package {
-                to: to.clone(),
-                raw: raw.clone(),
-            });
-        }
-    }
-    let change = if fresh.is_empty() {
-        PackageChange::Same
-    } else {
-        PackageChange::New
-    };
-    let publish = Arrival::Publish {
-        change,
-        packages: &fresh,
-    };
-    // (A request without messages is a poll: it only renews, when due.)
-    let needs_write = joining
-        || (!fresh.is_empty()
-            && apply_claim(&claim, publish, max_peers, platform)(&mut room.clone(), now)
-                == Ok(true));
+        .collect()
+}
 
-    // A batch that opens a conversation outside a join window needs the
-    // index anyway (to announce it): a small one rides in the index itself,
-    // one write in all; follow-ups go to the outbox the announcement covers.
-    let inline_bytes: usize = fresh.iter().map(|p| p.raw.get().len()).sum();
-    if needs_write && !joining && inline_bytes <= MAX_INLINE_BYTES {
-        let carried = update(
-            store,
-            &mut attempts,
-            &key,
-            index.clone(),
-            max_bytes,
-            |r: &mut Room<RelayMember>, now| {
-                apply_claim(&claim, publish, max_peers, platform)(r, now)?;
-                let addressed = r.address(&fresh, now);
-                let Some(inline) = r.inline_mut(&context) else {
-                    return Ok(false);
-                };
-                keep_unexpired(inline, now);
-                for sent in addressed {
-                    replace_retried(inline, &sent);
-                    inline.push(sent);
-                }
-                Ok(true)
-            },
-        )
-        .await;
-        match carried {
-            Ok(index) => {
-                return answer(
-                    store, platform, policy, config, request, &id, &context, None, index,
-                )
-                .await
+/// A join: a new entry with a fresh id and token. With a `nonce`, the id is
+/// derived from it, so a join retried after a lost answer finds its entry
+/// and gets the same token instead of leaving a ghost.
+async fn join<S: Store, P: Platform>(
+    run: &Run<'_, S, P>,
+    meta: &Option<Box<RawValue>>,
+    nonce: Option<&JoinNonce>,
+) -> Result<Reply, Error> {
+    let id = match nonce {
+        Some(nonce) => nonce.member_id(&run.request.room),
+        None => {
+            let mut bytes = [0u8; 16];
+            run.platform.fill_random(&mut bytes);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+    };
+    let id = SessionId::parse(&id)?;
+    let context = ContextId::parse(id.as_str())?;
+    let member = RelayMember {
+        id: id.clone(),
+        meta: meta.clone(),
+    };
+    let t = Millis::from_u64(run.platform.now_ms());
+    let claim = Claim {
+        may_join: true,
+        ..member_claim(&context, &member, &t)
+    };
+    let limits = &run.config.limits;
+    let mut attempts = Attempts::new(
+        run.platform,
+        run.policy,
+        run.policy.join_budget_ms,
+        "nothing was stored; join again",
+    );
+    let index = read_with(run.store, &mut attempts, &run.key).await?;
+    let mut join = apply_claim(&claim, Arrival::Poll, limits.max_peers, run.platform);
+    let room = update(
+        run.store,
+        &mut attempts,
+        &run.key,
+        index,
+        limits.max_room_bytes,
+        |r: &mut Room<RelayMember>, now| {
+            // A retried join (same nonce) finds its entry: nothing to write.
+            let retried = r
+                .entry(&context)
+                .is_some_and(|e| e.d.id == id && e.is_live(now));
+            if retried {
+                return Ok(false);
             }
-            // The room is too full to carry it: outbox and announcement.
-            Err(Error::PayloadTooLarge(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
+            join(r, now)
+        },
+    )
+    .await?;
+    let token = room
+        .entry(&context)
+        .map(|e| e.dk.as_str().to_owned())
+        .ok_or(Error::Left)?;
+    answer(run, &id, &context, Some(token), room, &[]).await
+}
 
-    // Messages go to the sender's outbox first (with the unexpired ones it
-    // holds), each bound to its recipient's context.
-    if !fresh.is_empty() {
-        let mut kept: Vec<Sent> = own
-            .as_ref()
-            .and_then(|o| Outbox::decode(&o.body))
-            .filter(|o| o.session == id)
-            .map(|o| o.p)
-            .unwrap_or_default();
-        keep_unexpired(&mut kept, now);
-        for sent in room.address(&fresh, now) {
-            replace_retried(&mut kept, &sent);
-            kept.push(sent);
-        }
-        if kept.len() > MAX_PENDING {
-            return Err(Error::PayloadTooLarge("Too many undelivered messages"));
-        }
-        let outbox = |now| Outbox {
-            session: id.clone(),
-            t: Millis::from_u64(now),
-            expires_ms: now + MEMBER_TTL_MS,
-            ttl_ms: MEMBER_TTL_MS,
-            p: kept.clone(),
-        };
-        write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
-        attempts.stored = "your messages were stored, but the room index was not updated \
-             (some may not be seen until you retry with the same seq)";
-    }
+async fn leave<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result<Reply, Error> {
+    let mut attempts = Attempts::new(
+        run.platform,
+        run.policy,
+        run.policy.leave_budget_ms,
+        "the leave was not stored",
+    );
+    let index = read_with(run.store, &mut attempts, &run.key).await?;
+    let left = update(
+        run.store,
+        &mut attempts,
+        &run.key,
+        index,
+        run.config.limits.max_room_bytes,
+        |r: &mut Room<RelayMember>, now| {
+            authenticate(r, me, now)?;
+            Ok(r.remove(&me.context, Some(me.id), me.token, now))
+        },
+    )
+    .await?;
+    Ok(Reply {
+        body: b"{}".to_vec(),
+        peers: left.live_count(run.platform.now_ms()),
+        hint: None,
+    })
+}
 
-    let index = if needs_write {
-        update(
-            store,
-            &mut attempts,
-            &key,
-            index,
-            max_bytes,
-            apply_claim(&claim, publish, max_peers, platform),
-        )
-        .await?
-    } else {
-        // The caller's entry is live (its token was checked against it).
-        let mut renewing = match room.entry(&context) {
-            Some(entry) => renewal_attempts(platform, policy, entry, now),
-            None => Attempts::new(platform, policy, policy.poll_write_budget_ms, ""),
-        };
-        let mut renew = apply_claim(&claim, Arrival::Poll, max_peers, platform);
-        // A renewal also drops the caller's expired carried messages.
-        let renew_and_prune = |r: &mut Room<RelayMember>, now| {
+/// A poll: the index (and the outboxes where messages can wait); renews
+/// the caller's entry when due.
+async fn poll<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result<Reply, Error> {
+    let mut attempts = Attempts::new(
+        run.platform,
+        run.policy,
+        run.policy.write_budget_ms,
+        "nothing was stored; retry",
+    );
+    let index = read_with(run.store, &mut attempts, &run.key).await?;
+    let room = renew(run, me, index).await?;
+    answer(run, me.id, &me.context, None, room, &[]).await
+}
+
+/// Renews the caller's entry when its renewal is due (dropping its expired
+/// carried letters); a busy index only means "not this time".
+async fn renew<S: Store, P: Platform>(
+    run: &Run<'_, S, P>,
+    me: &Me<'_>,
+    index: Option<Object>,
+) -> Result<Room<RelayMember>, Error> {
+    let room: Room<RelayMember> = decode(index.as_ref())?;
+    let now = run.platform.now_ms();
+    let entry = authenticate(&room, me, now)?;
+    let member = entry.d.clone();
+    let t = Millis::from_u64(now);
+    let claim = member_claim(&me.context, &member, &t);
+    let mut renewing = renewal_attempts(run.platform, run.policy, entry, now);
+    let mut renew = apply_claim(
+        &claim,
+        Arrival::Poll,
+        run.config.limits.max_peers,
+        run.platform,
+    );
+    let renewed = update(
+        run.store,
+        &mut renewing,
+        &run.key,
+        index,
+        run.config.limits.max_room_bytes,
+        |r: &mut Room<RelayMember>, now| {
+            authenticate(r, me, now)?;
             let write = renew(r, now)?;
             if write {
-                if let Some(inline) = r.inline_mut(&context) {
-                    keep_unexpired(inline, now);
+                if let Some(mail) = r.mail_mut(&me.context) {
+                    mail.drop_expired(now);
                 }
             }
             Ok(write)
-        };
-        match update(
-            store,
-            &mut renewing,
-            &key,
-            index,
-            max_bytes,
-            renew_and_prune,
-        )
-        .await
-        {
-            Ok(updated) => updated,
-            Err(e @ Error::Unreadable { .. }) => return Err(e),
-            Err(_) => room,
-        }
+        },
+    )
+    .await;
+    match renewed {
+        Ok(updated) => Ok(updated),
+        Err(Error::Busy { .. } | Error::PayloadTooLarge(_)) => Ok(room),
+        Err(e) => Err(e),
+    }
+}
+
+/// A batch of messages: checked against what the sender holds (numbers,
+/// bytes) before anything is stored, then carried in the index (a small
+/// batch that opens a conversation: one write) or put in the sender's
+/// outbox, then announced in the index when its readers need telling.
+async fn send<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result<Reply, Error> {
+    let (store, platform, policy) = (run.store, run.platform, run.policy);
+    let mut attempts = Attempts::new(
+        platform,
+        policy,
+        policy.write_budget_ms,
+        "nothing was stored; retry with the same seq",
+    );
+    let own_key = outbox_key(&run.request.room, me.id.as_str());
+    let (index, own) = read_index_and_outbox(store, &mut attempts, &run.key, &own_key).await?;
+    let room: Room<RelayMember> = decode(index.as_ref())?;
+    let now = platform.now_ms();
+    let entry = authenticate(&room, me, now)?;
+    let carried = entry.mail.clone();
+    let mut boxed = own_outbox(own.as_ref(), me.id)
+        .map(|o| o.mail)
+        .unwrap_or_default();
+    boxed.drop_expired(now);
+    // Refused (409, 429) before anything is stored.
+    let members = others(&room, me.id, now);
+    let trial = boxed
+        .clone()
+        .accept(&carried, &run.request.send, &members, now, MAX_HELD_BYTES)?;
+    let member = entry.d.clone();
+    let t = Millis::from_u64(now);
+    let claim = member_claim(&me.context, &member, &t);
+    let max_peers = run.config.limits.max_peers;
+    let publish = Arrival::Publish {
+        change: PackageChange::New,
+        recipients: &trial.recipients,
     };
-    let token = index
-        .entry(&context)
-        .filter(|_| joining)
-        .map(|e| e.dk.as_str().to_owned());
-    answer(
-        store, platform, policy, config, request, &id, &context, token, index,
+    let needs_index = apply_claim(&claim, publish, max_peers, platform)(&mut room.clone(), now)?;
+    if trial.stored == 0 {
+        // Retries of stored letters (whose announcement may not have
+        // landed), or letters for nobody: nothing new to store.
+        let room = if needs_index {
+            announce(run, me, &mut attempts, &claim, publish, index).await?
+        } else {
+            renew(run, me, index).await?
+        };
+        return answer(run, me.id, &me.context, None, room, &trial.undeliverable).await;
+    }
+
+    // It rides in the index only when the outbox holds nothing it could overtake.
+    if needs_index && !boxed.holds_live(now) {
+        match carry(run, me, &mut attempts, &claim, &boxed, index.clone()).await {
+            Ok((room, undeliverable)) => {
+                return answer(run, me.id, &me.context, None, room, &undeliverable).await
+            }
+            // Too large for the index: outbox and announcement.
+            Err(Error::PayloadTooLarge(_) | Error::Backlog { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let stored = write_outbox(store, &mut attempts, &own_key, own, |current, now| {
+        let mut outbox = own_outbox(current, me.id).unwrap_or_else(|| Outbox {
+            session: me.id.clone(),
+            t: Millis::from_u64(now),
+            expires_ms: 0,
+            ttl_ms: 0,
+            p: Vec::new(),
+            mail: Mailbox::default(),
+        });
+        let members = others(&room, me.id, now);
+        let accepted =
+            outbox
+                .mail
+                .accept(&carried, &run.request.send, &members, now, MAX_HELD_BYTES)?;
+        outbox.t = Millis::from_u64(now);
+        outbox.expires_ms = now + MEMBER_TTL_MS;
+        outbox.ttl_ms = MEMBER_TTL_MS;
+        Ok((outbox, accepted.undeliverable))
+    })
+    .await?;
+    attempts.stored = "your messages were stored, but the room index was not updated \
+         (some may not be seen until you retry with the same seq)";
+    let room = if needs_index {
+        announce(run, me, &mut attempts, &claim, publish, index).await?
+    } else {
+        renew(run, me, index).await?
+    };
+    answer(run, me.id, &me.context, None, room, &stored).await
+}
+
+/// Writes the caller's entry with the announcement its letters need.
+async fn announce<S: Store, P: Platform>(
+    run: &Run<'_, S, P>,
+    me: &Me<'_>,
+    attempts: &mut Attempts<'_, P>,
+    claim: &Claim<'_, RelayMember>,
+    publish: Arrival<'_>,
+    index: Option<Object>,
+) -> Result<Room<RelayMember>, Error> {
+    let limits = &run.config.limits;
+    let mut apply = apply_claim(claim, publish, limits.max_peers, run.platform);
+    update(
+        run.store,
+        attempts,
+        &run.key,
+        index,
+        limits.max_room_bytes,
+        |r, now| {
+            authenticate(r, me, now)?;
+            apply(r, now)
+        },
     )
     .await
 }
 
-/// Drops messages older than [`MESSAGE_TTL_MS`].
-fn keep_unexpired(list: &mut Vec<Sent>, now: u64) {
-    list.retain(|s| {
-        serde_json::from_str::<Stored<'_>>(s.raw.get()).is_ok_and(|m| m.at + MESSAGE_TTL_MS > now)
-    });
+/// The caller's outbox, if it is its own (not one of an earlier member).
+fn own_outbox(object: Option<&Object>, id: &SessionId) -> Option<Outbox> {
+    object
+        .and_then(|o| Outbox::decode(&o.body))
+        .filter(|o| o.session == *id)
 }
 
-/// A retried send (same recipient and seq) replaces the stored copy.
-fn replace_retried(list: &mut Vec<Sent>, sent: &Sent) {
-    let seq = |s: &Sent| {
-        serde_json::from_str::<Stored<'_>>(s.raw.get())
-            .map(|m| m.s)
-            .ok()
-    };
-    let new = seq(sent);
-    list.retain(|s| s.to != sent.to || seq(s) != new);
+/// Puts the batch in the caller's index entry, with the announcement it
+/// needs, in one write. Refused (to go to the outbox instead) when the
+/// entry would carry more than [`MAX_INLINE_BYTES`] or the index would
+/// grow past half its limit (the other half stays for joins).
+async fn carry<S: Store, P: Platform>(
+    run: &Run<'_, S, P>,
+    me: &Me<'_>,
+    attempts: &mut Attempts<'_, P>,
+    claim: &Claim<'_, RelayMember>,
+    boxed: &Mailbox,
+    index: Option<Object>,
+) -> Result<(Room<RelayMember>, Vec<u64>), Error> {
+    let mut undeliverable = Vec::new();
+    let limits = &run.config.limits;
+    let room = update(
+        run.store,
+        attempts,
+        &run.key,
+        index,
+        limits.max_room_bytes / 2,
+        |r: &mut Room<RelayMember>, now| {
+            authenticate(r, me, now)?;
+            let members = others(r, me.id, now);
+            let mut mail = r
+                .entry(&me.context)
+                .map(|e| e.mail.clone())
+                .unwrap_or_default();
+            let accepted =
+                mail.accept(boxed, &run.request.send, &members, now, MAX_INLINE_BYTES)?;
+            let publish = Arrival::Publish {
+                change: PackageChange::New,
+                recipients: &accepted.recipients,
+            };
+            apply_claim(claim, publish, limits.max_peers, run.platform)(r, now)?;
+            if let Some(carried) = r.mail_mut(&me.context) {
+                *carried = mail;
+            }
+            undeliverable = accepted.undeliverable;
+            Ok(true)
+        },
+    )
+    .await?;
+    Ok((room, undeliverable))
 }
 
-/// The answer: who is here, and the messages for the caller it has not
-/// taken, from the outboxes it must read and from the index itself.
-#[allow(clippy::too_many_arguments)]
+/// The answer: who is here, and the letters for the caller it has not
+/// taken, from the index and the outboxes it must read, at most
+/// [`MAX_ANSWER_BYTES`] of them (`more` says the rest waits).
 async fn answer<S: Store, P: Platform>(
-    store: &Counting<'_, S>,
-    platform: &P,
-    policy: &RetryPolicy,
-    config: &Config,
-    request: &RelayRequest,
+    run: &Run<'_, S, P>,
     id: &SessionId,
     context: &ContextId,
     token: Option<String>,
     index: Room<RelayMember>,
+    undeliverable: &[u64],
 ) -> Result<Reply, Error> {
-    let now = platform.now_ms();
-    let budget = policy.max_ops.saturating_sub(store.counts().total());
-    let wanted = index.outboxes_to_read(
+    let now = run.platform.now_ms();
+    let budget = run
+        .policy
+        .max_ops
+        .saturating_sub(run.store.counts().total());
+    let wanted = index.outboxes_to_read(context, Some(id), now, usize::MAX);
+    let to_read = index.outboxes_to_read(
         context,
         Some(id),
         now,
         MAX_OUTBOX_READS.min(budget as usize),
     );
-    let outboxes = read_outboxes(
-        store,
-        |k: &ContextId| format!("relay/{}/c/{k}", request.room),
-        wanted,
-    )
-    .await;
+    let room = &run.request.room;
+    let outboxes = read_outboxes(run.store, |k| outbox_key(room, k.as_str()), to_read).await;
     let peers: Vec<PeerOut<'_>> = index
         .live_members(now)
         .filter(|m| m.id != *id)
@@ -585,48 +740,22 @@ async fn answer<S: Store, P: Platform>(
             meta: m.meta.as_deref(),
         })
         .collect();
-    let mut messages: Vec<MessageOut<'_>> = Vec::new();
-    for (k, sender) in index.entries_live(now) {
-        if k == context {
-            continue;
-        }
-        let seen = request.after.get(&sender.d.id).copied().unwrap_or(0);
-        let carried = sender.inline.iter();
-        let boxed = outboxes
-            .get(k)
-            .filter(|o| o.session == sender.d.id)
-            .into_iter()
-            .flat_map(|o| o.p.iter());
-        for sent in carried.chain(boxed) {
-            if sent.to != *id || sent.k.as_ref() != Some(context) {
-                continue;
-            }
-            if let Ok(m) = serde_json::from_str::<Stored<'_>>(sent.raw.get()) {
-                if m.s > seen && m.at + MESSAGE_TTL_MS > now {
-                    messages.push(MessageOut {
-                        from: &sender.d.id,
-                        seq: m.s,
-                        data: m.d,
-                    });
-                }
-            }
-        }
-    }
-    messages.sort_by(|a, b| (a.from, a.seq).cmp(&(b.from, b.seq)));
-    messages.dedup_by(|a, b| a.from == b.from && a.seq == b.seq);
+    let (messages, more) = letters_for(&index, &outboxes, &wanted, id, &run.request.after, now);
     let situation = index.situation(
         context,
         Some(id),
         &outboxes,
-        config.poll.fast_window_ms,
+        run.config.poll.fast_window_ms,
         now,
     );
-    let hint = hints::hint(&situation, &config.poll);
+    let hint = hints::hint(&situation, &run.config.poll);
     let answer = Answer {
         id,
         token: token.as_deref(),
         peers,
         messages,
+        more,
+        undeliverable,
         hint,
     };
     Ok(Reply {
@@ -634,6 +763,56 @@ async fn answer<S: Store, P: Platform>(
         peers: index.live_count(now),
         hint: Some(hint),
     })
+}
+
+/// Each sender's letters for `reader` above its cursor, in order, from the
+/// sender's entry and its outbox. A sender whose outbox the reader needed
+/// but could not read gives nothing this time, so that no letter is taken
+/// past one still waiting there. At most [`MAX_ANSWER_BYTES`] (at least
+/// one letter): a prefix per sender, the rest next time (`true`).
+fn letters_for<'a>(
+    index: &'a Room<RelayMember>,
+    outboxes: &'a Outboxes,
+    wanted: &[ContextId],
+    reader: &'a SessionId,
+    after: &BTreeMap<SessionId, u64>,
+    now: u64,
+) -> (Vec<MessageOut<'a>>, bool) {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (k, sender) in index.entries_live(now) {
+        if sender.d.id == *reader {
+            continue;
+        }
+        let outbox = outboxes.get(k).filter(|o| o.session == sender.d.id);
+        if outbox.is_none() && wanted.contains(k) {
+            continue;
+        }
+        let seen = after.get(&sender.d.id).copied().unwrap_or(0);
+        let boxed = outbox
+            .into_iter()
+            .flat_map(|o| o.mail.for_reader(reader, seen, now));
+        let mut letters: Vec<&Letter> = sender
+            .mail
+            .for_reader(reader, seen, now)
+            .chain(boxed)
+            .collect();
+        letters.sort_by_key(|l| l.seq);
+        letters.dedup_by_key(|l| l.seq);
+        for l in letters {
+            let size = l.data.get().len() + 64;
+            if bytes + size > MAX_ANSWER_BYTES && !out.is_empty() {
+                return (out, true);
+            }
+            bytes += size;
+            out.push(MessageOut {
+                from: &sender.d.id,
+                seq: l.seq,
+                data: &l.data,
+            });
+        }
+    }
+    (out, false)
 }
 
 #[cfg(test)]
@@ -658,6 +837,18 @@ mod tests {
             parse(deep.as_bytes()).unwrap_err(),
             Error::BadRequest("Message nested too deeply")
         );
-        assert!(parse(br#"{"room":"room-x","send":[{"to":"*","seq":1,"data":[[1]]}]}"#).is_ok());
+        let member = r#""id":"abc","token":"tok","send":[{"to":"*","seq":1,"data":[[1]]}]"#;
+        assert!(parse(format!(r#"{{"room":"room-x",{member}}}"#).as_bytes()).is_ok());
+        // A join carries no messages; numbers start at 1.
+        assert_eq!(
+            parse(br#"{"room":"room-x","send":[{"to":"*","seq":1,"data":1}]}"#).unwrap_err(),
+            Error::BadRequest("A join sends no messages and does not leave")
+        );
+        let zero =
+            r#"{"room":"room-x","id":"abc","token":"tok","send":[{"to":"*","seq":0,"data":1}]}"#;
+        assert_eq!(
+            parse(zero.as_bytes()).unwrap_err(),
+            Error::BadRequest("Message seq starts at 1")
+        );
     }
 }

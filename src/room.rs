@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 use crate::hints::Situation;
+use crate::mailbox::Mailbox;
 use crate::protocol::{
     ContextId, DeleteKeyInput, Millis, Package, PeerData, PeerView, PollResponse, Presence,
     Publish, SessionId,
@@ -119,11 +120,12 @@ pub struct Entry<D = PeerData> {
     /// Recipients outside a join window that must read this outbox.
     #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
     pub announced: Vec<Announcement>,
-    /// Small packages carried in the index itself (the relay puts a batch
-    /// that opens a conversation outside a join window here: one write
-    /// instead of an outbox write plus an announcement). Read by every poll.
-    #[serde(rename = "i", default, skip_serializing_if = "Vec::is_empty")]
-    pub inline: Vec<Sent>,
+    /// Relay letters carried in the index itself (a small batch that opens
+    /// a conversation outside a join window: one write instead of an outbox
+    /// write plus an announcement), read by every poll. (Until this format,
+    /// `i` held them one copy per recipient; such copies are ignored.)
+    #[serde(rename = "b", default, skip_serializing_if = "Mailbox::is_empty")]
+    pub mail: Mailbox,
 }
 
 impl<D: Member> Entry<D> {
@@ -222,6 +224,9 @@ pub struct Outbox {
     #[serde(rename = "l", default)]
     pub ttl_ms: u64,
     pub p: Vec<Sent>,
+    /// A relay member's letters (p2pcf outboxes have none).
+    #[serde(rename = "b", default, skip_serializing_if = "Mailbox::is_empty")]
+    pub mail: Mailbox,
 }
 
 impl Outbox {
@@ -311,6 +316,11 @@ pub struct Claim<'a, D = PeerData> {
     pub data: &'a D,
     pub t: &'a Millis,
     pub ttl_ms: u64,
+    /// Whether this claim may create an entry. A p2pcf client believes it
+    /// is in the room and is registered by its next write or poll; a relay
+    /// member proves itself with its token, so its claim never registers
+    /// (an expired member is told 410 and joins anew).
+    pub may_join: bool,
 }
 
 impl<D> Clone for Claim<'_, D> {
@@ -328,6 +338,7 @@ impl<'a> Claim<'a, PeerData> {
             data: &p.data,
             t: &p.t,
             ttl_ms: p.ttl_ms,
+            may_join: true,
         }
     }
 
@@ -337,6 +348,7 @@ impl<'a> Claim<'a, PeerData> {
             data: &p.data,
             t: &p.t,
             ttl_ms: p.ttl_ms,
+            may_join: true,
         }
     }
 }
@@ -350,10 +362,11 @@ pub enum Arrival<'a> {
     /// A heartbeat written to the index now (when the key is idle; else it
     /// goes to the outbox and a renewal folds it in later).
     Beat,
-    /// A publish with `d` and `p`; `packages`: those not in the outbox before.
+    /// A publish with `d` and `p` (or relay messages); `recipients`: of
+    /// the packages not in the outbox before.
     Publish {
         change: PackageChange,
-        packages: &'a [Package],
+        recipients: &'a [SessionId],
     },
 }
 
@@ -399,9 +412,9 @@ impl<D: Member> Room<D> {
         self.own(context, session, now_ms).is_some()
     }
 
-    /// The packages carried in `context`'s entry (see [`Entry::inline`]).
-    pub fn inline_mut(&mut self, context: &ContextId) -> Option<&mut Vec<Sent>> {
-        self.entries.get_mut(context).map(|e| &mut e.inline)
+    /// The letters carried in `context`'s entry (see [`Entry::mail`]).
+    pub fn mail_mut(&mut self, context: &ContextId) -> Option<&mut Mailbox> {
+        self.entries.get_mut(context).map(|e| &mut e.mail)
     }
 
     /// Every live entry, by context.
@@ -500,14 +513,17 @@ impl<D: Member> Room<D> {
         self.check(claim, now_ms)?;
         let session = claim.data.session();
         let Some(current) = self.own(claim.context, session, now_ms) else {
+            if !claim.may_join {
+                return Err(Error::Left);
+            }
             self.prune(now_ms);
             let others = self.entries.keys().filter(|k| *k != claim.context).count();
             if others >= max_peers {
                 return Err(Error::RoomFull);
             }
             let announced = match arrival {
-                Arrival::Publish { change, packages } => {
-                    self.announcements(claim, change, packages, now_ms)
+                Arrival::Publish { change, recipients } => {
+                    self.announcements(claim, change, recipients, now_ms)
                 }
                 Arrival::Poll | Arrival::Beat => Vec::new(),
             };
@@ -519,7 +535,7 @@ impl<D: Member> Room<D> {
                 dk: new_key(),
                 joined_ms: now_ms,
                 announced,
-                inline: Vec::new(),
+                mail: Mailbox::default(),
             };
             self.entries.insert(claim.context.clone(), entry);
             self.membership_changed_ms = now_ms;
@@ -543,11 +559,11 @@ impl<D: Member> Room<D> {
                 }
                 (now_ms, current.valid_announcements(now_ms))
             }
-            Arrival::Publish { change, packages } => {
+            Arrival::Publish { change, recipients } => {
                 if current.t == *claim.t && current.d == *claim.data {
                     return Ok(IndexChange::Unchanged); // a retry of a stored write
                 }
-                let announced = self.announcements(claim, change, packages, now_ms);
+                let announced = self.announcements(claim, change, recipients, now_ms);
                 // A heartbeat inside the window (the stock client's, 30 s
                 // before the expiry) is left to the polls that follow; an
                 // earlier one is written.
@@ -573,7 +589,7 @@ impl<D: Member> Room<D> {
             dk: current.dk.clone(),
             joined_ms: current.joined_ms,
             announced,
-            inline: current.inline.clone(),
+            mail: current.mail.clone(),
         };
         self.prune(now_ms);
         self.entries.insert(claim.context.clone(), entry);
@@ -587,7 +603,7 @@ impl<D: Member> Room<D> {
         &self,
         claim: &Claim<'_, D>,
         change: PackageChange,
-        packages: &[Package],
+        recipients: &[SessionId],
         now_ms: u64,
     ) -> Vec<Announcement> {
         let own = self.own(claim.context, claim.data.session(), now_ms);
@@ -596,11 +612,11 @@ impl<D: Member> Room<D> {
             return out;
         }
         let my_join = own.map_or(now_ms, |e| e.joined_ms);
-        for package in packages {
+        for to in recipients {
             let Some(recipient) = self
                 .entries
                 .values()
-                .find(|e| *e.d.session() == package.to && e.is_live(now_ms))
+                .find(|e| *e.d.session() == *to && e.is_live(now_ms))
             else {
                 continue; // not in the room: nobody will ask for it
             };
@@ -608,11 +624,11 @@ impl<D: Member> Room<D> {
             let covered = window_end >= now_ms + ANNOUNCE_MARGIN_MS
                 || out
                     .iter()
-                    .any(|a| a.to == package.to && a.until_ms >= now_ms + ANNOUNCE_MARGIN_MS);
+                    .any(|a| a.to == *to && a.until_ms >= now_ms + ANNOUNCE_MARGIN_MS);
             if !covered {
-                out.retain(|a| a.to != package.to);
+                out.retain(|a| a.to != *to);
                 out.push(Announcement {
-                    to: package.to.clone(),
+                    to: to.clone(),
                     until_ms: now_ms + JOIN_WINDOW_MS,
                 });
             }
@@ -777,6 +793,17 @@ impl<D: Member> Room<D> {
                     fresh_packages += o.p.iter().filter(|p| p.k.as_ref() == Some(context)).count();
                 }
             }
+            // Relay letters for the caller sent within `fresh_ms`.
+            if let Some(me) = me {
+                let carried = e.mail.letters.iter();
+                let boxed = outbox.into_iter().flat_map(|o| o.mail.letters.iter());
+                fresh_packages += carried
+                    .chain(boxed)
+                    .filter(|l| {
+                        l.is_for(me.d.session()) && now_ms < l.at_ms.saturating_add(fresh_ms)
+                    })
+                    .count();
+            }
             in_join_window |=
                 me.is_some_and(|m| now_ms < m.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS);
         }
@@ -894,9 +921,10 @@ mod tests {
         k: impl FnOnce() -> DeleteKey,
     ) -> IndexChange {
         let change = Outbox::compare(held, &p.packages);
+        let recipients: Vec<SessionId> = p.packages.iter().map(|p| p.to.clone()).collect();
         let arrival = Arrival::Publish {
             change,
-            packages: &p.packages,
+            recipients: &recipients,
         };
         room.apply(&Claim::of_publish(p), arrival, now, 32, k)
             .unwrap()
@@ -949,6 +977,7 @@ mod tests {
             expires_ms: now + p.ttl_ms,
             ttl_ms: p.ttl_ms,
             p: room.address(&p.packages, now),
+            mail: Default::default(),
         }
     }
 
@@ -1125,7 +1154,7 @@ mod tests {
         let late = publish("a", "sa", NOW + 500, json!([]));
         let arrival = Arrival::Publish {
             change: PackageChange::Same,
-            packages: &[],
+            recipients: &[],
         };
         assert_eq!(
             room.apply(&Claim::of_publish(&late), arrival, NOW + 2000, 32, || key(
@@ -1277,7 +1306,7 @@ mod tests {
         let mut room = Room::new();
         let arrival = Arrival::Publish {
             change: PackageChange::Same,
-            packages: &[],
+            recipients: &[],
         };
         for n in 0..3u8 {
             let p = publish(&format!("c{n}"), &format!("s{n}"), NOW, json!([]));

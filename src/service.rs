@@ -21,6 +21,7 @@ use base64::Engine as _;
 use crate::config::Config;
 use crate::error::Error;
 use crate::hints::{self, Hint, PollSettings};
+use crate::mailbox::Mailbox;
 use crate::platform::{join_all, Platform};
 use crate::protocol::{ContextId, Presence, Publish, Request, RoomId, SessionId};
 use crate::room::{
@@ -209,6 +210,7 @@ async fn poll<S: Store, P: Platform>(
             .entry(context)
             .filter(|e| e.d.session == *session && e.is_live(now));
         let registering = own.is_none();
+        let own_key = own.map(|e| e.dk.clone());
         let mut writing = match own {
             Some(e) => renewal_attempts(platform, policy, e, now),
             None => Attempts::new(platform, policy, policy.poll_write_budget_ms, ""),
@@ -238,12 +240,15 @@ async fn poll<S: Store, P: Platform>(
         .await;
         match written {
             Ok(updated) => {
-                if registering {
-                    dk = updated
-                        .entry(context)
-                        .filter(|e| e.d.session == *session)
-                        .map(|e| e.dk.clone());
-                }
+                // A new entry's key goes to the client (the stock client
+                // keeps the last `dk` it was given). That includes an entry
+                // that expired between the read and the write and was
+                // registered anew: its old key would no longer remove it.
+                let held = own_key.as_ref();
+                dk = updated
+                    .entry(context)
+                    .filter(|e| e.d.session == *session && Some(&e.dk) != held)
+                    .map(|e| e.dk.clone());
                 index = updated;
             }
             Err(e @ Error::Unreadable { .. }) => return Err(e),
@@ -417,7 +422,10 @@ async fn publish_entry<S: Store, P: Platform>(
         expires_ms: now + publish.ttl_ms,
         ttl_ms: publish.ttl_ms,
         p: room.address(&publish.packages, now),
+        mail: Mailbox::default(),
     };
+    // A duplicate of this tab (same context id) may have written too: last one wins.
+    let outbox = |_: Option<&Object>, now| Ok((outbox(now), ()));
     // A heartbeat the index does not need yet (the stock client's comes
     // 30 s before the expiry; it may also withdraw packages older than a
     // minute): into the index if its key is idle, else into the caller's own
@@ -465,15 +473,15 @@ async fn publish_entry<S: Store, P: Platform>(
 
     // Only packages not handed over before may need announcing.
     let held = stored.as_ref().map_or(&[][..], |o| &o.p[..]);
-    let fresh: Vec<_> = publish
+    let fresh: Vec<SessionId> = publish
         .packages
         .iter()
         .filter(|p| !held.iter().any(|s| s.is(p)))
-        .cloned()
+        .map(|p| p.to.clone())
         .collect();
     let arrival = Arrival::Publish {
         change,
-        packages: &fresh,
+        recipients: &fresh,
     };
     let index = update(
         store,
@@ -521,27 +529,30 @@ pub(crate) fn apply_claim<'a, D: Member, P: Platform>(
 fn arrival_same() -> Arrival<'static> {
     Arrival::Publish {
         change: PackageChange::Same,
-        packages: &[],
+        recipients: &[],
     }
 }
 
-/// Writes the caller's outbox. Only this context writes it; a conflict
-/// means a duplicate of this tab (same context id) wrote too: last one wins.
-pub(crate) async fn write_outbox<S: Store, P: Platform>(
+/// Writes the caller's outbox, built by `build` from the version held (and
+/// rebuilt from the one read after a conflict: only this caller writes it,
+/// but two of its requests may be in flight at once, and neither may undo
+/// the other). Returns what `build` gave besides the outbox.
+pub(crate) async fn write_outbox<S: Store, P: Platform, T>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     key: &str,
     mut current: Option<Object>,
-    outbox: impl Fn(u64) -> Outbox,
-) -> Result<(), Error> {
+    mut build: impl FnMut(Option<&Object>, u64) -> Result<(Outbox, T), Error>,
+) -> Result<T, Error> {
     loop {
-        let body = outbox(attempts.platform.now_ms()).encode();
+        let (outbox, result) = build(current.as_ref(), attempts.platform.now_ms())?;
+        let body = outbox.encode();
         attempts.check(store, 1)?;
         let precondition = current.as_ref().map_or(Precondition::Absent, |o| {
             Precondition::EtagMatches(o.etag.clone())
         });
         match store.put(key, body, precondition).await {
-            Ok(PutOutcome::Stored { .. }) => return Ok(()),
+            Ok(PutOutcome::Stored { .. }) => return Ok(result),
             Ok(PutOutcome::PreconditionFailed) => current = read_with(store, attempts, key).await?,
             Err(StoreError::RateLimited) => {
                 attempts.wait(attempts.policy.write_interval_ms).await;

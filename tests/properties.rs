@@ -257,9 +257,11 @@ proptest! {
                             expires_ms: now + TTL,
                             ttl_ms: TTL,
                             p: room.address(&publish.packages, now),
+                            mail: Default::default(),
                         });
                     }
-                    let arrival = Arrival::Publish { change, packages: &publish.packages };
+                    let recipients: Vec<p2pcf_rs::protocol::SessionId> = publish.packages.iter().map(|p| p.to.clone()).collect();
+                    let arrival = Arrival::Publish { change, recipients: &recipients };
                     match room.apply(&Claim::of_publish(&publish), arrival, now, 32, new_key) {
                         Ok(IndexChange::Write) => { written.insert((who, me.clone()), now); }
                         Ok(IndexChange::Unchanged) => {}

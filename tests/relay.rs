@@ -4,76 +4,10 @@
 
 mod common;
 
+use common::relay::{peer_ids, relay, Member};
 use common::Harness;
-use p2pcf_rs::http::HttpRequest;
 use p2pcf_rs::store::memory::{Fault, Operation};
 use serde_json::{json, Value};
-
-fn relay(body: &Value) -> HttpRequest {
-    HttpRequest {
-        method: "POST".into(),
-        url: "https://p2pcf.example.workers.dev/relay/v1".into(),
-        headers: vec![("Content-Type".into(), "application/json".into())],
-        body: serde_json::to_vec(body).unwrap(),
-    }
-}
-
-/// A relay client as the tests drive it: id, token, cursor.
-struct Member {
-    room: String,
-    id: String,
-    token: String,
-    after: serde_json::Map<String, Value>,
-    next_seq: u64,
-}
-
-impl Member {
-    async fn join(h: &Harness, room: &str, meta: Value) -> Member {
-        let r = h.request(relay(&json!({"room": room, "meta": meta}))).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        assert_eq!(r.outcome.ops.class_a, 1, "a join is one write (the index)");
-        Member {
-            room: room.into(),
-            id: r.body["id"].as_str().unwrap().into(),
-            token: r.body["token"].as_str().unwrap().into(),
-            after: serde_json::Map::new(),
-            next_seq: 1,
-        }
-    }
-
-    fn body(&self, send: Vec<Value>) -> Value {
-        json!({"room": self.room, "id": self.id, "token": self.token, "after": self.after, "send": send})
-    }
-
-    /// A poll (with `send`), taking the messages it answers.
-    async fn sync(&mut self, h: &Harness, send: Vec<Value>) -> common::Reply {
-        let r = h.request(relay(&self.body(send))).await;
-        if r.status == 200 {
-            for m in r.body["messages"].as_array().unwrap() {
-                self.after
-                    .insert(m["from"].as_str().unwrap().into(), m["seq"].clone());
-            }
-        }
-        r
-    }
-
-    fn message(&mut self, to: &str, data: Value) -> Value {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        json!({"to": to, "seq": seq, "data": data})
-    }
-}
-
-fn peer_ids(r: &common::Reply) -> Vec<String> {
-    let mut ids: Vec<String> = r.body["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
-    ids
-}
 
 #[tokio::test(start_paused = true)]
 async fn members_see_each_other_and_messages_reach_only_their_addressee() {

@@ -2,6 +2,8 @@
 //! virtual clock (tokio's paused time), with seeded randomness.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use p2pcf_rs::config::Config;
 use p2pcf_rs::http::{HttpRequest, HttpResponse, Outcome};
 use p2pcf_rs::platform::Platform;

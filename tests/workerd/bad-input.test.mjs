@@ -108,7 +108,12 @@ const cases = [
   ['relay: after not a map', () => relay({ after: [1, 2] }), { path: '/relay/v1' }],
   ['relay: after a negative seq', () => relay({ after: { someone: -3 } }), { path: '/relay/v1' }],
   ['relay: deep nesting in data', () => relay({}).replace('}', `,"send":[{"to":"*","seq":1,"data":${nested(5000)}}]}`), { path: '/relay/v1' }],
-  ['relay: text/plain', () => relay({}), { path: '/relay/v1', contentType: 'text/plain' }]
+  ['relay: text/plain', () => relay({}), { path: '/relay/v1', contentType: 'text/plain' }],
+  ['relay: seq 0', () => relay({ id: 'nobody-here', token: 'x'.repeat(32), send: [{ to: '*', seq: 0, data: 1 }] }), { path: '/relay/v1' }],
+  ['relay: a join with messages', () => relay({ send: [{ to: '*', seq: 1, data: 1 }] }), { path: '/relay/v1' }],
+  ['relay: a join that leaves', () => relay({ leave: true }), { path: '/relay/v1' }],
+  ['relay: nonce too short', () => relay({ nonce: 'abc' }), { path: '/relay/v1' }],
+  ['relay: nonce with a slash', () => relay({ nonce: 'a/'.repeat(10) }), { path: '/relay/v1' }]
 ]
 
 async function snapshot () {
