@@ -9,6 +9,10 @@ export interface TurnIceServer {
 export interface TurnCredentials {
   iceServers: TurnIceServer[]
   expiresAt: number
+  /** Ms from the answer until `expiresAt` (count from `receivedAt`). */
+  expiresIn?: number
+  /** This page's `performance.now()` when the answer arrived. */
+  receivedAt: number
 }
 
 export function fetchTurnCredentials (

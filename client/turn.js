@@ -8,8 +8,12 @@
 //   p2pcf.start()
 
 /**
- * Fetches `{ iceServers, expiresAt }` from the worker (`expiresAt`: ms since
- * the epoch). Throws with the worker's reason when it answers an error.
+ * Fetches `{ iceServers, expiresAt, expiresIn }` from the worker
+ * (`expiresAt`: ms since the epoch, by the worker's clock; `expiresIn`: ms
+ * from the answer). Adds `receivedAt`, this page's `performance.now()` when
+ * the answer arrived: count the lifetime from there, since a page's wall
+ * clock may be off by hours. Throws with the worker's reason when it
+ * answers an error.
  */
 export async function fetchTurnCredentials (workerUrl, { fetch: doFetch = globalThis.fetch } = {}) {
   const res = await doFetch(workerUrl.replace(/\/+$/, '') + '/turn')
@@ -18,6 +22,7 @@ export async function fetchTurnCredentials (workerUrl, { fetch: doFetch = global
   if (!Array.isArray(credentials.iceServers) || typeof credentials.expiresAt !== 'number') {
     throw new Error('GET /turn: unexpected answer')
   }
+  credentials.receivedAt = monotonicNow()
   return credentials
 }
 
@@ -55,7 +60,7 @@ export function useTurnCredentials (p2pcf, workerUrl, { allPeers = true, renewBe
       last = credentials
       p2pcf.turnIceServers = credentials.iceServers
       if (allPeers) p2pcf.stunIceServers = [...stunOnly, ...credentials.iceServers]
-      schedule(credentials.expiresAt - Date.now() - renewBeforeMs)
+      schedule(lifetimeMs(credentials) - renewBeforeMs)
       return credentials
     } catch (err) {
       if (onError) onError(err)
@@ -72,4 +77,16 @@ export function useTurnCredentials (p2pcf, workerUrl, { allPeers = true, renewBe
     },
     last: () => last
   }
+}
+
+const monotonicNow = () => globalThis.performance?.now?.() ?? Date.now()
+
+/**
+ * How long credentials stay valid from their receipt: `expiresIn` when the
+ * worker sends it (measured from the answer, so this page's clock does not
+ * matter), else the time left by this page's clock, at most an hour.
+ */
+function lifetimeMs (credentials) {
+  if (typeof credentials.expiresIn === 'number') return credentials.expiresIn
+  return Math.min(3600000, Math.max(0, credentials.expiresAt - Date.now()))
 }

@@ -36,8 +36,8 @@ use crate::platform::Platform;
 use crate::protocol::{ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
 use crate::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, PackageChange, Room};
 use crate::service::{
-    apply_claim, decode, read_index_and_outbox, read_outboxes, read_with, renewal_attempts,
-    to_json, update, write_outbox, Attempts, Reply, RetryPolicy, MAX_OUTBOX_READS,
+    apply_claim, decode, read_index_and_outbox, read_outboxes_within, read_with, renewal_attempts,
+    to_json, update, write_outbox, Attempts, Reply, RetryPolicy,
 };
 use crate::store::{Counting, Object, Store};
 
@@ -51,6 +51,12 @@ pub const MAX_META_BYTES: usize = 1024;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Most messages in one request.
 pub const MAX_SEND: usize = 64;
+/// Most outboxes one relay poll reads (each second the next ones: a
+/// newcomer in a full room covers every outbox in four polls).
+pub const MAX_RELAY_OUTBOX_READS: usize = 8;
+/// Most outbox bytes one relay poll decodes (at least one outbox): with
+/// [`MAX_RELAY_OUTBOX_READS`], what bounds a poll's CPU whatever the others hold.
+pub const MAX_DECODE_BYTES: usize = 160 * 1024;
 /// Deepest nesting of arrays and objects in `meta` or a message's `data`.
 pub const MAX_NESTING: usize = 32;
 
@@ -724,14 +730,11 @@ async fn answer<S: Store, P: Platform>(
         .max_ops
         .saturating_sub(run.store.counts().total());
     let wanted = index.outboxes_to_read(context, Some(id), now, usize::MAX);
-    let to_read = index.outboxes_to_read(
-        context,
-        Some(id),
-        now,
-        MAX_OUTBOX_READS.min(budget as usize),
-    );
+    let limit = MAX_RELAY_OUTBOX_READS.min(budget as usize);
+    let to_read = index.outboxes_to_read(context, Some(id), now, limit);
     let room = &run.request.room;
-    let outboxes = read_outboxes(run.store, |k| outbox_key(room, k.as_str()), to_read).await;
+    let key = |k: &ContextId| outbox_key(room, k.as_str());
+    let outboxes = read_outboxes_within(run.store, key, to_read, MAX_DECODE_BYTES).await;
     let peers: Vec<PeerOut<'_>> = index
         .live_members(now)
         .filter(|m| m.id != *id)

@@ -318,11 +318,31 @@ pub(crate) async fn read_outboxes<S: Store>(
     key: impl Fn(&ContextId) -> String,
     wanted: Vec<ContextId>,
 ) -> Outboxes {
+    read_outboxes_within(store, key, wanted, usize::MAX).await
+}
+
+/// [`read_outboxes`], decoding them in order only while the bytes decoded
+/// stay within `max_decode_bytes` (the first always): decoding is what a
+/// poll's CPU goes on. Those left undecoded are left out.
+pub(crate) async fn read_outboxes_within<S: Store>(
+    store: &Counting<'_, S>,
+    key: impl Fn(&ContextId) -> String,
+    wanted: Vec<ContextId>,
+    max_decode_bytes: usize,
+) -> Outboxes {
     let keys: Vec<String> = wanted.iter().map(key).collect();
     let reads = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
     let mut outboxes = Outboxes::new();
+    let mut decoded = 0usize;
     for (context, read) in wanted.into_iter().zip(reads) {
-        if let Some(outbox) = read.ok().flatten().and_then(|o| Outbox::decode(&o.body)) {
+        let Some(object) = read.ok().flatten() else {
+            continue;
+        };
+        if decoded > 0 && decoded + object.body.len() > max_decode_bytes {
+            continue;
+        }
+        decoded += object.body.len();
+        if let Some(outbox) = Outbox::decode(&object.body) {
             outboxes.insert(context, outbox);
         }
     }

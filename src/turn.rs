@@ -9,7 +9,8 @@
 //!   with the TURN key's own API token and `{"ttl": N}`, and passes the
 //!   `iceServers` on, without port-53 URLs (browsers block that port).
 //!
-//! Either way the answer is `{"iceServers": [RTCIceServer...], "expiresAt": ms}`.
+//! Either way the answer is `{"iceServers": [RTCIceServer...], "expiresAt": ms,
+//! "expiresIn": ms}` (`expiresIn`: from when the answer was made).
 //! Secrets live in [`Secret`], which never prints.
 
 use std::fmt;
@@ -229,6 +230,10 @@ pub struct Credentials {
     /// When the credentials stop working, ms since the epoch.
     #[serde(rename = "expiresAt")]
     pub expires_at: u64,
+    /// The same moment as ms from this answer, for clients to count from
+    /// their own receipt of it (a page's clock may be off by hours).
+    #[serde(rename = "expiresIn")]
+    pub expires_in_ms: u64,
 }
 
 /// TURN REST API credentials (draft-uberti-behave-turn-rest): valid until
@@ -254,6 +259,7 @@ pub fn rest_credentials(
             credential: Some(credential),
         }],
         expires_at: expires_s * 1000,
+        expires_in_ms: (expires_s * 1000).saturating_sub(now_ms),
     }
 }
 
@@ -287,6 +293,7 @@ pub fn parse_cloudflare(body: &[u8], now_ms: u64, ttl_s: u64) -> Result<Credenti
     Ok(Credentials {
         ice_servers,
         expires_at: now_ms + ttl_s * 1000,
+        expires_in_ms: ttl_s * 1000,
     })
 }
 

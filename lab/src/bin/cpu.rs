@@ -102,6 +102,7 @@ mod bench {
             );
         }
         worst_case();
+        relay_worst_cases();
     }
 
     /// The most expensive poll the limits allow: a full room (MAX_PEERS)
@@ -202,6 +203,119 @@ mod bench {
             per.as_secs_f64() * 1e6,
             stored_bytes / 1024,
             bytes / 1024
+        );
+    }
+
+    fn relay_request(body: &Value) -> HttpRequest {
+        HttpRequest {
+            url: "https://bench.example/relay/v1".into(),
+            ..request(body)
+        }
+    }
+
+    /// The most expensive relay requests the limits allow: a full room
+    /// (MAX_PEERS) of members with the largest `meta`, every one of them
+    /// holding as many undelivered bytes as allowed for the poller, in
+    /// 16 KiB messages of the costliest JSON to scan (small numbers), all
+    /// read by the poller in its join window; and a sender with a full
+    /// outbox sending the largest batch.
+    fn relay_worst_cases() {
+        use p2pcf_rs::mailbox::MAX_HELD_BYTES;
+        use p2pcf_rs::relay::{MAX_MESSAGE_BYTES, MAX_META_BYTES};
+
+        let platform = Fixed(std::cell::Cell::new(NOW));
+        let worker = LocalWorker::new(&platform, 0);
+        let services = worker.services();
+        let peers = worker.config.limits.max_peers;
+        let call = |body: &Value| {
+            let (r, outcome) = block_on(serve(&relay_request(body), &services));
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            (r.status, v, r.body.len(), outcome)
+        };
+        let meta = json!({"pad": "m".repeat(MAX_META_BYTES - 12)});
+        let mut members = Vec::new();
+        for n in 0..peers {
+            platform.0.set(platform.0.get() + 1100);
+            // (This platform's "random" bytes are constant: the nonce makes the ids.)
+            let nonce = format!("bench-member-{n:04}-nonce");
+            let (status, v, _, _) =
+                call(&json!({"room": "bench-relay", "meta": meta, "nonce": nonce}));
+            assert_eq!(status, 200, "{v}");
+            members.push((
+                v["id"].as_str().unwrap().to_owned(),
+                v["token"].as_str().unwrap().to_owned(),
+            ));
+        }
+        let (poller, poller_token) = members[0].clone();
+        let numbers = format!("[{}0]", "0,".repeat((MAX_MESSAGE_BYTES - 3) / 2));
+        let data: Value = serde_json::from_str(&numbers).unwrap();
+        let mut held = 0usize;
+        for (id, token) in &members[1..] {
+            // (The clock moves with the writes' waits: everyone polls to stay in.)
+            for (id, token) in &members {
+                let poll = json!({"room": "bench-relay", "id": id, "token": token});
+                assert_eq!(call(&poll).0, 200);
+            }
+            for seq in 1..=64 {
+                let body = json!({"room": "bench-relay", "id": id, "token": token,
+                    "send": [{"to": poller, "seq": seq, "data": data}]});
+                let (status, v, _, _) = call(&body);
+                if status == 429 {
+                    break;
+                }
+                assert_eq!(status, 200, "{v}");
+                assert!(v.get("undeliverable").is_none(), "{v}");
+                held += MAX_MESSAGE_BYTES;
+            }
+        }
+        let poll = relay_request(
+            &json!({"room": "bench-relay", "id": poller, "token": poller_token, "after": {}}),
+        );
+        let iterations = 100u32;
+        let start = Instant::now();
+        let (mut bytes, mut reads) = (0, 0);
+        for _ in 0..iterations {
+            let (r, outcome) = block_on(serve(&poll, &services));
+            assert_eq!(r.status, 200);
+            bytes = r.body.len();
+            reads = outcome.ops.class_b;
+        }
+        let per = start.elapsed() / iterations;
+        let index = worker
+            .store
+            .peek("relay/bench-relay")
+            .map_or(0, |b| b.len());
+        println!(
+            "relay worst-case poll, room of {peers}: {:>8.1} µs per request ({reads} reads: index of {index} bytes, {} KiB held for the poller, cap {} KiB a member), response {} KiB",
+            per.as_secs_f64() * 1e6,
+            held / 1024,
+            MAX_HELD_BYTES / 1024,
+            bytes / 1024
+        );
+
+        // A member whose outbox is full sends the largest batch it may: refused (429) after reading it.
+        let (id, token) = &members[1];
+        for seq in 500.. {
+            let body = json!({"room": "bench-relay", "id": id, "token": token,
+                "send": [{"to": "*", "seq": seq, "data": data}]});
+            if call(&body).0 == 429 {
+                break;
+            }
+        }
+        let batch: Vec<Value> = (0..3)
+            .map(|i| json!({"to": "*", "seq": 10_000 + i, "data": data}))
+            .collect();
+        let send =
+            relay_request(&json!({"room": "bench-relay", "id": id, "token": token, "send": batch}));
+        let start = Instant::now();
+        for _ in 0..iterations {
+            let (r, _) = block_on(serve(&send, &services));
+            assert_eq!(r.status, 429);
+        }
+        let per = start.elapsed() / iterations;
+        println!(
+            "relay worst-case send (full outbox, 3 x 16 KiB broadcast refused): {:>8.1} µs per request",
+            per.as_secs_f64() * 1e6
         );
     }
 }
