@@ -16,6 +16,8 @@ export interface RelayError extends Error {
   status?: number
   /** The request is retried (network error, 429, 5xx). */
   retry?: boolean
+  /** The relay stopped after refusals in a row (`cause`: the last one). */
+  fatal?: boolean
 }
 
 export class SignalRelay {
@@ -34,6 +36,7 @@ export class SignalRelay {
   /** Resolves when the worker has stored the message. */
   send (peerId: string, data: Json): Promise<void>
   broadcast (data: Json): Promise<void>
-  /** Leaves (keepalive request; also done on `pagehide`). */
+  /** Leaves for good (keepalive request). On `pagehide` it also leaves, and
+   *  rejoins as a new peer if the page comes back from the back/forward cache. */
   stop (): void
 }

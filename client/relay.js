@@ -16,10 +16,18 @@
 // request stores it once, and the cursor sent with every poll (the last
 // number taken from each sender) makes each arrive once and in order, even
 // when an answer is lost. Failures (network, 429, 503) are retried with
-// back-off, honouring Retry-After; polls follow the worker's hints.
+// back-off, honouring Retry-After; polls follow the worker's hints. A
+// refusal (400, 401, 403, 409, 413) rejects the batch it came with and is
+// backed off too; after a few in a row the relay stops with an `error` event
+// (`err.fatal`). A join carries a random nonce, so a join retried after a
+// lost answer is the same join. On `pagehide` it leaves; when the browser
+// restores the page from its back/forward cache (`pageshow`, `persisted`)
+// it joins again as a new peer.
 
 const RELAY_PATH = '/relay/v1'
 const MAX_BATCH = 64
+/** Refusals in a row after which the relay stops (`error` with `fatal`). */
+const MAX_REFUSALS = 3
 
 export class SignalRelay {
   constructor ({ url, room, meta = null, fetch: doFetch } = {}) {
@@ -37,9 +45,14 @@ export class SignalRelay {
     this._inFlight = null
     this._timer = null
     this._failures = 0
+    this._refusals = 0
     this._stopped = false
+    this._suspended = false
+    this._listening = false
     this._handlers = new Map()
-    this._onPageHide = () => this.stop()
+    // A page that may come back (back/forward cache) leaves and rejoins on return.
+    this._onPageHide = event => { if (event?.persisted) this._suspend(); else this.stop() }
+    this._onPageShow = event => { if (event?.persisted) this._resume() }
   }
 
   on (event, fn) {
@@ -62,10 +75,12 @@ export class SignalRelay {
   /** Joins the room; resolves once joined (retries while the worker is busy). */
   async start () {
     if (this.id) return this
+    // The same nonce for every attempt: a retry after a lost answer is the same join.
+    const nonce = randomNonce()
     for (;;) {
       if (this._stopped) throw new Error('stopped')
       try {
-        const answer = await this._post({ room: this.room, meta: this.meta ?? undefined })
+        const answer = await this._post({ room: this.room, meta: this.meta ?? undefined, nonce })
         this.id = answer.id
         this._token = answer.token
         this._take(answer)
@@ -76,7 +91,12 @@ export class SignalRelay {
         await sleep(this._backoff(err))
       }
     }
-    if (typeof addEventListener === 'function') addEventListener('pagehide', this._onPageHide)
+    this._failures = 0
+    if (!this._listening && typeof addEventListener === 'function') {
+      addEventListener('pagehide', this._onPageHide)
+      addEventListener('pageshow', this._onPageShow)
+      this._listening = true
+    }
     this._schedule(0)
     return this
   }
@@ -95,9 +115,18 @@ export class SignalRelay {
   stop () {
     if (this._stopped) return
     this._stopped = true
+    if (this._listening && typeof removeEventListener === 'function') {
+      removeEventListener('pagehide', this._onPageHide)
+      removeEventListener('pageshow', this._onPageShow)
+      this._listening = false
+    }
+    this._leave(new Error('stopped'))
+  }
+
+  /** Leaves, rejecting what is queued (for good, or until `_resume`). */
+  _leave (reason) {
     clearTimeout(this._timer)
-    if (typeof removeEventListener === 'function') removeEventListener('pagehide', this._onPageHide)
-    for (const m of this._queue) m.reject(new Error('stopped'))
+    for (const m of this._queue) m.reject(reason)
     this._queue = []
     if (this.id) {
       const body = JSON.stringify({ room: this.room, id: this.id, token: this._token, leave: true })
@@ -105,8 +134,30 @@ export class SignalRelay {
     }
   }
 
+  /** Forgets this membership (the peers see it leave, and so do we). */
+  _forget () {
+    for (const id of [...this.peers.keys()]) { this.peers.delete(id); this._emit('leave', id) }
+    this.id = null
+    this._token = null
+    this._after = {}
+  }
+
+  _suspend () {
+    if (this._stopped || this._suspended) return
+    this._suspended = true
+    this._leave(new Error('page hidden'))
+    this._forget()
+  }
+
+  _resume () {
+    if (this._stopped || !this._suspended) return
+    this._suspended = false
+    this.start().catch(err => this._emit('error', err))
+  }
+
   _enqueue (to, data) {
     if (this._stopped) return Promise.reject(new Error('stopped'))
+    if (this._suspended) return Promise.reject(new Error('page hidden'))
     return new Promise((resolve, reject) => {
       this._queue.push({ to, seq: ++this._seq, data, resolve, reject })
       if (this.id && !this._inFlight) this._schedule(0)
@@ -115,11 +166,11 @@ export class SignalRelay {
 
   _schedule (ms) {
     clearTimeout(this._timer)
-    if (!this._stopped) this._timer = setTimeout(() => this._sync(), ms)
+    if (!this._stopped && !this._suspended) this._timer = setTimeout(() => this._sync(), ms)
   }
 
   async _sync () {
-    if (this._stopped || this._inFlight || !this.id) return
+    if (this._stopped || this._suspended || this._inFlight || !this.id) return
     // The same batch goes again after a failure: same seqs, stored once.
     const batch = this._queue.slice(0, MAX_BATCH)
     this._inFlight = batch
@@ -133,30 +184,34 @@ export class SignalRelay {
         send: batch.map(({ to, seq, data }) => ({ to, seq, data }))
       })
       this._failures = 0
+      this._refusals = 0
       this._queue.splice(0, batch.length)
       for (const m of batch) m.resolve()
       this._take(answer)
-      next = this._queue.length ? 0 : (answer.hint?.ms ?? 2000)
+      next = this._queue.length || answer.more ? 0 : (answer.hint?.ms ?? 2000)
     } catch (err) {
       if (err.status === 410) {
         // Gone (expired or left elsewhere): join again as a new peer.
         this._emit('error', err)
-        for (const id of [...this.peers.keys()]) { this.peers.delete(id); this._emit('leave', id) }
-        this.id = null
-        this._after = {}
+        this._forget()
         this._inFlight = null
         this.start().catch(e => this._emit('error', e))
         return
       }
       this._emit('error', err)
-      if (err.retry) {
-        next = this._backoff(err)
-      } else {
-        // Refused for good (4xx): the batch cannot be stored as it is.
+      if (!err.retry) {
+        // Refused (4xx): the batch cannot be stored as it is. Refused again
+        // and again (an origin no longer allowed, say), the relay gives up.
         this._queue.splice(0, batch.length)
         for (const m of batch) m.reject(err)
-        next = 0
+        if (++this._refusals >= MAX_REFUSALS) {
+          this._inFlight = null
+          this._emit('error', Object.assign(new Error(`relay: stopped after ${this._refusals} refusals in a row (last: ${err.message})`), { fatal: true, cause: err }))
+          this.stop()
+          return
+        }
       }
+      next = this._backoff(err)
     } finally {
       if (this._inFlight === batch) this._inFlight = null
     }
@@ -205,3 +260,9 @@ export class SignalRelay {
 }
 
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
+
+/** 128 random bits, base64url. */
+function randomNonce () {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16))
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
