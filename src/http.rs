@@ -307,7 +307,7 @@ async fn signal<S: Store, P: Platform>(
         || req
             .header("x-worker-method")
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("DELETE"));
-    let request = parse_request(&req.body, leave, svc.platform.now_ms(), limits)?;
+    let request = parse_request(&req.body, leave, limits)?;
     let room = match &request {
         Request::Poll { room, .. } | Request::Leave { room, .. } => room,
         Request::Publish(p) => &p.room,

@@ -885,7 +885,6 @@ mod tests {
         parse_request(
             &serde_json::to_vec(&body).unwrap(),
             false,
-            NOW,
             &crate::limits::Limits::default(),
         )
         .unwrap()

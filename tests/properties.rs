@@ -81,13 +81,13 @@ proptest! {
 
     #[test]
     fn parser_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512), leave: bool) {
-        let _ = parse_request(&bytes, leave, NOW, &Limits::default());
+        let _ = parse_request(&bytes, leave, &Limits::default());
     }
 
     #[test]
     fn parser_answers_ok_or_a_client_error(b in body(), leave: bool) {
         let bytes = serde_json::to_vec(&b).unwrap();
-        match parse_request(&bytes, leave, NOW, &Limits::default()) {
+        match parse_request(&bytes, leave, &Limits::default()) {
             Ok(_) | Err(Error::BadRequest(_)) | Err(Error::PayloadTooLarge(_)) => {}
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
         }
@@ -99,7 +99,7 @@ proptest! {
         package.extend(extra);
         let text = serde_json::to_string(&Value::Array(package)).unwrap();
         let body = format!(r#"{{"r":"room-prop","k":"ctx","d":["sess","client",false,"{FP}",1,[]],"t":{NOW},"x":1000,"p":[{text}]}}"#);
-        match parse_request(body.as_bytes(), false, NOW, &Limits::default()) {
+        match parse_request(body.as_bytes(), false, &Limits::default()) {
             Ok(Request::Publish(p)) => prop_assert_eq!(p.packages[0].raw.get(), text.as_str()),
             Err(Error::PayloadTooLarge(_)) => {} // more candidates or bytes than allowed
             other => prop_assert!(false, "{other:?}"),
@@ -144,7 +144,7 @@ proptest! {
                 Edit::Delete(i) => { if !bytes.is_empty() { bytes.remove(i % bytes.len()); } }
             }
         }
-        match parse_request(&bytes, leave, NOW, &Limits::default()) {
+        match parse_request(&bytes, leave, &Limits::default()) {
             Ok(_) | Err(Error::BadRequest(_)) | Err(Error::PayloadTooLarge(_)) => {}
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
         }
@@ -230,7 +230,7 @@ proptest! {
                     let mut body = data(&me, t);
                     body["k"] = json!(format!("ctx{who}"));
                     body["p"] = json!(p);
-                    let Ok(Request::Publish(publish)) = parse_request(&serde_json::to_vec(&body).unwrap(), false, t, &Limits::default()) else {
+                    let Ok(Request::Publish(publish)) = parse_request(&serde_json::to_vec(&body).unwrap(), false, &Limits::default()) else {
                         panic!("valid publish");
                     };
                     let held = outboxes.get(&ctx(who)).filter(|o| o.session.as_str() == me);
@@ -273,7 +273,7 @@ proptest! {
                     let me = session(who, s);
                     let mut body = data(&me, now.saturating_sub(back).max(t));
                     body["k"] = json!(format!("ctx{who}"));
-                    let Ok(Request::Poll { presence: Some(presence), .. }) = parse_request(&serde_json::to_vec(&body).unwrap(), false, now, &Limits::default()) else {
+                    let Ok(Request::Poll { presence: Some(presence), .. }) = parse_request(&serde_json::to_vec(&body).unwrap(), false, &Limits::default()) else {
                         panic!("valid poll");
                     };
                     let c = ctx(who);

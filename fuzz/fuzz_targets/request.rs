@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let leave = flags & 1 == 1;
-    let Ok(request) = parse_request(body, leave, NOW, &Limits::default()) else {
+    let Ok(request) = parse_request(body, leave, &Limits::default()) else {
         return;
     };
     // An empty room, then the fuzzed request.
@@ -28,9 +28,10 @@ fuzz_target!(|data: &[u8]| {
     match &request {
         Request::Publish(p) => {
             let change = Outbox::compare(None, &p.packages);
+            let recipients: Vec<_> = p.packages.iter().map(|p| p.to.clone()).collect();
             let arrival = Arrival::Publish {
                 change,
-                packages: &p.packages,
+                recipients: &recipients,
             };
             let claim = Claim::of_publish(p);
             let _ = room.apply(&claim, arrival, NOW, 32, key);
