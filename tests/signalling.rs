@@ -557,3 +557,40 @@ async fn a_heartbeat_landing_after_the_leave_does_not_resurrect_the_entry() {
         vec![reloaded.session.clone()]
     );
 }
+
+/// Issue 17 §5: a stock client whose clock is hours off (the original
+/// never checked `t`) joins, stays listed through its heartbeats and
+/// polls, and its leave removes it: expiry runs on the worker's clock.
+#[tokio::test(start_paused = true)]
+async fn a_client_whose_clock_is_hours_off_is_served() {
+    let h = Harness::new();
+    let mut ann = Peer::new("skewed-room", 1);
+    let bob = Peer::new("skewed-room", 2);
+    let skew = 3 * 3_600_000;
+    let mut last_write = h.now() - skew;
+    let r = h.post(&ann.publish(last_write, json!([]))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    ann.dk = r.body["dk"].as_str().map(str::to_owned);
+    h.post(&bob.publish(h.now(), json!([]))).await;
+    for step in 1..=60u64 {
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        if step % 18 == 0 {
+            // The stock client's heartbeat, 90 s after its last write.
+            last_write = h.now() - skew;
+            assert_eq!(h.post(&ann.publish(last_write, json!([]))).await.status, 200);
+        } else {
+            assert_eq!(h.post(&ann.poll(last_write)).await.status, 200);
+        }
+        let seen = h.post(&bob.poll(h.now())).await;
+        assert!(
+            sessions(&seen.body).contains(&ann.session),
+            "bob lost ann after {} s",
+            step * 5
+        );
+        if step % 18 == 0 {
+            h.post(&bob.publish(h.now(), json!([]))).await;
+        }
+    }
+    assert_eq!(h.leave(&ann.leave_body(last_write)).await.status, 200);
+    assert!(!sessions(&h.post(&bob.poll(h.now())).await.body).contains(&ann.session));
+}
