@@ -164,9 +164,8 @@ impl Outcome {
     }
 }
 
-/// A short, stable tag for a room id in logs: 64-bit FNV-1a, hex. It lets
-/// one follow a room across log lines without writing its id down.
-/// The room's tag in log lines: a keyed hash (SipHash-1-3), so that a
+/// The room's tag in log lines (64 bits, hex): it lets one follow a room
+/// across log lines without writing its id down. A keyed hash (SipHash-1-3), so that a
 /// guessable room id cannot be found by hashing candidates. With the
 /// `LOG_KEY` secret the tags are stable across isolates and deploys;
 /// without it each isolate uses a random key (tags group within an isolate).

@@ -14,7 +14,8 @@
 //!
 //! 32 peers: the stock client builds a full mesh (every peer keeps a WebRTC
 //! connection to every other), which its author recommends keeping small,
-//! and a newcomer reads at most 20 outboxes per poll, so 32 is covered in two polls.
+//! and a newcomer reads at most 31 outboxes per p2pcf poll (every other
+//! member's, in one poll), 8 per relay poll (the next 8 each second).
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
