@@ -577,7 +577,10 @@ async fn a_client_whose_clock_is_hours_off_is_served() {
         if step % 18 == 0 {
             // The stock client's heartbeat, 90 s after its last write.
             last_write = h.now() - skew;
-            assert_eq!(h.post(&ann.publish(last_write, json!([]))).await.status, 200);
+            assert_eq!(
+                h.post(&ann.publish(last_write, json!([]))).await.status,
+                200
+            );
         } else {
             assert_eq!(h.post(&ann.poll(last_write)).await.status, 200);
         }

@@ -94,12 +94,7 @@ async fn every_validation_rule_is_a_400_with_its_reason() {
     }
     // Timestamp: any finite number of ms from 0 to 2^53 (the client's own
     // clock, however far off: expiry is the worker's clock).
-    for bad in [
-        json!(-1),
-        json!(1e16),
-        json!("now"),
-        json!(null),
-    ] {
+    for bad in [json!(-1), json!(1e16), json!("now"), json!(null)] {
         expect_400(&h, with("t", bad), "Bad timestamp").await;
     }
     for skewed in [
