@@ -75,7 +75,17 @@ impl PartialEq for RelayMember {
     }
 }
 
+/// A letter must stay findable for its whole life ([`MESSAGE_TTL_MS`]),
+/// however late its receiver polls: the read window after a join is longer
+/// than p2pcf's by what a letter outlives the join window's margin, and an
+/// announcement lasts half a minute past a letter's life, so that a
+/// conversation announces itself about once per 30 s (one index write).
 impl Member for RelayMember {
+    const READ_WINDOW_MS: u64 =
+        crate::room::JOIN_WINDOW_MS + MESSAGE_TTL_MS - crate::room::ANNOUNCE_MARGIN_MS;
+    const HOLD_MS: u64 = MESSAGE_TTL_MS;
+    const ANNOUNCED_FOR_MS: u64 = MESSAGE_TTL_MS + 30_000;
+
     fn session(&self) -> &SessionId {
         &self.id
     }

@@ -29,6 +29,15 @@ use crate::protocol::{
 /// protocol: the session id that routes packages to it (p2pcf: `d[0]`; the
 /// relay: the peer id). Everything else is carried, compared and returned as is.
 pub trait Member: Clone + PartialEq + fmt::Debug + Serialize + for<'de> Deserialize<'de> {
+    /// How long after the later of two members joined each reads the
+    /// other's outbox without being told to.
+    const READ_WINDOW_MS: u64 = JOIN_WINDOW_MS;
+    /// How long what an outbox holds for a member must stay findable by it
+    /// after it was written: past the read window, it is announced.
+    const HOLD_MS: u64 = ANNOUNCE_MARGIN_MS;
+    /// How long an announcement lasts.
+    const ANNOUNCED_FOR_MS: u64 = JOIN_WINDOW_MS;
+
     fn session(&self) -> &SessionId;
 }
 
@@ -620,16 +629,16 @@ impl<D: Member> Room<D> {
             else {
                 continue; // not in the room: nobody will ask for it
             };
-            let window_end = my_join.max(recipient.joined_ms) + JOIN_WINDOW_MS;
-            let covered = window_end >= now_ms + ANNOUNCE_MARGIN_MS
+            let window_end = my_join.max(recipient.joined_ms) + D::READ_WINDOW_MS;
+            let covered = window_end >= now_ms + D::HOLD_MS
                 || out
                     .iter()
-                    .any(|a| a.to == *to && a.until_ms >= now_ms + ANNOUNCE_MARGIN_MS);
+                    .any(|a| a.to == *to && a.until_ms >= now_ms + D::HOLD_MS);
             if !covered {
                 out.retain(|a| a.to != *to);
                 out.push(Announcement {
                     to: to.clone(),
-                    until_ms: now_ms + JOIN_WINDOW_MS,
+                    until_ms: now_ms + D::ANNOUNCED_FOR_MS,
                 });
             }
         }
@@ -744,7 +753,7 @@ impl<D: Member> Room<D> {
                 .any(|a| a.to == *session && now_ms < a.until_ms)
             {
                 announced.push(k.clone());
-            } else if now_ms < me.joined_ms.max(e.joined_ms) + JOIN_WINDOW_MS {
+            } else if now_ms < me.joined_ms.max(e.joined_ms) + D::READ_WINDOW_MS {
                 windows.push(k.clone());
             }
         }

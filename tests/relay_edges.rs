@@ -355,3 +355,21 @@ async fn a_retried_join_is_the_same_join() {
         .await;
     assert_ne!(elsewhere.body["id"], first.body["id"]);
 }
+
+/// A letter stays findable for its whole life: a receiver that polls late
+/// (a background tab) still gets a message sent inside the join window,
+/// after the join window itself has closed.
+#[tokio::test(start_paused = true)]
+async fn a_late_receiver_still_finds_its_letters() {
+    let h = Harness::new();
+    let mut ann = Member::join(&h, "relay-late", Value::Null).await;
+    let mut bob = Member::join(&h, "relay-late", Value::Null).await;
+    advance(20_000).await;
+    let hello = ann.message(&bob.id, json!("hello"));
+    assert_eq!(ann.sync(&h, vec![hello]).await.status, 200);
+    // bob's next poll comes 38 s later: past the 45 s after the join.
+    advance(38_000).await;
+    let r = bob.sync(&h, vec![]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(seqs(&r), vec![1]);
+}
