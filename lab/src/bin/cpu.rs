@@ -48,6 +48,24 @@ mod bench {
 
     const NOW: u64 = 1_795_219_200_000;
 
+    /// Serves `poll` `iterations` times (each must answer 200): the time per
+    /// request, and the last answer's size and R2 reads.
+    fn time_polls<S: p2pcf_rs::store::Store, P: Platform>(
+        poll: &HttpRequest,
+        services: &p2pcf_rs::http::Services<'_, S, P>,
+        iterations: u32,
+    ) -> (std::time::Duration, usize, u32) {
+        let start = Instant::now();
+        let (mut bytes, mut reads) = (0, 0);
+        for _ in 0..iterations {
+            let (r, outcome) = block_on(serve(poll, services));
+            assert_eq!(r.status, 200);
+            bytes = r.body.len();
+            reads = outcome.ops.class_b;
+        }
+        (start.elapsed() / iterations, bytes, reads)
+    }
+
     fn body(n: usize, t: u64, with_p: bool) -> Value {
         let d = json!([
             format!("session-{n:02}-abcdefgh"),
@@ -186,16 +204,7 @@ mod bench {
         }
         platform.0.set(platform.0.get() + 1000);
         let poll = request(&body(poller, NOW, None));
-        let iterations = 200u32;
-        let start = Instant::now();
-        let (mut bytes, mut reads) = (0, 0);
-        for _ in 0..iterations {
-            let (r, outcome) = block_on(serve(&poll, &services));
-            assert_eq!(r.status, 200);
-            bytes = r.body.len();
-            reads = outcome.ops.class_b;
-        }
-        let per = start.elapsed() / iterations;
+        let (per, bytes, reads) = time_polls(&poll, &services, 200);
         let index = worker.store.peek("rooms/bench-room").map_or(0, |b| b.len());
         println!(
             "worst-case poll, room of {}: {:>8.1} µs per request ({reads} reads: index of {index} bytes, {} KiB of outboxes), response {} KiB",
@@ -271,16 +280,7 @@ mod bench {
         let poll = relay_request(
             &json!({"room": "bench-relay", "id": poller, "token": poller_token, "after": {}}),
         );
-        let iterations = 100u32;
-        let start = Instant::now();
-        let (mut bytes, mut reads) = (0, 0);
-        for _ in 0..iterations {
-            let (r, outcome) = block_on(serve(&poll, &services));
-            assert_eq!(r.status, 200);
-            bytes = r.body.len();
-            reads = outcome.ops.class_b;
-        }
-        let per = start.elapsed() / iterations;
+        let (per, bytes, reads) = time_polls(&poll, &services, 100);
         let index = worker
             .store
             .peek("relay/bench-relay")
@@ -307,6 +307,7 @@ mod bench {
             .collect();
         let send =
             relay_request(&json!({"room": "bench-relay", "id": id, "token": token, "send": batch}));
+        let iterations = 100u32;
         let start = Instant::now();
         for _ in 0..iterations {
             let (r, _) = block_on(serve(&send, &services));
