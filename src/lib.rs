@@ -1,39 +1,34 @@
-//! p2pcf-rs: a WebRTC signalling server for the `p2pcf` browser client that
-//! runs as a Cloudflare Worker and keeps its state in R2.
+//! p2pcf-rs: WebRTC signalling as a Cloudflare Worker. It serves the stock
+//! `p2pcf` client and a relay API for any WebRTC library, keeps rooms in R2
+//! and mints short-lived TURN credentials.
 //!
-//! Everything except [`worker_entry`] is plain Rust with no dependency on the
-//! Workers runtime (a "sans-IO" core), so it is tested natively:
+//! The folders are the architecture, lowest layer first; a module imports
+//! only from its own layer or lower ones (`tests/layers.rs` checks it):
 //!
-//! * [`protocol`] parses and validates request bodies into typed requests;
-//! * [`room`] is the state of one room and the rules that change it;
-//! * [`store`] is the storage trait with R2 and in-memory implementations;
-//! * [`service`] runs a request against a store (read, merge, conditional write, retry);
-//! * [`hints`] says when a client should poll next (fast / slow / idle);
-//! * [`relay`] is the relay API for any WebRTC library, on the same room engine;
-//! * [`quota`] is the optional per-origin access control;
-//! * [`turn`] mints short-lived TURN credentials (`GET /turn`);
-//! * [`http`] maps methods, headers and errors to responses (CORS everywhere);
-//! * [`error`] is the one error type, each variant an HTTP status and a short reason;
-//! * [`testing`] (native only) is the worker over the in-memory R2 model on a
-//!   virtual clock, for the tests in `tests/` and the lab in `lab/`.
+//! * [`error`], [`platform`]: the one error type; clock, timers, randomness;
+//! * [`domain`]: the ids and values every part shares, valid by construction;
+//! * [`store`]: get and conditional put, on R2 or in memory;
+//! * [`engine`]: the room rules (members, expiry, messages, hints, limits),
+//!   with no wire format and no storage;
+//! * [`config`]: every setting, from `[vars]` and secrets;
+//! * [`host`]: where a room is kept and changed (R2 today);
+//! * [`wire`]: the protocols (p2pcf, relay), each parse → engine → render;
+//! * [`edge`]: routing, CORS, origin rules and quotas, TURN, the status page;
+//! * `worker_entry` (wasm only): the only code that touches the Workers
+//!   runtime; [`testing`] (native only): the worker over the in-memory store
+//!   on a virtual clock, for `tests/` and `lab/`.
 
 pub mod config;
+pub mod domain;
+pub mod edge;
+pub mod engine;
 pub mod error;
-pub mod hints;
-pub mod http;
-pub mod limits;
-pub mod mailbox;
+pub mod host;
 pub mod platform;
-pub mod protocol;
-pub mod quota;
-pub mod relay;
-pub mod room;
-pub mod service;
-pub mod status;
 pub mod store;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
-pub mod turn;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod worker_entry;

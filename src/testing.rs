@@ -11,10 +11,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::http::{serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
+use crate::edge::access::QuotaLedger;
+use crate::edge::{serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
+use crate::host::r2::RetryPolicy;
 use crate::platform::Platform;
-use crate::quota::QuotaLedger;
-use crate::service::RetryPolicy;
 use crate::store::memory::MemoryStore;
 
 /// 2026-11-21T00:00:00Z: virtual time starts here.

@@ -9,13 +9,12 @@ use worker::{
 };
 
 use crate::config::Config;
+use crate::edge::access::QuotaLedger;
+use crate::edge::serve::is_rate_limited;
+use crate::edge::{error_response, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
 use crate::error::Error;
-use crate::http::{
-    error_response, is_rate_limited, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services,
-};
+use crate::host::r2::RetryPolicy;
 use crate::platform::{os_random, Platform};
-use crate::quota::QuotaLedger;
-use crate::service::RetryPolicy;
 use crate::store::r2::R2Store;
 
 struct WorkerPlatform;

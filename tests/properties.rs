@@ -2,15 +2,16 @@
 //! panics and keeps packages byte for byte; the room rules keep their
 //! invariants under any sequence of publishes, polls and leaves.
 
+use p2pcf_rs::domain::{ContextId, DeleteKey, DeleteKeyInput, DELETE_KEY_BYTES};
+use p2pcf_rs::engine::limits::Limits;
 use p2pcf_rs::error::Error;
-use p2pcf_rs::limits::Limits;
-use p2pcf_rs::protocol::{parse_request, ContextId, DeleteKeyInput, Request};
+use p2pcf_rs::wire::p2pcf::adapter::PackageChange;
+use p2pcf_rs::wire::p2pcf::parse::{parse_request, PeerData, Request};
 use std::collections::{HashMap, HashSet};
 
-use p2pcf_rs::room::{
-    Arrival, Claim, DeleteKey, IndexChange, Outbox, Outboxes, PackageChange, Room,
-    DELETE_KEY_BYTES, DEPARTURE_MEMORY_MS,
-};
+use p2pcf_rs::engine::room::{Arrival, Claim, IndexChange, Outbox, Outboxes, DEPARTURE_MEMORY_MS};
+
+type Room = p2pcf_rs::engine::room::Room<PeerData>;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -260,8 +261,8 @@ proptest! {
                             mail: Default::default(),
                         });
                     }
-                    let recipients: Vec<p2pcf_rs::protocol::SessionId> = publish.packages.iter().map(|p| p.to.clone()).collect();
-                    let arrival = Arrival::Publish { change, recipients: &recipients };
+                    let recipients: Vec<p2pcf_rs::domain::SessionId> = publish.packages.iter().map(|p| p.to.clone()).collect();
+                    let arrival = change.arrival(&recipients);
                     match room.apply(&Claim::of_publish(&publish), arrival, now, 32, new_key) {
                         Ok(IndexChange::Write) => { written.insert((who, me.clone()), now); }
                         Ok(IndexChange::Unchanged) => {}
@@ -368,13 +369,13 @@ proptest! {
     #[test]
     fn relay_parser_answers_ok_or_a_client_error(b in relay_body(), data in any_json()) {
         let bytes = serde_json::to_vec(&b).unwrap();
-        match p2pcf_rs::relay::parse(&bytes) {
+        match p2pcf_rs::wire::relay::parse(&bytes) {
             Ok(_) | Err(Error::BadRequest(_)) | Err(Error::PayloadTooLarge(_)) => {}
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
         }
         let text = serde_json::to_string(&data).unwrap();
         let body = format!(r#"{{"room":"room-prop","send":[{{"to":"*","seq":1,"data":{text}}}]}}"#);
-        match p2pcf_rs::relay::parse(body.as_bytes()) {
+        match p2pcf_rs::wire::relay::parse(body.as_bytes()) {
             Ok(r) => prop_assert_eq!(r.send[0].data.get(), text.as_str()),
             Err(Error::BadRequest(_)) | Err(Error::PayloadTooLarge(_)) => {}
             Err(other) => prop_assert!(false, "{other:?}"),

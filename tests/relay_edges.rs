@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::relay::{relay, Member};
 use common::{Harness, Peer};
-use p2pcf_rs::mailbox::{MAX_ANSWER_BYTES, MAX_HELD_BYTES, MAX_INLINE_BYTES};
-use p2pcf_rs::relay::MAX_RELAY_OUTBOX_READS;
+use p2pcf_rs::engine::mailbox::{MAX_ANSWER_BYTES, MAX_HELD_BYTES, MAX_INLINE_BYTES};
 use p2pcf_rs::store::memory::{Fault, Operation};
+use p2pcf_rs::wire::relay::adapter::MAX_RELAY_OUTBOX_READS;
 use serde_json::{json, Value};
 
 async fn advance(ms: u64) {

@@ -4,7 +4,7 @@ mod common;
 
 use common::{post, sessions, Harness, Peer};
 use p2pcf_rs::config::Config;
-use p2pcf_rs::http::HttpRequest;
+use p2pcf_rs::edge::HttpRequest;
 use serde_json::json;
 
 #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use base64::Engine as _;
 use common::Harness;
 use hmac::{Hmac, Mac};
-use p2pcf_rs::http::HttpRequest;
+use p2pcf_rs::edge::HttpRequest;
 use serde_json::{json, Value};
 
 fn harness(vars: &[(&str, &str)]) -> Harness {

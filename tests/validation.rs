@@ -5,7 +5,7 @@ mod common;
 
 use common::{post, Harness, Peer, FINGERPRINT};
 use p2pcf_rs::config::Config;
-use p2pcf_rs::http::HttpRequest;
+use p2pcf_rs::edge::HttpRequest;
 use serde_json::{json, Value};
 
 fn assert_cors(r: &common::Reply) {
@@ -271,7 +271,7 @@ async fn methods_content_types_and_preflight() {
 
     // Oversized bodies: 413.
     let mut req = post(&body);
-    req.body = vec![b' '; p2pcf_rs::limits::Limits::default().max_body_bytes + 1];
+    req.body = vec![b' '; p2pcf_rs::engine::limits::Limits::default().max_body_bytes + 1];
     assert_eq!(h.request(req).await.status, 413);
 }
 
@@ -340,7 +340,7 @@ async fn status_page_keeps_origins_and_raw_errors_to_itself() {
 
 #[tokio::test(start_paused = true)]
 async fn missing_bucket_is_explained() {
-    use p2pcf_rs::http::{serve, Services};
+    use p2pcf_rs::edge::{serve, Services};
     use p2pcf_rs::store::memory::MemoryStore;
     let h = Harness::new();
     let services: Services<'_, MemoryStore<&common::SimPlatform>, _> = Services {
@@ -348,7 +348,7 @@ async fn missing_bucket_is_explained() {
         platform: h.platform,
         config: &h.worker.config,
         ledger: &h.worker.ledger,
-        isolate: &p2pcf_rs::http::Isolate::new([7; 16]),
+        isolate: &p2pcf_rs::edge::Isolate::new([7; 16]),
         policy: &h.worker.policy,
         version: "test",
     };
@@ -430,11 +430,14 @@ async fn origin_tallies_stay_bounded() {
     let config = Config::from_vars(|n| (n == "ORIGIN_QUOTA").then(|| "1000".into()));
     let h = Harness::with_config(config, 0);
     let body = Peer::new("room-tally", 1).first_poll();
-    for i in 0..(p2pcf_rs::quota::MAX_TALLIES + 50) {
+    for i in 0..(p2pcf_rs::edge::access::MAX_TALLIES + 50) {
         let r = h
             .request(from_origin(&body, &format!("https://made-up-{i}.example")))
             .await;
         assert_eq!(r.status, 200);
     }
-    assert_eq!(h.worker.ledger.tracked(), p2pcf_rs::quota::MAX_TALLIES);
+    assert_eq!(
+        h.worker.ledger.tracked(),
+        p2pcf_rs::edge::access::MAX_TALLIES
+    );
 }

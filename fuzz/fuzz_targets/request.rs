@@ -5,9 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pcf_rs::limits::Limits;
-use p2pcf_rs::protocol::{parse_request, PeerData, Request};
-use p2pcf_rs::room::{Arrival, Claim, DeleteKey, Outbox, Outboxes, Room, DELETE_KEY_BYTES};
+use p2pcf_rs::domain::{DeleteKey, DELETE_KEY_BYTES};
+use p2pcf_rs::engine::limits::Limits;
+use p2pcf_rs::engine::room::{Arrival, Claim, Outbox, Outboxes, Room};
+use p2pcf_rs::wire::p2pcf::parse::{parse_request, PeerData, Request};
 
 const NOW: u64 = 1_795_219_200_000;
 
@@ -29,10 +30,7 @@ fuzz_target!(|data: &[u8]| {
         Request::Publish(p) => {
             let change = Outbox::compare(None, &p.packages);
             let recipients: Vec<_> = p.packages.iter().map(|p| p.to.clone()).collect();
-            let arrival = Arrival::Publish {
-                change,
-                recipients: &recipients,
-            };
+            let arrival = change.arrival(&recipients);
             let claim = Claim::of_publish(p);
             let _ = room.apply(&claim, arrival, NOW, 32, key);
             let _ = room.address(&p.packages, NOW);

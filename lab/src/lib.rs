@@ -17,7 +17,7 @@ pub mod client;
 pub mod original;
 pub mod scenario;
 
-use p2pcf_rs::http::HttpRequest;
+use p2pcf_rs::edge::HttpRequest;
 use p2pcf_rs::store::memory::Stats;
 use p2pcf_rs::testing::{LocalWorker, SimPlatform};
 use serde_json::Value;

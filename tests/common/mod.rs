@@ -5,7 +5,7 @@
 pub mod relay;
 
 use p2pcf_rs::config::Config;
-use p2pcf_rs::http::{HttpRequest, HttpResponse, Outcome};
+use p2pcf_rs::edge::{HttpRequest, HttpResponse, Outcome};
 use p2pcf_rs::platform::Platform;
 use p2pcf_rs::testing::LocalWorker;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! A relay client as the tests drive it, over the harness.
 
 use super::{Harness, Reply};
-use p2pcf_rs::http::HttpRequest;
+use p2pcf_rs::edge::HttpRequest;
 use serde_json::{json, Value};
 
 pub fn relay(body: &Value) -> HttpRequest {

@@ -14,7 +14,7 @@ mod bench {
     use std::task::{Context, Poll, Waker};
     use std::time::Instant;
 
-    use p2pcf_rs::http::{serve, HttpRequest};
+    use p2pcf_rs::edge::{serve, HttpRequest};
     use p2pcf_rs::platform::Platform;
     use p2pcf_rs::testing::LocalWorker;
     use serde_json::{json, Value};
@@ -52,7 +52,7 @@ mod bench {
     /// request, and the last answer's size and R2 reads.
     fn time_polls<S: p2pcf_rs::store::Store, P: Platform>(
         poll: &HttpRequest,
-        services: &p2pcf_rs::http::Services<'_, S, P>,
+        services: &p2pcf_rs::edge::Services<'_, S, P>,
         iterations: u32,
     ) -> (std::time::Duration, usize, u32) {
         let start = Instant::now();
@@ -134,7 +134,7 @@ mod bench {
         let services = worker.services();
         let limits = &worker.config.limits;
         let id = |n: usize, c: char| format!("{n:02}{}", c.to_string().repeat(62));
-        let ips: Vec<String> = (0..p2pcf_rs::protocol::MAX_REFLEXIVE_IPS)
+        let ips: Vec<String> = (0..p2pcf_rs::wire::p2pcf::parse::MAX_REFLEXIVE_IPS)
             .map(|i| format!("2001:db8:ffff:ffff:ffff:ffff:ffff:{i:04x}"))
             .collect();
         let d = |n: usize| {
@@ -229,8 +229,8 @@ mod bench {
     /// read by the poller in its join window; and a sender with a full
     /// outbox sending the largest batch.
     fn relay_worst_cases() {
-        use p2pcf_rs::mailbox::MAX_HELD_BYTES;
-        use p2pcf_rs::relay::{MAX_MESSAGE_BYTES, MAX_META_BYTES};
+        use p2pcf_rs::engine::mailbox::MAX_HELD_BYTES;
+        use p2pcf_rs::wire::relay::parse::{MAX_MESSAGE_BYTES, MAX_META_BYTES};
 
         let platform = Fixed(std::cell::Cell::new(NOW));
         let worker = LocalWorker::new(&platform, 0);

@@ -3,103 +3,19 @@
 //! `worker::Request`/`Response` to and from [`HttpRequest`]/[`HttpResponse`].
 
 use crate::config::Config;
+use crate::edge::access::{access, Access, QuotaLedger};
+use crate::edge::isolate::{room_tag, Isolate, Outcome, PROBE_EVERY_MS};
+use crate::edge::responses::{options, HttpRequest, HttpResponse};
+use crate::edge::status::{self, BucketState};
 use crate::error::Error;
-use crate::hints::Hint;
+use crate::host::r2::RetryPolicy;
 use crate::platform::Platform;
-use crate::protocol::{parse_request, Request, RoomId};
-use crate::quota::{access, Access, QuotaLedger};
-use crate::service::{handle, Reply, RetryPolicy};
-use crate::status::{self, BucketState};
 use crate::store::{Counting, OpCounts, Store, StoreError};
+use crate::wire::p2pcf::{self, parse_request, Request};
+use crate::wire::{relay, Reply};
 
-const ALLOW_METHODS: &str = "GET,HEAD,POST,DELETE,OPTIONS";
 /// Where the relay API (v1) answers.
 pub const RELAY_PATH: &str = "/relay/v1";
-
-#[derive(Clone, Debug, Default)]
-pub struct HttpRequest {
-    pub method: String,
-    /// The full URL, as the client sent it (shown on the status page).
-    pub url: String,
-    /// Header names in any case; looked up case-insensitively.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn new(status: u16, content_type: Option<&str>, body: Vec<u8>) -> Self {
-        let mut headers = vec![
-            ("Access-Control-Allow-Origin", "*".to_owned()),
-            ("Access-Control-Allow-Methods", ALLOW_METHODS.to_owned()),
-            ("Access-Control-Max-Age", "86400".to_owned()),
-            (
-                "Access-Control-Expose-Headers",
-                "Retry-After, X-Poll-Hint, X-R2-Ops".to_owned(),
-            ),
-            // Lets pages of any origin read `Server-Timing` (the hint) from
-            // Resource Timing, as CORS already lets them read the body.
-            ("Timing-Allow-Origin", "*".to_owned()),
-            ("Cache-Control", "no-store".to_owned()),
-            ("X-Content-Type-Options", "nosniff".to_owned()),
-        ];
-        if let Some(ct) = content_type {
-            headers.push(("Content-Type", ct.to_owned()));
-        }
-        Self {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    fn json(body: Vec<u8>) -> Self {
-        Self::new(200, Some("application/json"), body)
-    }
-
-    fn error(e: &Error) -> Self {
-        let mut r = Self::new(
-            e.status(),
-            Some("text/plain; charset=utf-8"),
-            e.to_string().into_bytes(),
-        );
-        if let Some(s) = e.retry_after_s() {
-            r.headers.push(("Retry-After", s.to_string()));
-        }
-        if e.status() == 405 {
-            r.headers.push(("Allow", ALLOW_METHODS.to_owned()));
-        }
-        r
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// The response for an error raised outside [`serve`] (e.g. by a platform
-/// rate limiter in front of it): status, reason and CORS headers as always.
-pub fn error_response(e: &Error) -> HttpResponse {
-    HttpResponse::error(e)
-}
 
 /// Whether a request is a signalling call (the calls that rate limits count).
 pub fn is_signalling(req: &HttpRequest) -> bool {
@@ -122,98 +38,6 @@ pub struct Services<'a, S, P> {
     pub policy: &'a RetryPolicy,
     /// Shown on the status page, e.g. the crate version.
     pub version: &'a str,
-}
-
-/// What the worker did, for logs and tests.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
-    /// `status`, `preflight`, `poll`, `publish`, `leave`, or `refused` when
-    /// the request failed before it could be parsed.
-    pub op: &'static str,
-    /// The room, as [`room_tag`]: logs never carry room ids (bearer secrets).
-    pub room: Option<String>,
-    pub ops: OpCounts,
-    /// Live entries in the room after a signalling request.
-    pub peers: Option<usize>,
-    pub hint: Option<Hint>,
-    /// An R2 failure met by the status page (for the owner's log only).
-    pub r2_error: Option<String>,
-}
-
-impl Outcome {
-    fn new(op: &'static str) -> Self {
-        Self {
-            op,
-            ..Self::default()
-        }
-    }
-
-    /// One structured log line (JSON), as `wrangler tail` shows it.
-    pub fn log_line(&self, status: u16, duration_ms: u64) -> String {
-        serde_json::json!({
-            "op": self.op,
-            "status": status,
-            "room": self.room,
-            "peers": self.peers,
-            "r2": {"a": self.ops.class_a, "b": self.ops.class_b},
-            "hint": self.hint.map(|h| h.mode.as_str()),
-            "error": self.r2_error,
-            "ms": duration_ms,
-        })
-        .to_string()
-    }
-}
-
-/// The room's tag in log lines (64 bits, hex): it lets one follow a room
-/// across log lines without writing its id down. A keyed hash (SipHash-1-3), so that a
-/// guessable room id cannot be found by hashing candidates. With the
-/// `LOG_KEY` secret the tags are stable across isolates and deploys;
-/// without it each isolate uses a random key (tags group within an isolate).
-pub fn room_tag(room: &RoomId, key: &[u8; 16]) -> String {
-    use std::hash::Hasher as _;
-    let mut h = siphasher::sip::SipHasher13::new_with_key(key);
-    h.write(room.as_str().as_bytes());
-    format!("{:016x}", h.finish())
-}
-
-/// Turns the `LOG_KEY` secret into a 128-bit hash key.
-pub fn derive_log_key(secret: &str) -> [u8; 16] {
-    use std::hash::Hasher as _;
-    let mut h =
-        siphasher::sip128::SipHasher13::new_with_keys(0x7032_7063_662d_7273, 0x006c_6f67_2d6b_6579);
-    h.write(secret.as_bytes());
-    siphasher::sip128::Hasher128::finish128(&h).as_bytes()
-}
-
-/// What one isolate keeps between requests besides the quota tallies: the
-/// last status-page probe of the bucket and its log key.
-pub struct Isolate {
-    probe: std::cell::RefCell<Option<(u64, BucketState)>>,
-    log_key: [u8; 16],
-    /// Credentials minted per minute, counted for the whole deployment.
-    turn_ledger: QuotaLedger,
-    /// How the last call to the TURN source went (for the status page).
-    turn_last: std::cell::RefCell<Option<Result<(), &'static str>>>,
-}
-
-/// The status page reads R2 at most once this often per isolate.
-pub const PROBE_EVERY_MS: u64 = 10_000;
-
-impl Isolate {
-    /// `random` seeds the isolate's own log key (used without `LOG_KEY`).
-    pub fn new(random: [u8; 16]) -> Self {
-        Self {
-            probe: std::cell::RefCell::new(None),
-            log_key: random,
-            // A one-minute window: re-read and flush every 5 s or 5 credentials.
-            turn_ledger: QuotaLedger::with_cadence(5, 5_000),
-            turn_last: std::cell::RefCell::new(None),
-        }
-    }
-
-    fn log_key<'a>(&'a self, config: &'a Config) -> &'a [u8; 16] {
-        config.log_key.as_ref().unwrap_or(&self.log_key)
-    }
 }
 
 /// Answers one request. Never fails: every error becomes a response with CORS headers.
@@ -297,10 +121,10 @@ async fn signal<S: Store, P: Platform>(
     }
     // The relay API for other WebRTC libraries; p2pcf answers on every other path.
     if path(&req.url) == RELAY_PATH {
-        let request = crate::relay::parse(&req.body)?;
+        let request = relay::parse(&req.body)?;
         outcome.room = Some(room_tag(&request.room, svc.isolate.log_key(svc.config)));
         outcome.op = "relay";
-        return crate::relay::handle(store, svc.platform, svc.policy, svc.config, &request).await;
+        return relay::handle(store, svc.platform, svc.policy, svc.config, &request).await;
     }
     let leave = method == "DELETE"
         || req
@@ -317,7 +141,7 @@ async fn signal<S: Store, P: Platform>(
         Request::Publish(_) => "publish",
         Request::Leave { .. } => "leave",
     };
-    handle(store, svc.platform, svc.policy, svc.config, &request).await
+    p2pcf::handle(store, svc.platform, svc.policy, svc.config, &request).await
 }
 
 /// The path of a request URL (`http://host/turn?x` -> `/turn`); `/` when empty.
@@ -372,7 +196,7 @@ async fn turn_credentials<S: Store, P: Platform>(
             .map_err(|_| Error::TurnCapReached {
                 retry_after_s: (60 - (now / 1000) % 60) as u32,
             })?;
-        let minted = crate::turn::mint(settings, svc.platform).await;
+        let minted = crate::edge::turn::mint(settings, svc.platform).await;
         *svc.isolate.turn_last.borrow_mut() = Some(match &minted {
             Ok(_) => Ok(()),
             Err(Error::TurnUpstream(why)) => Err(why),
@@ -392,23 +216,6 @@ fn is_json(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|mt| mt.trim().eq_ignore_ascii_case("application/json"))
-}
-
-fn options(req: &HttpRequest) -> HttpResponse {
-    let mut resp = HttpResponse::new(204, None, Vec::new());
-    match (
-        req.header("origin"),
-        req.header("access-control-request-method"),
-        req.header("access-control-request-headers"),
-    ) {
-        (Some(_), Some(_), Some(headers)) => resp
-            .headers
-            .push(("Access-Control-Allow-Headers", headers.to_owned())),
-        _ => resp
-            .headers
-            .push(("Allow", "GET, HEAD, POST, DELETE, OPTIONS".to_owned())),
-    }
-    resp
 }
 
 /// Reads one (absent) key to prove the bucket answers: 1 Class B operation.
@@ -468,35 +275,6 @@ async fn status_page<S: Store, P: Platform>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_lines_are_json_without_room_ids() {
-        let room = RoomId::parse("secret-room").unwrap();
-        let outcome = Outcome {
-            op: "poll",
-            r2_error: None,
-            room: Some(room_tag(&room, &[7; 16])),
-            ops: OpCounts {
-                class_a: 0,
-                class_b: 1,
-            },
-            peers: Some(3),
-            hint: None,
-        };
-        let line = outcome.log_line(200, 12);
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["op"], "poll");
-        assert_eq!(v["status"], 200);
-        assert_eq!(v["peers"], 3);
-        assert_eq!(v["r2"]["b"], 1);
-        assert_eq!(v["ms"], 12);
-        assert!(!line.contains("secret-room"));
-        assert_eq!(v["room"].as_str().unwrap().len(), 16);
-        assert_eq!(room_tag(&room, &[7; 16]), room_tag(&room, &[7; 16]));
-        // Keyed: without the key the tag cannot be recomputed from a guess.
-        assert_ne!(room_tag(&room, &[7; 16]), room_tag(&room, &[8; 16]));
-        assert_ne!(derive_log_key("a"), derive_log_key("b"));
-    }
 
     #[test]
     fn json_content_types() {

@@ -13,204 +13,14 @@
 //! "expiresIn": ms}` (`expiresIn`: from when the answer was made).
 //! Secrets live in [`Secret`], which never prints.
 
-use std::fmt;
-
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::{Secret, TurnSettings, TurnSource};
 use crate::error::Error;
 use crate::platform::Platform;
-
-/// Default lifetime of minted credentials (`TURN_TTL_S`).
-pub const DEFAULT_TTL_S: u64 = 3600;
-/// Default cap on credentials per minute for the whole deployment (`TURN_MAX_PER_MINUTE`).
-pub const DEFAULT_MAX_PER_MINUTE: u64 = 120;
-/// Default base URL of Cloudflare's TURN API (`CF_TURN_API_BASE`).
-pub const DEFAULT_CF_API_BASE: &str = "https://rtc.live.cloudflare.com";
-
-/// A secret from `wrangler secret put`: usable, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-/// Where credentials come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TurnSource {
-    /// A TURN server with the TURN REST API (coturn `use-auth-secret`).
-    RestApi { urls: Vec<String>, secret: Secret },
-    /// Cloudflare's TURN service.
-    Cloudflare {
-        key_id: String,
-        token: Secret,
-        api_base: String,
-    },
-}
-
-impl TurnSource {
-    /// A short name for the status page and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TurnSource::RestApi { .. } => "TURN REST API (shared secret)",
-            TurnSource::Cloudflare { .. } => "Cloudflare TURN",
-        }
-    }
-}
-
-/// The `/turn` endpoint's configuration (`[vars]` and secrets).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TurnSettings {
-    pub source: Option<TurnSource>,
-    pub ttl_s: u64,
-    pub max_per_minute: u64,
-}
-
-impl Default for TurnSettings {
-    fn default() -> Self {
-        Self {
-            source: None,
-            ttl_s: DEFAULT_TTL_S,
-            max_per_minute: DEFAULT_MAX_PER_MINUTE,
-        }
-    }
-}
-
-impl TurnSettings {
-    /// Reads `TURN_URLS`, `TURN_SHARED_SECRET`, `TURN_TTL_S`, `CF_TURN_KEY_ID`,
-    /// `CF_TURN_KEY_API_TOKEN`, `CF_TURN_API_BASE` and `TURN_MAX_PER_MINUTE`.
-    /// Problems go to `warnings` (never with a secret in them).
-    pub fn from_vars(var: &impl Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> Self {
-        let set = |name: &str| {
-            var(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let mut number =
-            |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| match set(name) {
-                None => default,
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if range.contains(&n) => n,
-                    _ => {
-                        warnings.push(format!(
-                            "{name}={v:?} is not a whole number in {}..{}; using {default}",
-                            range.start(),
-                            range.end()
-                        ));
-                        default
-                    }
-                },
-            };
-        let ttl_s = number("TURN_TTL_S", DEFAULT_TTL_S, 60..=86_400);
-        let max_per_minute = number("TURN_MAX_PER_MINUTE", DEFAULT_MAX_PER_MINUTE, 1..=100_000);
-        let cloudflare = match (set("CF_TURN_KEY_ID"), set("CF_TURN_KEY_API_TOKEN")) {
-            (Some(key_id), Some(token)) => {
-                let api_base = set("CF_TURN_API_BASE")
-                    .unwrap_or_else(|| DEFAULT_CF_API_BASE.to_owned())
-                    .trim_end_matches('/')
-                    .to_owned();
-                if !key_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    warnings.push("CF_TURN_KEY_ID is not a TURN key id; TURN is off".to_owned());
-                    None
-                } else if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
-                    warnings.push("CF_TURN_API_BASE is not an http(s) URL; TURN is off".to_owned());
-                    None
-                } else {
-                    Some(TurnSource::Cloudflare {
-                        key_id,
-                        token: Secret::new(token),
-                        api_base,
-                    })
-                }
-            }
-            (Some(_), None) => {
-                warnings.push(
-                    "CF_TURN_KEY_ID is set but the secret CF_TURN_KEY_API_TOKEN is not".to_owned(),
-                );
-                None
-            }
-            (None, Some(_)) => {
-                warnings.push(
-                    "the secret CF_TURN_KEY_API_TOKEN is set but CF_TURN_KEY_ID is not".to_owned(),
-                );
-                None
-            }
-            (None, None) => None,
-        };
-        let rest = match (set("TURN_URLS"), set("TURN_SHARED_SECRET")) {
-            (Some(urls), Some(secret)) => {
-                let urls: Vec<String> = urls
-                    .split(',')
-                    .map(|u| u.trim().to_owned())
-                    .filter(|u| !u.is_empty())
-                    .collect();
-                if urls.is_empty() || !urls.iter().all(|u| is_turn_url(u)) {
-                    warnings.push(
-                        "TURN_URLS must be comma-separated turn: or turns: URLs; TURN is off"
-                            .to_owned(),
-                    );
-                    None
-                } else {
-                    Some(TurnSource::RestApi {
-                        urls,
-                        secret: Secret::new(secret),
-                    })
-                }
-            }
-            (Some(_), None) => {
-                warnings
-                    .push("TURN_URLS is set but the secret TURN_SHARED_SECRET is not".to_owned());
-                None
-            }
-            (None, Some(_)) => {
-                warnings
-                    .push("the secret TURN_SHARED_SECRET is set but TURN_URLS is not".to_owned());
-                None
-            }
-            (None, None) => None,
-        };
-        if cloudflare.is_some() && rest.is_some() {
-            warnings.push(
-                "both Cloudflare TURN and TURN_URLS are configured; using Cloudflare".to_owned(),
-            );
-        }
-        Self {
-            source: cloudflare.or(rest),
-            ttl_s,
-            max_per_minute,
-        }
-    }
-}
-
-/// `turn:` or `turns:` followed by a host (RFC 7065), no spaces or quotes.
-fn is_turn_url(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("turn:")
-        .or_else(|| url.strip_prefix("turns:"));
-    rest.is_some_and(|r| {
-        !r.is_empty()
-            && r.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' && b != b',')
-    })
-}
 
 /// One `RTCIceServer`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +161,7 @@ pub async fn mint<P: Platform>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DEFAULT_CF_API_BASE, DEFAULT_TTL_S};
 
     fn settings(vars: &[(&str, &str)]) -> (TurnSettings, Vec<String>) {
         let mut warnings = Vec::new();

@@ -12,18 +12,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use subtle::ConstantTimeEq;
 
+use crate::domain::{ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
+use crate::engine::hints::Situation;
+use crate::engine::mailbox::Mailbox;
 use crate::error::Error;
-use crate::hints::Situation;
-use crate::mailbox::Mailbox;
-use crate::protocol::{
-    ContextId, DeleteKeyInput, Millis, Package, PeerData, PeerView, PollResponse, Presence,
-    Publish, SessionId,
-};
 
 /// What the engine needs of a member's public data, whatever the wire
 /// protocol: the session id that routes packages to it (p2pcf: `d[0]`; the
@@ -37,41 +32,11 @@ pub trait Member: Clone + PartialEq + fmt::Debug + Serialize + for<'de> Deserial
     const HOLD_MS: u64 = ANNOUNCE_MARGIN_MS;
     /// How long an announcement lasts.
     const ANNOUNCED_FOR_MS: u64 = JOIN_WINDOW_MS;
+    /// A heartbeat this much earlier than the renewal window is written at
+    /// once (a client on its own schedule); later ones are left to the polls.
+    const HEARTBEAT_SLACK_MS: u64 = 0;
 
     fn session(&self) -> &SessionId;
-}
-
-impl Member for PeerData {
-    fn session(&self) -> &SessionId {
-        &self.session
-    }
-}
-
-/// Bytes of CSPRNG output in a delete key (192 bits).
-pub const DELETE_KEY_BYTES: usize = 24;
-
-/// The secret that lets a participant remove its own entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct DeleteKey(String);
-
-impl DeleteKey {
-    /// Encodes random bytes (from the platform CSPRNG) as URL-safe base64.
-    pub fn from_random(bytes: &[u8; DELETE_KEY_BYTES]) -> Self {
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Compares in constant time, so response timing reveals nothing of the key.
-    pub fn matches(&self, candidate: &DeleteKeyInput) -> bool {
-        self.0
-            .as_bytes()
-            .ct_eq(candidate.as_str().as_bytes())
-            .into()
-    }
 }
 
 /// How long after the later of two peers joined the room each reads the
@@ -89,9 +54,6 @@ pub const RENEW_WINDOW_MS: u64 = 60_000;
 /// The end of the window: a renewal then is urgent and any request of the
 /// owner tries hard to land it.
 pub const RENEW_URGENT_MS: u64 = 10_000;
-/// A heartbeat this much earlier than the renewal window is written at once
-/// (a client on its own schedule); later ones are left to the polls.
-pub const HEARTBEAT_SLACK_MS: u64 = 10_000;
 /// How long a leave is remembered: no request of the left session, even
 /// one that started before the leave, can bring the entry back.
 pub const DEPARTURE_MEMORY_MS: u64 = 120_000;
@@ -111,7 +73,7 @@ pub struct Announcement {
 /// decided by this entry alone: live while `expires_ms` lies ahead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(bound = "D: Member")]
-pub struct Entry<D = PeerData> {
+pub struct Entry<D> {
     /// The member's public data (p2pcf: `d`).
     pub d: D,
     /// The client's `t` at the last index write.
@@ -211,13 +173,6 @@ impl PartialEq for Sent {
     }
 }
 
-impl Sent {
-    /// The same package as `package` (recipient and bytes).
-    pub fn is(&self, package: &Package) -> bool {
-        self.to == package.to && self.raw.get() == package.raw.get()
-    }
-}
-
 /// The packages one context sends, in an R2 object of its own
 /// (`rooms/<room>/c/<context>`), written only by that context's requests.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -246,34 +201,6 @@ impl Outbox {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
-
-    /// The publish's packages against what this outbox holds.
-    pub fn compare(stored: Option<&Outbox>, packages: &[Package]) -> PackageChange {
-        let held: &[Sent] = stored.map_or(&[], |o| &o.p);
-        if held.len() == packages.len() && held.iter().zip(packages).all(|(s, p)| s.is(p)) {
-            PackageChange::Same
-        } else if packages.len() < held.len()
-            && packages.iter().all(|p| held.iter().any(|s| s.is(p)))
-        {
-            PackageChange::Withdrawn
-        } else {
-            PackageChange::New
-        }
-    }
-}
-
-/// What a publish does to the caller's packages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PackageChange {
-    /// The same packages: a heartbeat (or a retry).
-    Same,
-    /// Only packages removed. The stock client withdraws a package once its
-    /// peer is connected; the connected peer ignores it from then on, and
-    /// nobody reads the outbox for it after the join window, so this is not
-    /// written (it would be a second write per peer per join).
-    Withdrawn,
-    /// New packages: the outbox is written first.
-    New,
 }
 
 /// Outboxes read for one request, by context.
@@ -297,7 +224,7 @@ pub struct Unreadable;
 /// The room index, as stored: every participant's entry by context id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(bound = "D: Member")]
-pub struct Room<D = PeerData> {
+pub struct Room<D> {
     /// Format version of the stored document.
     v: u32,
     #[serde(rename = "e")]
@@ -306,7 +233,7 @@ pub struct Room<D = PeerData> {
     #[serde(rename = "m", default)]
     membership_changed_ms: u64,
     #[serde(rename = "g", default, skip_serializing_if = "Vec::is_empty")]
-    departures: Vec<Departure>,
+    pub(crate) departures: Vec<Departure>,
 }
 
 /// Whether a request needs the index written.
@@ -320,7 +247,7 @@ pub enum IndexChange {
 
 /// A client saying "I am here": its context, data and last write (`t`, client clock).
 #[derive(Debug)]
-pub struct Claim<'a, D = PeerData> {
+pub struct Claim<'a, D> {
     pub context: &'a ContextId,
     pub data: &'a D,
     pub t: &'a Millis,
@@ -340,42 +267,22 @@ impl<D> Clone for Claim<'_, D> {
 
 impl<D> Copy for Claim<'_, D> {}
 
-impl<'a> Claim<'a, PeerData> {
-    pub fn of_publish(p: &'a Publish) -> Self {
-        Self {
-            context: &p.context,
-            data: &p.data,
-            t: &p.t,
-            ttl_ms: p.ttl_ms,
-            may_join: true,
-        }
-    }
-
-    pub fn of_presence(context: &'a ContextId, p: &'a Presence) -> Self {
-        Self {
-            context,
-            data: &p.data,
-            t: &p.t,
-            ttl_ms: p.ttl_ms,
-            may_join: true,
-        }
-    }
-}
-
 /// The request a claim comes with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Arrival<'a> {
     /// A poll with `d`: registers the caller if it has no entry, renews its
     /// entry when it wrote since the last index write and the entry nears expiry.
     Poll,
-    /// A heartbeat written to the index now (when the key is idle; else it
-    /// goes to the outbox and a renewal folds it in later).
-    Beat,
-    /// A publish with `d` and `p` (or relay messages); `recipients`: of
-    /// the packages not in the outbox before.
+    /// A keep-alive the host writes to the index now (p2pcf: a heartbeat
+    /// while the index key is idle; else it goes to the outbox and a renewal
+    /// folds it in later).
+    Heartbeat,
+    /// A write of the member's data and messages. `recipients`: of the
+    /// messages not stored before (empty when nothing is new);
+    /// `heartbeat`: nothing but liveness changed (the same messages again).
     Publish {
-        change: PackageChange,
         recipients: &'a [SessionId],
+        heartbeat: bool,
     },
 }
 
@@ -531,10 +438,10 @@ impl<D: Member> Room<D> {
                 return Err(Error::RoomFull);
             }
             let announced = match arrival {
-                Arrival::Publish { change, recipients } => {
-                    self.announcements(claim, change, recipients, now_ms)
+                Arrival::Publish { recipients, .. } => {
+                    self.announcements(claim, recipients, now_ms)
                 }
-                Arrival::Poll | Arrival::Beat => Vec::new(),
+                Arrival::Poll | Arrival::Heartbeat => Vec::new(),
             };
             let entry = Entry {
                 d: claim.data.clone(),
@@ -562,28 +469,30 @@ impl<D: Member> Room<D> {
                 }
                 (at, current.valid_announcements(now_ms))
             }
-            Arrival::Beat => {
+            Arrival::Heartbeat => {
                 if !newer && current.d == *claim.data {
                     return Ok(IndexChange::Unchanged);
                 }
                 (now_ms, current.valid_announcements(now_ms))
             }
-            Arrival::Publish { change, recipients } => {
+            Arrival::Publish {
+                recipients,
+                heartbeat,
+            } => {
                 if current.t == *claim.t && current.d == *claim.data {
                     return Ok(IndexChange::Unchanged); // a retry of a stored write
                 }
-                let announced = self.announcements(claim, change, recipients, now_ms);
+                let announced = self.announcements(claim, recipients, now_ms);
                 // A heartbeat inside the window (the stock client's, 30 s
                 // before the expiry) is left to the polls that follow; an
                 // earlier one is written.
                 let left = current.expires_ms.saturating_sub(now_ms);
-                let early_heartbeat = change == PackageChange::Same
-                    && left > current.renewal_window() + HEARTBEAT_SLACK_MS;
+                let early_heartbeat =
+                    heartbeat && left > current.renewal_window() + D::HEARTBEAT_SLACK_MS;
                 let needed = current.d != *claim.data
                     || current.renewal_urgent(now_ms)
                     || early_heartbeat
-                    || (change == PackageChange::New
-                        && announced != current.valid_announcements(now_ms));
+                    || announced != current.valid_announcements(now_ms);
                 if !needed {
                     return Ok(IndexChange::Unchanged);
                 }
@@ -611,15 +520,11 @@ impl<D: Member> Room<D> {
     fn announcements(
         &self,
         claim: &Claim<'_, D>,
-        change: PackageChange,
         recipients: &[SessionId],
         now_ms: u64,
     ) -> Vec<Announcement> {
         let own = self.own(claim.context, claim.data.session(), now_ms);
         let mut out = own.map_or_else(Vec::new, |e| e.valid_announcements(now_ms));
-        if change != PackageChange::New {
-            return out;
-        }
         let my_join = own.map_or(now_ms, |e| e.joined_ms);
         for to in recipients {
             let Some(recipient) = self
@@ -688,18 +593,6 @@ impl<D: Member> Room<D> {
             }
         }
         extended
-    }
-
-    /// Binds each package to its recipient's current context (see [`Sent`]).
-    pub fn address(&self, packages: &[Package], now_ms: u64) -> Vec<Sent> {
-        packages
-            .iter()
-            .map(|p| Sent {
-                to: p.to.clone(),
-                k: self.context_of(&p.to, now_ms).cloned(),
-                raw: p.raw.clone(),
-            })
-            .collect()
     }
 
     /// Removes the caller's entry if context, session (when given) and
@@ -827,525 +720,8 @@ impl<D: Member> Room<D> {
     }
 }
 
-impl Room<PeerData> {
-    /// The poll response for `context`: every other live peer (with the
-    /// newer of its index and outbox `t`), and the packages in the outboxes
-    /// at hand addressed to `session` *and* bound to `context`, given only
-    /// to the live entry holding both. `dk` is included when given.
-    pub fn view<'a>(
-        &'a self,
-        context: &'a ContextId,
-        session: Option<&SessionId>,
-        dk: Option<&'a DeleteKey>,
-        outboxes: &'a Outboxes,
-        now_ms: u64,
-    ) -> PollResponse<'a> {
-        let others = || {
-            self.entries
-                .iter()
-                .filter(move |(k, e)| *k != context && e.is_live(now_ms))
-                .map(|(k, e)| (e, outboxes.get(k).filter(|o| o.session == *e.d.session())))
-        };
-        PollResponse {
-            ps: others()
-                .map(|(e, outbox)| PeerView {
-                    data: &e.d,
-                    t: match outbox {
-                        Some(o) if o.t.as_f64() > e.t.as_f64() => &o.t,
-                        _ => &e.t,
-                    },
-                })
-                .collect(),
-            pk: match session.filter(|s| self.own(context, s, now_ms).is_some()) {
-                Some(me) => others()
-                    .filter_map(|(_, outbox)| outbox)
-                    .flat_map(|o| o.p.iter())
-                    .filter(|p| p.to == *me && p.k.as_ref() == Some(context))
-                    .map(|p| &*p.raw)
-                    .collect(),
-                None => Vec::new(),
-            },
-            dk: dk.map(DeleteKey::as_str),
-            hint: None,
-        }
-    }
-}
-
 impl<D: Member> Default for Room<D> {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{parse_request, Request};
-    use serde_json::json;
-
-    const NOW: u64 = 1_795_219_200_000;
-    const TTL: u64 = 120_000;
-
-    fn body(k: &str, session: &str, t: u64, p: Option<serde_json::Value>) -> Request {
-        let mut body = json!({"r": "room", "k": k, "d": [session, "client", false, "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=", 1, []], "t": t, "x": TTL});
-        if let Some(p) = p {
-            body["p"] = p;
-        }
-        parse_request(
-            &serde_json::to_vec(&body).unwrap(),
-            false,
-            &crate::limits::Limits::default(),
-        )
-        .unwrap()
-    }
-
-    fn publish(k: &str, session: &str, t: u64, p: serde_json::Value) -> Publish {
-        match body(k, session, t, Some(p)) {
-            Request::Publish(p) => p,
-            other => panic!("not a publish: {other:?}"),
-        }
-    }
-
-    fn presence(k: &str, session: &str, t: u64) -> Presence {
-        match body(k, session, t, None) {
-            Request::Poll {
-                presence: Some(p), ..
-            } => p,
-            other => panic!("not a poll with d: {other:?}"),
-        }
-    }
-
-    /// A package from `from` to `to`, as the stock client shapes it.
-    fn pkg(to: &str, from: &str, n: u64) -> serde_json::Value {
-        json!([to, from, null, null, null, "u", "p", n, []])
-    }
-
-    /// Applies a publish whose package change is judged against `held`.
-    fn apply_held(
-        room: &mut Room,
-        p: &Publish,
-        held: Option<&Outbox>,
-        now: u64,
-        k: impl FnOnce() -> DeleteKey,
-    ) -> IndexChange {
-        let change = Outbox::compare(held, &p.packages);
-        let recipients: Vec<SessionId> = p.packages.iter().map(|p| p.to.clone()).collect();
-        let arrival = Arrival::Publish {
-            change,
-            recipients: &recipients,
-        };
-        room.apply(&Claim::of_publish(p), arrival, now, 32, k)
-            .unwrap()
-    }
-
-    /// Applies a publish without packages held before (a join or heartbeat).
-    fn apply(room: &mut Room, p: &Publish, now: u64, k: impl FnOnce() -> DeleteKey) -> IndexChange {
-        apply_held(room, p, None, now, k)
-    }
-
-    fn apply_poll(
-        room: &mut Room,
-        k: &str,
-        session: &str,
-        t: u64,
-        now: u64,
-    ) -> Result<IndexChange, Error> {
-        let presence = presence(k, session, t);
-        let context = ctx(k);
-        room.apply(
-            &Claim::of_presence(&context, &presence),
-            Arrival::Poll,
-            now,
-            32,
-            || key(99),
-        )
-    }
-
-    fn key(n: u8) -> DeleteKey {
-        DeleteKey::from_random(&[n; DELETE_KEY_BYTES])
-    }
-
-    fn input(dk: &DeleteKey) -> DeleteKeyInput {
-        DeleteKeyInput::parse(dk.as_str()).unwrap()
-    }
-
-    fn ctx(k: &str) -> ContextId {
-        ContextId::parse(k).unwrap()
-    }
-
-    fn sess(s: &str) -> SessionId {
-        SessionId::parse(s).unwrap()
-    }
-
-    /// The outbox `room` would store for this publish at `now`.
-    fn outbox_of(room: &Room, p: &Publish, now: u64) -> Outbox {
-        Outbox {
-            session: p.data.session.clone(),
-            t: p.t.clone(),
-            expires_ms: now + p.ttl_ms,
-            ttl_ms: p.ttl_ms,
-            p: room.address(&p.packages, now),
-            mail: Default::default(),
-        }
-    }
-
-    fn sessions_in(view: &PollResponse<'_>) -> Vec<String> {
-        view.ps
-            .iter()
-            .map(|p| p.data.session.as_str().to_owned())
-            .collect()
-    }
-
-    #[test]
-    fn index_writes_keep_the_key_and_skip_same_t() {
-        let mut room = Room::new();
-        let a = ctx("a");
-        let first = publish("a", "s1", NOW, json!([]));
-        assert_eq!(apply(&mut room, &first, NOW, || key(1)), IndexChange::Write);
-        assert_eq!(
-            apply(&mut room, &first, NOW, || key(2)),
-            IndexChange::Unchanged
-        );
-        // A heartbeat 30 s before the expiry, inside the renewal window, is
-        // not written by `apply` (the service stores it in the outbox when
-        // the index key is busy) ...
-        let beat = NOW + 90_000;
-        let heartbeat = publish("a", "s1", beat, json!([]));
-        assert_eq!(
-            apply(&mut room, &heartbeat, beat, || key(3)),
-            IndexChange::Unchanged
-        );
-        // ... and the poll that follows inside the window renews it to the heartbeat + lifetime.
-        assert_eq!(
-            apply_poll(&mut room, "a", "s1", beat, beat + 6_000),
-            Ok(IndexChange::Write)
-        );
-        assert_eq!(room.entry(&a).unwrap().expires_ms, beat + TTL);
-        // A heartbeat that comes when the renewal is urgent is written itself; the key is kept.
-        let late = beat + TTL - 5_000;
-        let heartbeat = publish("a", "s1", late, json!([]));
-        assert_eq!(
-            apply(&mut room, &heartbeat, late, || key(3)),
-            IndexChange::Write
-        );
-        assert_eq!(room.entry(&a).unwrap().expires_ms, late + TTL);
-        assert_eq!(room.entry(&a).unwrap().dk, key(1));
-        // A new session in the same context replaces the entry with a new key and join time.
-        apply(
-            &mut room,
-            &publish("a", "s2", NOW + 2, json!([])),
-            NOW + 5,
-            || key(4),
-        );
-        assert_eq!(room.entry(&a).unwrap().dk, key(4));
-        assert_eq!(room.entry(&a).unwrap().joined_ms, NOW + 5);
-        assert_eq!(room.live_count(NOW + 5), 1);
-    }
-
-    #[test]
-    fn packages_within_a_join_window_leave_the_index_alone() {
-        let mut room = Room::new();
-        apply(
-            &mut room,
-            &publish("b", "sb", NOW, json!([])),
-            NOW + 30_000,
-            || key(1),
-        );
-        apply(
-            &mut room,
-            &publish("a", "sa", NOW, json!([])),
-            NOW + 60_000,
-            || key(2),
-        );
-        // b sends a package to the newcomer a 5 s after it joined: outbox only.
-        let to_a = publish("b", "sb", NOW + 65_000, json!([pkg("sa", "sb", 1)]));
-        assert_eq!(
-            apply(&mut room, &to_a, NOW + 65_000, || key(3)),
-            IndexChange::Unchanged
-        );
-        // Withdrawing it (the stock client does, once connected) writes nothing.
-        let held = outbox_of(&room, &to_a, NOW + 65_000);
-        let withdrawn = publish("b", "sb", NOW + 68_000, json!([]));
-        assert_eq!(
-            Outbox::compare(Some(&held), &withdrawn.packages),
-            PackageChange::Withdrawn
-        );
-        assert_eq!(
-            apply_held(&mut room, &withdrawn, Some(&held), NOW + 68_000, || key(3)),
-            IndexChange::Unchanged
-        );
-        // A package when the window (a's join + 45 s) closes within 20 s is announced.
-        let late = publish("b", "sb", NOW + 200_000, json!([pkg("sa", "sb", 2)]));
-        let mut later = room.clone();
-        assert_eq!(
-            apply(&mut later, &late, NOW + 86_000, || key(3)),
-            IndexChange::Write
-        );
-        let announced = &later.entry(&ctx("b")).unwrap().announced;
-        assert_eq!(announced.len(), 1);
-        assert_eq!(announced[0].to, sess("sa"));
-    }
-
-    /// Issue 9 §1: a peer alive on outbox writes alone stays in `ps`,
-    /// decided by the index: its polls renew it before the index expiry.
-    #[test]
-    fn polls_renew_an_entry_that_wrote_only_packages() {
-        let mut room = Room::new();
-        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
-            key(1)
-        });
-        apply(
-            &mut room,
-            &publish("b", "sb", NOW, json!([])),
-            NOW + 40_000,
-            || key(2),
-        );
-        // a writes a package to b at +45 s (outbox only); its client's next
-        // heartbeat is 90 s after that, past the index expiry (+120 s).
-        let t = NOW + 45_000;
-        let p = publish("a", "sa", t, json!([pkg("sb", "sa", 1)]));
-        assert_eq!(apply(&mut room, &p, t, || key(1)), IndexChange::Unchanged);
-        // A poll before the renewal window does not write (no hot key after a join).
-        assert_eq!(
-            apply_poll(&mut room, "a", "sa", t, NOW + 55_000),
-            Ok(IndexChange::Unchanged)
-        );
-        // Once its renewal is due (by the middle of the window) it writes,
-        // to the package write + lifetime.
-        assert_eq!(
-            apply_poll(&mut room, "a", "sa", t, NOW + 91_000),
-            Ok(IndexChange::Write)
-        );
-        let a = room.entry(&ctx("a")).unwrap();
-        assert_eq!(a.expires_ms, t + TTL);
-        assert_eq!(a.dk, key(1), "the key is kept");
-        // A poll that reports no newer write never renews: dead clients expire exactly.
-        assert_eq!(
-            apply_poll(&mut room, "b", "sb", NOW, NOW + 150_000),
-            Ok(IndexChange::Unchanged)
-        );
-        let empty = Outboxes::new();
-        let at = |now| sessions_in(&room.view(&ctx("b"), Some(&sess("sb")), None, &empty, now));
-        assert_eq!(at(t + TTL - 1), vec!["sa"], "no outbox read needed");
-        assert!(at(t + TTL).is_empty(), "exact expiry");
-    }
-
-    /// Issue 9 §2: a poll with `d` from a context with no entry registers it.
-    #[test]
-    fn a_poll_with_d_registers_a_missing_entry() {
-        let mut room = Room::new();
-        assert_eq!(
-            apply_poll(&mut room, "a", "sa", NOW, NOW),
-            Ok(IndexChange::Write)
-        );
-        let a = room.entry(&ctx("a")).unwrap();
-        assert_eq!(
-            (a.joined_ms, a.expires_ms, a.dk.clone()),
-            (NOW, NOW + TTL, key(99))
-        );
-        // Once in, it is a read again.
-        assert_eq!(
-            apply_poll(&mut room, "a", "sa", NOW, NOW + 1000),
-            Ok(IndexChange::Unchanged)
-        );
-    }
-
-    /// Issue 9 §3: a leave stays a leave; a new session of the tab can join.
-    #[test]
-    fn a_left_session_cannot_come_back_but_a_new_one_can() {
-        let mut room = Room::new();
-        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
-            key(1)
-        });
-        assert!(room.remove(&ctx("a"), Some(&sess("sa")), &input(&key(1)), NOW + 1000));
-        // A heartbeat that started before the leave, landing after it.
-        let late = publish("a", "sa", NOW + 500, json!([]));
-        let arrival = Arrival::Publish {
-            change: PackageChange::Same,
-            recipients: &[],
-        };
-        assert_eq!(
-            room.apply(&Claim::of_publish(&late), arrival, NOW + 2000, 32, || key(
-                2
-            )),
-            Err(Error::Left)
-        );
-        assert_eq!(
-            apply_poll(&mut room, "a", "sa", NOW + 500, NOW + 3000),
-            Err(Error::Left)
-        );
-        // Nor can another context take the left session id.
-        assert!(apply_poll(&mut room, "x", "sa", NOW, NOW + 3000).is_err());
-        // The reload: same tab, new session.
-        assert_eq!(
-            apply(
-                &mut room,
-                &publish("a", "sa2", NOW + 4000, json!([])),
-                NOW + 4000,
-                || key(3)
-            ),
-            IndexChange::Write
-        );
-        // Departures are forgotten after a while, and kept bounded.
-        room.prune(NOW + 1000 + DEPARTURE_MEMORY_MS);
-        assert!(room.departures.is_empty());
-    }
-
-    /// Issue 9 §4: packages go to the recipient's context, not to whoever
-    /// holds its session id later.
-    #[test]
-    fn packages_are_bound_to_the_recipients_context() {
-        let mut room = Room::new();
-        apply(&mut room, &publish("b", "sb", NOW, json!([])), NOW, || {
-            key(2)
-        });
-        let ta = NOW + 60_000;
-        apply(&mut room, &publish("a", "sa", ta, json!([])), ta, || key(1));
-        let p = publish("a", "sa", ta + 1, json!([pkg("sb", "sa", 1)]));
-        let mut outboxes = Outboxes::new();
-        outboxes.insert(ctx("a"), outbox_of(&room, &p, ta + 1000));
-        let pk = |room: &Room, k: &str, now| {
-            room.view(&ctx(k), Some(&sess("sb")), None, &outboxes, now)
-                .pk
-                .len()
-        };
-        assert_eq!(pk(&room, "b", ta + 2000), 1);
-        // b's entry expires (a's does not); a thief's context claims session "sb".
-        let later = NOW + TTL + 1;
-        let mut stolen = room.clone();
-        apply(
-            &mut stolen,
-            &publish("thief", "sb", later, json!([])),
-            later,
-            || key(3),
-        );
-        let thief = ctx("thief");
-        let seen = stolen.view(&thief, Some(&sess("sb")), None, &outboxes, later + 1);
-        assert_eq!(sessions_in(&seen), vec!["sa"], "a is still there");
-        assert_eq!(pk(&stolen, "thief", later + 1), 0);
-    }
-
-    #[test]
-    fn outboxes_are_read_only_where_packages_can_wait() {
-        let mut room = Room::new();
-        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
-            key(1)
-        });
-        apply(
-            &mut room,
-            &publish("b", "sb", NOW, json!([])),
-            NOW + 1000,
-            || key(2),
-        );
-        let (a, sa) = (ctx("a"), sess("sa"));
-        assert_eq!(
-            room.outboxes_to_read(&a, Some(&sa), NOW + 2000, 20),
-            vec![ctx("b")]
-        );
-        assert!(room
-            .outboxes_to_read(&a, Some(&sa), NOW + 2000, 0)
-            .is_empty());
-        assert!(room.outboxes_to_read(&a, None, NOW + 2000, 20).is_empty());
-        // Steady: windows closed, nothing announced: nothing to read, even
-        // past b's index expiry (liveness is in the index).
-        assert!(room
-            .outboxes_to_read(&a, Some(&sa), NOW + 50_000, 20)
-            .is_empty());
-    }
-
-    /// Issue 9 §1: in a full 32-peer room a newcomer's window reads cover
-    /// every peer within three polls 1.5 s apart, whatever the context ids sort like.
-    #[test]
-    fn window_reads_rotate_over_a_large_room() {
-        let mut room = Room::new();
-        for n in 0..31 {
-            let p = publish(&format!("c{n:02}"), &format!("s{n:02}"), NOW, json!([]));
-            apply(&mut room, &p, NOW, || key(1));
-        }
-        apply(
-            &mut room,
-            &publish("zz", "sz", NOW, json!([])),
-            NOW + 1000,
-            || key(2),
-        );
-        let mut seen = std::collections::BTreeSet::new();
-        for poll in 0..3 {
-            let now = NOW + 2000 + poll * 1500;
-            seen.extend(room.outboxes_to_read(&ctx("zz"), Some(&sess("sz")), now, 20));
-        }
-        assert_eq!(seen.len(), 31);
-    }
-
-    #[test]
-    fn remove_requires_context_session_and_key() {
-        let mut room = Room::new();
-        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
-            key(1)
-        });
-        let (a, sa, other) = (ctx("a"), sess("sa"), sess("sx"));
-        assert!(!room.remove(&a, Some(&sa), &input(&key(2)), NOW));
-        assert!(!room.remove(&a, Some(&other), &input(&key(1)), NOW));
-        assert!(!room.remove(&ctx("b"), Some(&sa), &input(&key(1)), NOW));
-        assert!(room.remove(&a, Some(&sa), &input(&key(1)), NOW));
-        assert_eq!(room.live_count(NOW), 0);
-    }
-
-    /// Issue 9 §6: absent and undecodable differ.
-    #[test]
-    fn stored_form_round_trips_and_unknown_documents_are_unreadable() {
-        let mut room = Room::new();
-        apply(&mut room, &publish("a", "sa", NOW, json!([])), NOW, || {
-            key(1)
-        });
-        let bytes = room.encode();
-        assert_eq!(Room::decode(&bytes), Ok(room.clone()));
-        assert_eq!(Room::<PeerData>::decode(b"not json"), Err(Unreadable));
-        assert_eq!(
-            Room::<PeerData>::decode(br#"{"v":3,"e":{}}"#),
-            Err(Unreadable)
-        );
-        let p = publish("a", "sa", NOW, json!([pkg("sb", "sa", 1)]));
-        let o = outbox_of(&room, &p, NOW);
-        assert_eq!(Outbox::decode(&o.encode()), Some(o));
-    }
-
-    #[test]
-    fn a_full_room_refuses_newcomers_but_not_its_members() {
-        let mut room = Room::new();
-        let arrival = Arrival::Publish {
-            change: PackageChange::Same,
-            recipients: &[],
-        };
-        for n in 0..3u8 {
-            let p = publish(&format!("c{n}"), &format!("s{n}"), NOW, json!([]));
-            assert_eq!(
-                room.apply(&Claim::of_publish(&p), arrival, NOW, 3, || key(n)),
-                Ok(IndexChange::Write)
-            );
-        }
-        let newcomer = publish("c9", "s9", NOW, json!([]));
-        assert_eq!(
-            room.apply(&Claim::of_publish(&newcomer), arrival, NOW, 3, || key(9)),
-            Err(Error::RoomFull)
-        );
-        let d_change = publish("c0", "s0", NOW + 1, json!([]));
-        let mut d_change = d_change;
-        d_change.data.symmetric = true;
-        assert_eq!(
-            room.apply(&Claim::of_publish(&d_change), arrival, NOW, 3, || key(0)),
-            Ok(IndexChange::Write)
-        );
-        // Issue 9 §6: an expired entry holds no slot, pruned or not.
-        let later = NOW + TTL;
-        assert_eq!(
-            room.apply(&Claim::of_publish(&newcomer), arrival, later, 3, || key(9)),
-            Ok(IndexChange::Write)
-        );
-    }
-
-    #[test]
-    fn delete_keys_have_at_least_128_bits() {
-        const { assert!(DELETE_KEY_BYTES * 8 >= 128) };
-        assert_eq!(key(0).as_str().len(), 32);
     }
 }

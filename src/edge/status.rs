@@ -5,8 +5,8 @@
 //! its R2 read is cached per isolate (see `http::PROBE_EVERY_MS`).
 
 use crate::config::Config;
-use crate::protocol::MAX_TTL_MS;
-use crate::room::JOIN_WINDOW_MS;
+use crate::engine::room::JOIN_WINDOW_MS;
+use crate::wire::p2pcf::parse::MAX_TTL_MS;
 
 /// The key read to prove the bucket answers. It never exists; a `null`
 /// answer is success.

@@ -12,13 +12,15 @@ use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Number, Value};
+use serde_json::Value;
 
+use crate::domain::{
+    id_newtype, len_between, ContextId, DeleteKeyInput, Millis, RoomId, SessionId, MAX_ID_LEN,
+};
+use crate::engine::hints::Hint;
+use crate::engine::limits::Limits;
 use crate::error::Error;
-use crate::limits::Limits;
 
-/// Longest identifier (room, context, session, client) the protocol accepts.
-pub const MAX_ID_LEN: usize = 64;
 /// Largest `t`: ms exact in an f64 (2^53). A client's `t` is its own clock,
 /// however far off: the worker only compares a client's `t`s with each
 /// other and maps them to its own clock through the offset seen at the last
@@ -34,76 +36,6 @@ pub const MAX_REFLEXIVE_IPS: usize = 8;
 /// The server never keeps an entry longer than this after its last write.
 pub const MAX_TTL_MS: u64 = 15 * 60 * 1000;
 
-/// Defines a string newtype that is only constructible through `parse`.
-macro_rules! id_newtype {
-    ($(#[$doc:meta])* $name:ident, $err:literal, $valid:expr) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            /// Accepts `s` if it satisfies the protocol's rule for this field.
-            pub fn parse(s: &str) -> Result<Self, Error> {
-                let valid: fn(&str) -> bool = $valid;
-                if valid(s) {
-                    Ok(Self(s.to_owned()))
-                } else {
-                    Err(Error::BadRequest($err))
-                }
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = Error;
-            fn try_from(s: String) -> Result<Self, Error> {
-                Self::parse(&s).map(|_| Self(s))
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-fn len_between(s: &str, min: usize, max: usize) -> bool {
-    // JS counts UTF-16 units; for the ASCII ids real clients send this is the same.
-    let n = s.encode_utf16().count();
-    (min..=max).contains(&n)
-}
-
-id_newtype!(
-    /// Room id (`r`): 4..64 characters of `[A-Za-z0-9_-]`. Safe to embed in an R2 key.
-    RoomId,
-    "Bad room id",
-    |s| len_between(s, 4, MAX_ID_LEN)
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-);
-id_newtype!(
-    /// Context id (`k`): a browser tab's stable id, 1..64 characters.
-    ContextId,
-    "Bad context id",
-    |s| len_between(s, 1, MAX_ID_LEN)
-);
-id_newtype!(
-    /// Session id (`d[0]`): random per page load, 1..64 characters.
-    SessionId,
-    "Bad session id",
-    |s| len_between(s, 1, MAX_ID_LEN)
-);
 id_newtype!(
     /// Client id (`d[1]`): chosen by the application, 1..64 characters.
     ClientId,
@@ -122,13 +54,6 @@ id_newtype!(
     "Bad reflexive IPs",
     is_ip
 );
-id_newtype!(
-    /// Delete key (`dk`) as sent by a client: checked against the stored one.
-    DeleteKeyInput,
-    "Bad delete key",
-    |s| len_between(s, 1, 128)
-);
-
 fn is_ip(s: &str) -> bool {
     if s.parse::<IpAddr>().is_ok() {
         return true;
@@ -141,31 +66,6 @@ fn is_ip(s: &str) -> bool {
                 && zone.bytes().all(|b| b.is_ascii_alphanumeric())
         }
         None => false,
-    }
-}
-
-/// A millisecond timestamp or duration exactly as the client wrote it.
-///
-/// Kept as a JSON number so it goes back to clients unchanged (`ps` appends
-/// `t`, and the client compares it with `===`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Millis(Number);
-
-impl Millis {
-    fn from_value(v: &Value) -> Option<Self> {
-        match v {
-            Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Some(Self(n.clone())),
-            _ => None,
-        }
-    }
-
-    pub fn as_f64(&self) -> f64 {
-        self.0.as_f64().unwrap_or(f64::NAN)
-    }
-
-    pub fn from_u64(ms: u64) -> Self {
-        Self(Number::from(ms))
     }
 }
 
@@ -522,7 +422,7 @@ pub struct PollResponse<'a> {
     pub dk: Option<&'a str>,
     /// When to poll next; the stock client ignores it, `followHints` (client/hints.js) follows it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<crate::hints::Hint>,
+    pub hint: Option<Hint>,
 }
 
 #[cfg(test)]

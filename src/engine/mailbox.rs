@@ -13,8 +13,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::domain::SessionId;
 use crate::error::Error;
-use crate::protocol::SessionId;
 
 /// Undelivered messages are dropped this long after they were sent.
 pub const MESSAGE_TTL_MS: u64 = 60_000;

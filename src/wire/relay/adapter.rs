@@ -1,64 +1,40 @@
-//! The relay API, v1: signalling for any WebRTC library (simple-peer,
-//! fast-rtc-swarm, ...) on the same room engine as the p2pcf protocol.
-//!
-//! One call, `POST <worker>/relay/v1`, joins, sends, polls and leaves:
-//!
-//! ```json
-//! {"room": "my-room", "meta": {"name": "ann"}}                       // join
-//! {"room": "my-room", "id": "...", "token": "...",
-//!  "after": {"<peer id>": 7}, "send": [{"to": "<peer id>" | "*", "seq": 8, "data": {...}}]}
-//! {"room": "my-room", "id": "...", "token": "...", "leave": true}
-//! ```
-//!
-//! answered `{"id", "token" (on join), "peers": [{"id", "meta"}],
-//! "messages": [{"from", "seq", "data"}], "hint"}`. A member is an index
-//! entry whose context and session are its peer id and whose delete key is
-//! its token; messages are packages in the sender's outbox, bound to their
-//! recipient, read in join windows or when announced, exactly as p2pcf's.
-//! `seq` grows per sender; a receiver's `after` (the last `seq` it took from
-//! each sender) selects what it has not seen, so a retried send (same `seq`,
-//! stored once) or a lost answer (the next poll asks again) delivers each
-//! message once, in order. Undelivered messages expire after
-//! [`MESSAGE_TTL_MS`].
+//! The relay adapter: joins, sends, polls and leaves of the relay API on
+//! the room engine, kept in R2 (`relay/<room>` and one outbox per member).
+//! A member is an index entry whose context and session are its peer id and
+//! whose delete key is its token; its messages are letters in its
+//! [`Mailbox`], carried in its entry or in its outbox.
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use sha1::{Digest, Sha1};
 
+use super::parse::{Caller, JoinNonce, RelayRequest};
 use crate::config::Config;
+use crate::domain::{ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
+use crate::engine::hints;
+use crate::engine::mailbox::{Letter, Mailbox, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
+use crate::engine::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, Room};
 use crate::error::Error;
-use crate::hints;
-use crate::mailbox::{Letter, Mailbox, Message, Recipient, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
-use crate::platform::Platform;
-use crate::protocol::{ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
-use crate::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, PackageChange, Room};
-use crate::service::{
+use crate::host::r2::{
     apply_claim, decode, read_index_and_outbox, read_outboxes_within, read_with, renewal_attempts,
-    to_json, update, write_outbox, Attempts, Reply, RetryPolicy,
+    update, write_outbox, Attempts, RetryPolicy,
 };
+use crate::platform::Platform;
 use crate::store::{Counting, Object, Store};
+use crate::wire::{to_json, Reply};
 
-pub use crate::mailbox::{MAX_INLINE_BYTES, MESSAGE_TTL_MS};
+pub use crate::engine::mailbox::{MAX_INLINE_BYTES, MESSAGE_TTL_MS};
 
 /// A member's lifetime after its last request (it polls every few seconds).
 pub const MEMBER_TTL_MS: u64 = 60_000;
-/// Largest `meta`, serialized.
-pub const MAX_META_BYTES: usize = 1024;
-/// Largest `data` of one message, serialized.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
-/// Most messages in one request.
-pub const MAX_SEND: usize = 64;
 /// Most outboxes one relay poll reads (each second the next ones: a
 /// newcomer in a full room covers every outbox in four polls).
 pub const MAX_RELAY_OUTBOX_READS: usize = 8;
 /// Most outbox bytes one relay poll decodes (at least one outbox): with
 /// [`MAX_RELAY_OUTBOX_READS`], what bounds a poll's CPU whatever the others hold.
 pub const MAX_DECODE_BYTES: usize = 160 * 1024;
-/// Deepest nesting of arrays and objects in `meta` or a message's `data`.
-pub const MAX_NESTING: usize = 32;
 
 /// A relay member's public data: its id and the `meta` it joined with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -81,201 +57,14 @@ impl PartialEq for RelayMember {
 /// announcement lasts half a minute past a letter's life, so that a
 /// conversation announces itself about once per 30 s (one index write).
 impl Member for RelayMember {
-    const READ_WINDOW_MS: u64 =
-        crate::room::JOIN_WINDOW_MS + MESSAGE_TTL_MS - crate::room::ANNOUNCE_MARGIN_MS;
+    const READ_WINDOW_MS: u64 = crate::engine::room::JOIN_WINDOW_MS + MESSAGE_TTL_MS
+        - crate::engine::room::ANNOUNCE_MARGIN_MS;
     const HOLD_MS: u64 = MESSAGE_TTL_MS;
     const ANNOUNCED_FOR_MS: u64 = MESSAGE_TTL_MS + 30_000;
 
     fn session(&self) -> &SessionId {
         &self.id
     }
-}
-
-/// A joining client's secret for its join (16-64 of `[A-Za-z0-9_-]`): the
-/// member id is derived from it, so a retried join is the same join.
-#[derive(Debug)]
-pub struct JoinNonce(String);
-
-impl JoinNonce {
-    pub fn parse(s: &str) -> Result<Self, Error> {
-        let ok = (16..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(Error::BadRequest("Bad nonce"))
-        }
-    }
-
-    /// 128 bits of SHA-1 over the room and the nonce: the id shows nothing of the nonce.
-    fn member_id(&self, room: &RoomId) -> String {
-        let digest = Sha1::new()
-            .chain_update(b"p2pcf-rs relay join\0")
-            .chain_update(room.as_str().as_bytes())
-            .chain_update(b"\0")
-            .chain_update(self.0.as_bytes())
-            .finalize();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
-    }
-}
-
-/// Who is calling.
-#[derive(Debug)]
-pub enum Caller {
-    /// No id yet: this request joins.
-    Joining {
-        meta: Option<Box<RawValue>>,
-        nonce: Option<JoinNonce>,
-    },
-    /// A member, proven by its token.
-    Member {
-        id: SessionId,
-        token: DeleteKeyInput,
-    },
-}
-
-#[derive(Debug)]
-pub struct RelayRequest {
-    pub room: RoomId,
-    pub caller: Caller,
-    /// The last `seq` the caller took from each sender.
-    pub after: BTreeMap<SessionId, u64>,
-    pub send: Vec<Message>,
-    pub leave: bool,
-}
-
-#[derive(Deserialize)]
-struct Wire {
-    room: Option<String>,
-    id: Option<String>,
-    token: Option<String>,
-    meta: Option<Box<RawValue>>,
-    nonce: Option<String>,
-    #[serde(default)]
-    after: BTreeMap<String, u64>,
-    #[serde(default)]
-    send: Vec<WireMessage>,
-    #[serde(default)]
-    leave: bool,
-}
-
-#[derive(Deserialize)]
-struct WireMessage {
-    to: String,
-    seq: u64,
-    data: Box<RawValue>,
-}
-
-/// Parses a relay request; every rule broken is a 4xx with its reason.
-pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
-    let wire: Wire = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            Error::BadRequest("Bad relay request: expected a JSON object with valid fields")
-        } else {
-            Error::BadRequest("Bad JSON")
-        }
-    })?;
-    let room = RoomId::parse(wire.room.as_deref().unwrap_or_default())?;
-    let caller = match (wire.id, wire.token) {
-        (None, None) => {
-            if let Some(meta) = &wire.meta {
-                if meta.get().len() > MAX_META_BYTES {
-                    return Err(Error::PayloadTooLarge("Meta too large"));
-                }
-                if nesting(meta.get()) > MAX_NESTING {
-                    return Err(Error::BadRequest("Meta nested too deeply"));
-                }
-            }
-            let nonce = wire.nonce.as_deref().map(JoinNonce::parse).transpose()?;
-            Caller::Joining {
-                meta: wire.meta,
-                nonce,
-            }
-        }
-        (Some(id), Some(token)) => Caller::Member {
-            id: SessionId::parse(&id).map_err(|_| Error::BadRequest("Bad peer id"))?,
-            token: DeleteKeyInput::parse(&token).map_err(|_| Error::BadRequest("Bad token"))?,
-        },
-        _ => return Err(Error::BadRequest("A member sends both id and token")),
-    };
-    if wire.send.len() > MAX_SEND {
-        return Err(Error::PayloadTooLarge("Too many messages"));
-    }
-    let mut send = Vec::with_capacity(wire.send.len());
-    for m in wire.send {
-        if m.data.get().len() > MAX_MESSAGE_BYTES {
-            return Err(Error::PayloadTooLarge("Message too large"));
-        }
-        if nesting(m.data.get()) > MAX_NESTING {
-            return Err(Error::BadRequest("Message nested too deeply"));
-        }
-        if m.seq == 0 {
-            return Err(Error::BadRequest("Message seq starts at 1"));
-        }
-        let to = if m.to == "*" {
-            Recipient::All
-        } else {
-            Recipient::One(SessionId::parse(&m.to).map_err(|_| Error::BadRequest("Bad recipient"))?)
-        };
-        send.push(Message {
-            to,
-            seq: m.seq,
-            data: m.data,
-        });
-    }
-    if send.windows(2).any(|w| w[1].seq <= w[0].seq) {
-        return Err(Error::BadRequest("Message seq must grow"));
-    }
-    if matches!(caller, Caller::Joining { .. }) && (!send.is_empty() || wire.leave) {
-        return Err(Error::BadRequest(
-            "A join sends no messages and does not leave",
-        ));
-    }
-    let after = wire
-        .after
-        .into_iter()
-        .map(|(k, v)| {
-            Ok((
-                SessionId::parse(&k).map_err(|_| Error::BadRequest("Bad after"))?,
-                v,
-            ))
-        })
-        .collect::<Result<_, Error>>()?;
-    Ok(RelayRequest {
-        room,
-        caller,
-        after,
-        send,
-        leave: wire.leave,
-    })
-}
-
-/// How deeply arrays and objects nest in valid JSON text (brackets inside
-/// strings do not count).
-fn nesting(json: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in json.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 /// The R2 key of a relay room's index (apart from p2pcf rooms of the same name).
@@ -590,7 +379,7 @@ async fn send<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result
     let claim = member_claim(&me.context, &member, &t);
     let max_peers = run.config.limits.max_peers;
     let publish = Arrival::Publish {
-        change: PackageChange::New,
+        heartbeat: false,
         recipients: &trial.recipients,
     };
     let needs_index = apply_claim(&claim, publish, max_peers, platform)(&mut room.clone(), now)?;
@@ -708,7 +497,7 @@ async fn carry<S: Store, P: Platform>(
             let accepted =
                 mail.accept(boxed, &run.request.send, &members, now, MAX_INLINE_BYTES)?;
             let publish = Arrival::Publish {
-                change: PackageChange::New,
+                heartbeat: false,
                 recipients: &accepted.recipients,
             };
             apply_claim(claim, publish, limits.max_peers, run.platform)(r, now)?;
@@ -826,42 +615,4 @@ fn letters_for<'a>(
         }
     }
     (out, false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nesting_ignores_brackets_in_strings() {
-        assert_eq!(nesting("1"), 0);
-        assert_eq!(nesting(r#"{"a":[1,{"b":"[[[["}]}"#), 3);
-        assert_eq!(nesting(r#""\"[""#), 0);
-        assert_eq!(nesting(&("[".repeat(40) + &"]".repeat(40))), 40);
-    }
-
-    #[test]
-    fn parse_refuses_what_the_api_does_not_take() {
-        let deep = format!(
-            r#"{{"room":"room-x","send":[{{"to":"*","seq":1,"data":{}}}]}}"#,
-            "[".repeat(33) + &"]".repeat(33)
-        );
-        assert_eq!(
-            parse(deep.as_bytes()).unwrap_err(),
-            Error::BadRequest("Message nested too deeply")
-        );
-        let member = r#""id":"abc","token":"tok","send":[{"to":"*","seq":1,"data":[[1]]}]"#;
-        assert!(parse(format!(r#"{{"room":"room-x",{member}}}"#).as_bytes()).is_ok());
-        // A join carries no messages; numbers start at 1.
-        assert_eq!(
-            parse(br#"{"room":"room-x","send":[{"to":"*","seq":1,"data":1}]}"#).unwrap_err(),
-            Error::BadRequest("A join sends no messages and does not leave")
-        );
-        let zero =
-            r#"{"room":"room-x","id":"abc","token":"tok","send":[{"to":"*","seq":0,"data":1}]}"#;
-        assert_eq!(
-            parse(zero.as_bytes()).unwrap_err(),
-            Error::BadRequest("Message seq starts at 1")
-        );
-    }
 }

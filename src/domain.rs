@@ -1,0 +1,141 @@
+//! The ids and values every part shares, each a newtype that can only be
+//! built valid (`parse`): room, context and session ids, delete keys as
+//! stored and as sent, and client timestamps kept exactly as written.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Number, Value};
+use subtle::ConstantTimeEq;
+
+/// Longest identifier (room, context, session, client) the protocol accepts.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Defines a string newtype that is only constructible through `parse`.
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident, $err:literal, $valid:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Accepts `s` if it satisfies the protocol's rule for this field.
+            pub fn parse(s: &str) -> Result<Self, $crate::error::Error> {
+                let valid: fn(&str) -> bool = $valid;
+                if valid(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err($crate::error::Error::BadRequest($err))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::error::Error;
+            fn try_from(s: String) -> Result<Self, $crate::error::Error> {
+                Self::parse(&s).map(|_| Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use id_newtype;
+
+pub fn len_between(s: &str, min: usize, max: usize) -> bool {
+    // JS counts UTF-16 units; for the ASCII ids real clients send this is the same.
+    let n = s.encode_utf16().count();
+    (min..=max).contains(&n)
+}
+
+id_newtype!(
+    /// Room id (`r`): 4..64 characters of `[A-Za-z0-9_-]`. Safe to embed in an R2 key.
+    RoomId,
+    "Bad room id",
+    |s| len_between(s, 4, MAX_ID_LEN)
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+);
+id_newtype!(
+    /// Context id (`k`): a browser tab's stable id, 1..64 characters.
+    ContextId,
+    "Bad context id",
+    |s| len_between(s, 1, MAX_ID_LEN)
+);
+id_newtype!(
+    /// Session id (`d[0]`): random per page load, 1..64 characters.
+    SessionId,
+    "Bad session id",
+    |s| len_between(s, 1, MAX_ID_LEN)
+);
+id_newtype!(
+    /// Delete key (`dk`) as sent by a client: checked against the stored one.
+    DeleteKeyInput,
+    "Bad delete key",
+    |s| len_between(s, 1, 128)
+);
+
+/// A millisecond timestamp or duration exactly as the client wrote it.
+///
+/// Kept as a JSON number so it goes back to clients unchanged (`ps` appends
+/// `t`, and the client compares it with `===`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(Number);
+
+impl Millis {
+    pub(crate) fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Some(Self(n.clone())),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> f64 {
+        self.0.as_f64().unwrap_or(f64::NAN)
+    }
+
+    pub fn from_u64(ms: u64) -> Self {
+        Self(Number::from(ms))
+    }
+}
+
+/// Bytes of CSPRNG output in a delete key (192 bits).
+pub const DELETE_KEY_BYTES: usize = 24;
+
+/// The secret that lets a participant remove its own entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeleteKey(String);
+
+impl DeleteKey {
+    /// Encodes random bytes (from the platform CSPRNG) as URL-safe base64.
+    pub fn from_random(bytes: &[u8; DELETE_KEY_BYTES]) -> Self {
+        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares in constant time, so response timing reveals nothing of the key.
+    pub fn matches(&self, candidate: &DeleteKeyInput) -> bool {
+        self.0
+            .as_bytes()
+            .ct_eq(candidate.as_str().as_bytes())
+            .into()
+    }
+}

@@ -1,0 +1,23 @@
+//! The wire protocols, each a thin adapter on the room engine: parse the
+//! body into a typed request, run it on the host, render the answer.
+
+pub mod p2pcf;
+pub mod relay;
+
+use crate::engine::hints::Hint;
+
+/// A successful answer: the JSON body and facts for logs and tests.
+#[derive(Debug)]
+pub struct Reply {
+    pub body: Vec<u8>,
+    /// Live entries in the room after the request, the caller's included.
+    pub peers: usize,
+    /// When the caller should poll next (not for a leave).
+    pub hint: Option<Hint>,
+}
+
+/// Serializes an answer.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Our response types serialize infallibly (no maps with non-string keys).
+    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
+}

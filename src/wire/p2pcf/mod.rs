@@ -1,0 +1,8 @@
+//! The stock `p2pcf` client's protocol: its request bodies ([`parse`]) and
+//! its poll, publish and leave on the room engine ([`adapter`]).
+
+pub mod adapter;
+pub mod parse;
+
+pub use adapter::handle;
+pub use parse::{parse_request, Request};
