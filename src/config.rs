@@ -220,75 +220,8 @@ impl TurnSettings {
             };
         let ttl_s = number("TURN_TTL_S", DEFAULT_TTL_S, 60..=86_400);
         let max_per_minute = number("TURN_MAX_PER_MINUTE", DEFAULT_MAX_PER_MINUTE, 1..=100_000);
-        let cloudflare = match (set("CF_TURN_KEY_ID"), set("CF_TURN_KEY_API_TOKEN")) {
-            (Some(key_id), Some(token)) => {
-                let api_base = set("CF_TURN_API_BASE")
-                    .unwrap_or_else(|| DEFAULT_CF_API_BASE.to_owned())
-                    .trim_end_matches('/')
-                    .to_owned();
-                if !key_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    warnings.push("CF_TURN_KEY_ID is not a TURN key id; TURN is off".to_owned());
-                    None
-                } else if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
-                    warnings.push("CF_TURN_API_BASE is not an http(s) URL; TURN is off".to_owned());
-                    None
-                } else {
-                    Some(TurnSource::Cloudflare {
-                        key_id,
-                        token: Secret::new(token),
-                        api_base,
-                    })
-                }
-            }
-            (Some(_), None) => {
-                warnings.push(
-                    "CF_TURN_KEY_ID is set but the secret CF_TURN_KEY_API_TOKEN is not".to_owned(),
-                );
-                None
-            }
-            (None, Some(_)) => {
-                warnings.push(
-                    "the secret CF_TURN_KEY_API_TOKEN is set but CF_TURN_KEY_ID is not".to_owned(),
-                );
-                None
-            }
-            (None, None) => None,
-        };
-        let rest = match (set("TURN_URLS"), set("TURN_SHARED_SECRET")) {
-            (Some(urls), Some(secret)) => {
-                let urls: Vec<String> = urls
-                    .split(',')
-                    .map(|u| u.trim().to_owned())
-                    .filter(|u| !u.is_empty())
-                    .collect();
-                if urls.is_empty() || !urls.iter().all(|u| is_turn_url(u)) {
-                    warnings.push(
-                        "TURN_URLS must be comma-separated turn: or turns: URLs; TURN is off"
-                            .to_owned(),
-                    );
-                    None
-                } else {
-                    Some(TurnSource::RestApi {
-                        urls,
-                        secret: Secret::new(secret),
-                    })
-                }
-            }
-            (Some(_), None) => {
-                warnings
-                    .push("TURN_URLS is set but the secret TURN_SHARED_SECRET is not".to_owned());
-                None
-            }
-            (None, Some(_)) => {
-                warnings
-                    .push("the secret TURN_SHARED_SECRET is set but TURN_URLS is not".to_owned());
-                None
-            }
-            (None, None) => None,
-        };
+        let cloudflare = cloudflare_source(&set, warnings);
+        let rest = rest_source(&set, warnings);
         if cloudflare.is_some() && rest.is_some() {
             warnings.push(
                 "both Cloudflare TURN and TURN_URLS are configured; using Cloudflare".to_owned(),
@@ -299,6 +232,89 @@ impl TurnSettings {
             ttl_s,
             max_per_minute,
         }
+    }
+}
+
+/// Cloudflare's TURN service, from `CF_TURN_KEY_ID`, the secret
+/// `CF_TURN_KEY_API_TOKEN` and `CF_TURN_API_BASE`.
+fn cloudflare_source(
+    set: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Option<TurnSource> {
+    match (set("CF_TURN_KEY_ID"), set("CF_TURN_KEY_API_TOKEN")) {
+        (Some(key_id), Some(token)) => {
+            let api_base = set("CF_TURN_API_BASE")
+                .unwrap_or_else(|| DEFAULT_CF_API_BASE.to_owned())
+                .trim_end_matches('/')
+                .to_owned();
+            if !key_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                warnings.push("CF_TURN_KEY_ID is not a TURN key id; TURN is off".to_owned());
+                None
+            } else if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+                warnings.push("CF_TURN_API_BASE is not an http(s) URL; TURN is off".to_owned());
+                None
+            } else {
+                Some(TurnSource::Cloudflare {
+                    key_id,
+                    token: Secret::new(token),
+                    api_base,
+                })
+            }
+        }
+        (Some(_), None) => {
+            warnings.push(
+                "CF_TURN_KEY_ID is set but the secret CF_TURN_KEY_API_TOKEN is not".to_owned(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            warnings.push(
+                "the secret CF_TURN_KEY_API_TOKEN is set but CF_TURN_KEY_ID is not".to_owned(),
+            );
+            None
+        }
+        (None, None) => None,
+    }
+}
+
+/// A TURN server with the TURN REST API, from `TURN_URLS` and the secret
+/// `TURN_SHARED_SECRET`.
+fn rest_source(
+    set: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> Option<TurnSource> {
+    match (set("TURN_URLS"), set("TURN_SHARED_SECRET")) {
+        (Some(urls), Some(secret)) => {
+            let urls: Vec<String> = urls
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect();
+            if urls.is_empty() || !urls.iter().all(|u| is_turn_url(u)) {
+                warnings.push(
+                    "TURN_URLS must be comma-separated turn: or turns: URLs; TURN is off"
+                        .to_owned(),
+                );
+                None
+            } else {
+                Some(TurnSource::RestApi {
+                    urls,
+                    secret: Secret::new(secret),
+                })
+            }
+        }
+        (Some(_), None) => {
+            warnings.push("TURN_URLS is set but the secret TURN_SHARED_SECRET is not".to_owned());
+            None
+        }
+        (None, Some(_)) => {
+            warnings.push("the secret TURN_SHARED_SECRET is set but TURN_URLS is not".to_owned());
+            None
+        }
+        (None, None) => None,
     }
 }
 

@@ -2,11 +2,15 @@
 //! sources in `src/`:
 //!
 //! * every module imports only from its own layer or lower ones, and no
-//!   modules import each other round in a circle.
+//!   modules import each other round in a circle;
+//! * no function outside tests is longer than [`MAX_FN_LINES`] lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// Longest function allowed, in lines (signature to closing brace).
+const MAX_FN_LINES: usize = 80;
 
 /// The top-level modules, lowest layer first. A module may use its own
 /// layer and those before it.
@@ -196,4 +200,48 @@ fn no_module_imports_from_a_higher_layer_or_in_a_circle() {
             circle.unwrap()
         );
     }
+}
+
+#[test]
+fn no_function_is_longer_than_the_limit() {
+    let mut long = Vec::new();
+    for path in sources() {
+        let text = fs::read_to_string(&path).unwrap();
+        let lines = code_lines(&text);
+        for (i, (n, line)) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "async fn ",
+                "pub async fn ",
+                "pub(crate) fn ",
+            ]
+            .iter()
+            .any(|p| trimmed.starts_with(p))
+                || trimmed.starts_with("pub(crate) async fn ");
+            if !is_fn {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            let end = lines[i..].iter().find(|(_, l)| {
+                let t = l.trim_start();
+                l.len() - t.len() == indent && (t == "}" || t.starts_with("};"))
+            });
+            if let Some((end, _)) = end {
+                if end - n + 1 > MAX_FN_LINES {
+                    long.push(format!(
+                        "{}:{n}: {} lines: {}",
+                        module_of(&path),
+                        end - n + 1,
+                        trimmed.trim_end_matches('{').trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines: {long:#?}"
+    );
 }

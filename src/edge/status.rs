@@ -38,6 +38,57 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// The page's style sheet.
+const STYLE: &str = r#"<style>
+:root { color-scheme: light; }
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 44rem; margin: 2.5rem auto; padding: 0 1.2rem; color: #1d2125; background: #fafbfc; }
+header { display: flex; align-items: center; gap: .8rem; }
+h1 { font-size: 1.45rem; margin: 0; }
+h2 { font-size: 1.05rem; margin: 1.8rem 0 .5rem; color: #44505c; }
+.badge { font-size: .8rem; font-weight: 600; padding: .15rem .6rem; border-radius: 1rem; color: #fff; }
+.badge.ok { background: #1a7f37; } .badge.bad { background: #c2262d; }
+.card { background: #fff; border: 1px solid #e1e4e8; border-radius: .6rem; padding: 1rem 1.2rem; margin-top: 1rem; }
+.card.ok { border-left: .3rem solid #1a7f37; } .card.bad { border-left: .3rem solid #c2262d; }
+.headline { font-weight: 600; margin: 0 0 .3rem; }
+.warn { color: #8a5300; background: #fff8e5; border: 1px solid #f0d58c; border-radius: .4rem; padding: .4rem .7rem; }
+pre { background: #f3f5f7; border-radius: .4rem; padding: .7rem .9rem; overflow-x: auto; font-size: .85rem; }
+code { background: #f3f5f7; padding: 0 .25rem; border-radius: .2rem; font-size: .9em; }
+pre code { background: none; padding: 0; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1.2rem; margin: 0; }
+dt { color: #5a6570; } dd { margin: 0; }
+footer { margin-top: 2rem; color: #6a737d; font-size: .85rem; }
+button { font: inherit; font-weight: 600; padding: .4rem 1rem; border-radius: .4rem; border: 1px solid #1a7f37; background: #1a7f37; color: #fff; cursor: pointer; }
+button:disabled { opacity: .5; cursor: default; }
+#self-test-steps li { margin: .25rem 0; }
+#self-test-steps li::marker { content: "\25CB  "; color: #8a949e; }
+#self-test-steps li[data-state=running]::marker { content: "\25D4  "; color: #0969da; }
+#self-test-steps li[data-state=ok]::marker { content: "\2714  "; color: #1a7f37; }
+#self-test-steps li[data-state=failed]::marker { content: "\2718  "; color: #c2262d; }
+#self-test-steps li[data-state=skipped]::marker { content: "\2013  "; color: #8a949e; }
+#self-test-steps .time { color: #5a6570; font-size: .85rem; }
+#self-test-steps .detail { color: #5a6570; font-size: .9rem; }
+#self-test-steps li[data-state=failed] .detail { color: #c2262d; }
+#self-test-result[data-result=passed] { color: #1a7f37; font-weight: 600; }
+#self-test-result[data-result=failed] { color: #c2262d; font-weight: 600; }
+</style>
+"#;
+
+/// The self-test's card: its button and step list, filled in by
+/// `/self-test.js` (a static asset).
+const SELF_TEST: &str = r#"<h2>Self-test</h2>
+<div class="card" id="self-test">
+<p>Runs two p2pcf clients in this page that signal through this worker, connect
+to each other and swap a message, then leave. It uses a room of its own
+(<code id="self-test-room">self-test-&hellip;</code>), about 25 requests and a few R2 writes,
+and counts against this deployment's origin rules and limits like any page.
+With TURN set up, it also gets a relay allocated on your TURN server.</p>
+<p><button id="self-test-run" type="button" disabled>Run the self-test</button></p>
+<p id="self-test-result" data-result="idle">Loading the self-test&hellip;</p>
+<ol id="self-test-steps"></ol>
+</div>
+<script type="module" src="/self-test.js" onerror="document.getElementById('self-test-result').textContent='The self-test script (/self-test.js, a static asset) did not load: deploy with the [assets] section of wrangler.toml.'"></script>
+"#;
+
 fn seconds(ms: u64) -> String {
     if ms >= 120_000 && ms.is_multiple_of(60_000) {
         format!("{} min", ms / 60_000)
@@ -50,15 +101,9 @@ fn seconds(ms: u64) -> String {
     }
 }
 
-/// Renders the page. `url` is this worker's address (for the usage snippet).
-pub fn render(
-    state: &BucketState,
-    config: &Config,
-    version: &str,
-    url: &str,
-    turn_last: Option<Result<(), &str>>,
-) -> String {
-    let (class, badge, headline, detail) = match state {
+/// The bucket's card: CSS class, badge, headline and what to do.
+fn bucket_card(state: &BucketState) -> (&'static str, &'static str, String, String) {
+    match state {
         BucketState::Working => (
             "ok",
             "Ready",
@@ -84,7 +129,37 @@ pub fn render(
                 escape(reason)
             ),
         ),
-    };
+    }
+}
+
+/// The TURN line: off, or its source, lifetime, cap and how the last call went.
+fn turn_line(config: &Config, turn_last: Option<Result<(), &str>>) -> String {
+    match &config.turn.source {
+        None => "off (<code>GET /turn</code> answers 404; INSTALL.md shows how to turn it on)"
+            .to_owned(),
+        Some(source) => format!(
+            "{}: credentials for {}, at most {} a minute; last call: {}",
+            source.kind(),
+            seconds(config.turn.ttl_s * 1000),
+            config.turn.max_per_minute,
+            match turn_last {
+                None => "none yet (in this isolate)".to_owned(),
+                Some(Ok(())) => "worked".to_owned(),
+                Some(Err(why)) => format!("failed ({})", escape(why)),
+            }
+        ),
+    }
+}
+
+/// Renders the page. `url` is this worker's address (for the usage snippet).
+pub fn render(
+    state: &BucketState,
+    config: &Config,
+    version: &str,
+    url: &str,
+    turn_last: Option<Result<(), &str>>,
+) -> String {
+    let (class, badge, headline, detail) = bucket_card(state);
     // The list itself is the owner's business (it is in wrangler.toml).
     let origins = match config.allowed_origins.len() {
         0 => "none listed".to_owned(),
@@ -101,21 +176,7 @@ pub fn render(
         .iter()
         .map(|w| format!("<p class=\"warn\">&#9888; {}</p>", escape(w)))
         .collect();
-    let turn = match &config.turn.source {
-        None => "off (<code>GET /turn</code> answers 404; INSTALL.md shows how to turn it on)"
-            .to_owned(),
-        Some(source) => format!(
-            "{}: credentials for {}, at most {} a minute; last call: {}",
-            source.kind(),
-            seconds(config.turn.ttl_s * 1000),
-            config.turn.max_per_minute,
-            match turn_last {
-                None => "none yet (in this isolate)".to_owned(),
-                Some(Ok(())) => "worked".to_owned(),
-                Some(Err(why)) => format!("failed ({})", escape(why)),
-            }
-        ),
-    };
+    let turn = turn_line(config, turn_last);
     let poll = &config.poll;
     let url = escape(url);
     format!(
@@ -125,39 +186,7 @@ pub fn render(
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>P2PCF signalling worker: {badge}</title>
-<style>
-:root {{ color-scheme: light; }}
-body {{ font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 44rem; margin: 2.5rem auto; padding: 0 1.2rem; color: #1d2125; background: #fafbfc; }}
-header {{ display: flex; align-items: center; gap: .8rem; }}
-h1 {{ font-size: 1.45rem; margin: 0; }}
-h2 {{ font-size: 1.05rem; margin: 1.8rem 0 .5rem; color: #44505c; }}
-.badge {{ font-size: .8rem; font-weight: 600; padding: .15rem .6rem; border-radius: 1rem; color: #fff; }}
-.badge.ok {{ background: #1a7f37; }} .badge.bad {{ background: #c2262d; }}
-.card {{ background: #fff; border: 1px solid #e1e4e8; border-radius: .6rem; padding: 1rem 1.2rem; margin-top: 1rem; }}
-.card.ok {{ border-left: .3rem solid #1a7f37; }} .card.bad {{ border-left: .3rem solid #c2262d; }}
-.headline {{ font-weight: 600; margin: 0 0 .3rem; }}
-.warn {{ color: #8a5300; background: #fff8e5; border: 1px solid #f0d58c; border-radius: .4rem; padding: .4rem .7rem; }}
-pre {{ background: #f3f5f7; border-radius: .4rem; padding: .7rem .9rem; overflow-x: auto; font-size: .85rem; }}
-code {{ background: #f3f5f7; padding: 0 .25rem; border-radius: .2rem; font-size: .9em; }}
-pre code {{ background: none; padding: 0; }}
-dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1.2rem; margin: 0; }}
-dt {{ color: #5a6570; }} dd {{ margin: 0; }}
-footer {{ margin-top: 2rem; color: #6a737d; font-size: .85rem; }}
-button {{ font: inherit; font-weight: 600; padding: .4rem 1rem; border-radius: .4rem; border: 1px solid #1a7f37; background: #1a7f37; color: #fff; cursor: pointer; }}
-button:disabled {{ opacity: .5; cursor: default; }}
-#self-test-steps li {{ margin: .25rem 0; }}
-#self-test-steps li::marker {{ content: "\25CB  "; color: #8a949e; }}
-#self-test-steps li[data-state=running]::marker {{ content: "\25D4  "; color: #0969da; }}
-#self-test-steps li[data-state=ok]::marker {{ content: "\2714  "; color: #1a7f37; }}
-#self-test-steps li[data-state=failed]::marker {{ content: "\2718  "; color: #c2262d; }}
-#self-test-steps li[data-state=skipped]::marker {{ content: "\2013  "; color: #8a949e; }}
-#self-test-steps .time {{ color: #5a6570; font-size: .85rem; }}
-#self-test-steps .detail {{ color: #5a6570; font-size: .9rem; }}
-#self-test-steps li[data-state=failed] .detail {{ color: #c2262d; }}
-#self-test-result[data-result=passed] {{ color: #1a7f37; font-weight: 600; }}
-#self-test-result[data-result=failed] {{ color: #c2262d; font-weight: 600; }}
-</style>
-</head>
+{STYLE}</head>
 <body>
 <header><h1>P2PCF signalling worker</h1><span class="badge {class}" id="badge">{badge}</span></header>
 <div class="card {class}">
@@ -169,19 +198,7 @@ button:disabled {{ opacity: .5; cursor: default; }}
 <pre><code>import P2PCF from 'p2pcf'
 const p2pcf = new P2PCF('client-id', 'room-id', {{ workerUrl: '{url}' }})
 p2pcf.start()</code></pre>
-<h2>Self-test</h2>
-<div class="card" id="self-test">
-<p>Runs two p2pcf clients in this page that signal through this worker, connect
-to each other and swap a message, then leave. It uses a room of its own
-(<code id="self-test-room">self-test-&hellip;</code>), about 25 requests and a few R2 writes,
-and counts against this deployment's origin rules and limits like any page.
-With TURN set up, it also gets a relay allocated on your TURN server.</p>
-<p><button id="self-test-run" type="button" disabled>Run the self-test</button></p>
-<p id="self-test-result" data-result="idle">Loading the self-test&hellip;</p>
-<ol id="self-test-steps"></ol>
-</div>
-<script type="module" src="/self-test.js" onerror="document.getElementById('self-test-result').textContent='The self-test script (/self-test.js, a static asset) did not load: deploy with the [assets] section of wrangler.toml.'"></script>
-<h2>Configuration</h2>
+{SELF_TEST}<h2>Configuration</h2>
 <div class="card">
 <dl id="config">
 <dt>Allowed origins</dt><dd>{origins}</dd>

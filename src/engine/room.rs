@@ -429,75 +429,10 @@ impl<D: Member> Room<D> {
         self.check(claim, now_ms)?;
         let session = claim.data.session();
         let Some(current) = self.own(claim.context, session, now_ms) else {
-            if !claim.may_join {
-                return Err(Error::Left);
-            }
-            self.prune(now_ms);
-            let others = self.entries.keys().filter(|k| *k != claim.context).count();
-            if others >= max_peers {
-                return Err(Error::RoomFull);
-            }
-            let announced = match arrival {
-                Arrival::Publish { recipients, .. } => {
-                    self.announcements(claim, recipients, now_ms)
-                }
-                Arrival::Poll | Arrival::Heartbeat => Vec::new(),
-            };
-            let entry = Entry {
-                d: claim.data.clone(),
-                t: claim.t.clone(),
-                expires_ms: now_ms.saturating_add(claim.ttl_ms),
-                ttl_ms: claim.ttl_ms,
-                dk: new_key(),
-                joined_ms: now_ms,
-                announced,
-                mail: Mailbox::default(),
-            };
-            self.entries.insert(claim.context.clone(), entry);
-            self.membership_changed_ms = now_ms;
-            return Ok(IndexChange::Write);
+            return self.register(claim, arrival, now_ms, max_peers, new_key);
         };
-        let newer = claim.t.as_f64() > current.t.as_f64();
-        let (written_ms, announced) = match arrival {
-            Arrival::Poll => {
-                // The client's last write, as it reports it, mapped to server time.
-                let at = current.server_time_of(claim.t, now_ms);
-                let extends = at.saturating_add(claim.ttl_ms) > current.expires_ms;
-                let due = now_ms >= current.renewal_due_ms(claim.context);
-                if !(newer && extends && (due || current.d != *claim.data)) {
-                    return Ok(IndexChange::Unchanged);
-                }
-                (at, current.valid_announcements(now_ms))
-            }
-            Arrival::Heartbeat => {
-                if !newer && current.d == *claim.data {
-                    return Ok(IndexChange::Unchanged);
-                }
-                (now_ms, current.valid_announcements(now_ms))
-            }
-            Arrival::Publish {
-                recipients,
-                heartbeat,
-            } => {
-                if current.t == *claim.t && current.d == *claim.data {
-                    return Ok(IndexChange::Unchanged); // a retry of a stored write
-                }
-                let announced = self.announcements(claim, recipients, now_ms);
-                // A heartbeat inside the window (the stock client's, 30 s
-                // before the expiry) is left to the polls that follow; an
-                // earlier one is written.
-                let left = current.expires_ms.saturating_sub(now_ms);
-                let early_heartbeat =
-                    heartbeat && left > current.renewal_window() + D::HEARTBEAT_SLACK_MS;
-                let needed = current.d != *claim.data
-                    || current.renewal_urgent(now_ms)
-                    || early_heartbeat
-                    || announced != current.valid_announcements(now_ms);
-                if !needed {
-                    return Ok(IndexChange::Unchanged);
-                }
-                (now_ms, announced)
-            }
+        let Some((written_ms, announced)) = self.rewrite(current, claim, arrival, now_ms) else {
+            return Ok(IndexChange::Unchanged);
         };
         let entry = Entry {
             d: claim.data.clone(),
@@ -512,6 +447,87 @@ impl<D: Member> Room<D> {
         self.prune(now_ms);
         self.entries.insert(claim.context.clone(), entry);
         Ok(IndexChange::Write)
+    }
+
+    /// A claim without a live entry: a new entry, unless the claim may not
+    /// join or the room is full.
+    fn register(
+        &mut self,
+        claim: &Claim<'_, D>,
+        arrival: Arrival<'_>,
+        now_ms: u64,
+        max_peers: usize,
+        new_key: impl FnOnce() -> DeleteKey,
+    ) -> Result<IndexChange, Error> {
+        if !claim.may_join {
+            return Err(Error::Left);
+        }
+        self.prune(now_ms);
+        let others = self.entries.keys().filter(|k| *k != claim.context).count();
+        if others >= max_peers {
+            return Err(Error::RoomFull);
+        }
+        let announced = match arrival {
+            Arrival::Publish { recipients, .. } => self.announcements(claim, recipients, now_ms),
+            Arrival::Poll | Arrival::Heartbeat => Vec::new(),
+        };
+        let entry = Entry {
+            d: claim.data.clone(),
+            t: claim.t.clone(),
+            expires_ms: now_ms.saturating_add(claim.ttl_ms),
+            ttl_ms: claim.ttl_ms,
+            dk: new_key(),
+            joined_ms: now_ms,
+            announced,
+            mail: Mailbox::default(),
+        };
+        self.entries.insert(claim.context.clone(), entry);
+        self.membership_changed_ms = now_ms;
+        Ok(IndexChange::Write)
+    }
+
+    /// Whether a claim on the live entry `current` rewrites it, and if so
+    /// the time of the write it stands for and the announcements it carries.
+    fn rewrite(
+        &self,
+        current: &Entry<D>,
+        claim: &Claim<'_, D>,
+        arrival: Arrival<'_>,
+        now_ms: u64,
+    ) -> Option<(u64, Vec<Announcement>)> {
+        let newer = claim.t.as_f64() > current.t.as_f64();
+        match arrival {
+            Arrival::Poll => {
+                // The client's last write, as it reports it, mapped to server time.
+                let at = current.server_time_of(claim.t, now_ms);
+                let extends = at.saturating_add(claim.ttl_ms) > current.expires_ms;
+                let due = now_ms >= current.renewal_due_ms(claim.context);
+                (newer && extends && (due || current.d != *claim.data))
+                    .then(|| (at, current.valid_announcements(now_ms)))
+            }
+            Arrival::Heartbeat => (newer || current.d != *claim.data)
+                .then(|| (now_ms, current.valid_announcements(now_ms))),
+            Arrival::Publish {
+                recipients,
+                heartbeat,
+            } => {
+                if current.t == *claim.t && current.d == *claim.data {
+                    return None; // a retry of a stored write
+                }
+                let announced = self.announcements(claim, recipients, now_ms);
+                // A heartbeat inside the window (the stock client's, 30 s
+                // before the expiry) is left to the polls that follow; an
+                // earlier one is written.
+                let left = current.expires_ms.saturating_sub(now_ms);
+                let early_heartbeat =
+                    heartbeat && left > current.renewal_window() + D::HEARTBEAT_SLACK_MS;
+                let needed = current.d != *claim.data
+                    || current.renewal_urgent(now_ms)
+                    || early_heartbeat
+                    || announced != current.valid_announcements(now_ms);
+                needed.then_some((now_ms, announced))
+            }
+        }
     }
 
     /// Announcements the caller's entry must carry: still-valid earlier ones,

@@ -8,7 +8,11 @@
 use std::future::Future;
 use std::task::Poll;
 
-use crate::domain::{ContextId, DeleteKey, DELETE_KEY_BYTES};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use crate::domain::{ContextId, DeleteKey, RoomId, SessionId, DELETE_KEY_BYTES};
+use crate::engine::hints::{self, Hint, PollSettings};
 use crate::engine::room::{Arrival, Claim, Entry, IndexChange, Member, Outbox, Outboxes, Room};
 use crate::error::Error;
 use crate::platform::{join_all, Platform};
@@ -72,8 +76,202 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Where a protocol keeps a room in R2: its index at `<prefix>/<room>` and
+/// each member's outbox at `<prefix>/<room>/c/<member>`.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    index: String,
+    /// Member ids base64url-encoded in keys (p2pcf context ids may hold any
+    /// character; relay ids are base64url already).
+    encode: bool,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, room: &RoomId, encode: bool) -> Self {
+        Self {
+            index: format!("{prefix}/{room}"),
+            encode,
+        }
+    }
+
+    pub fn index(&self) -> &str {
+        &self.index
+    }
+
+    pub fn outbox(&self, context: &ContextId) -> String {
+        if self.encode {
+            let encoded = URL_SAFE_NO_PAD.encode(context.as_str());
+            format!("{}/c/{encoded}", self.index)
+        } else {
+            format!("{}/c/{context}", self.index)
+        }
+    }
+}
+
+/// One request's hold on one room kept in R2: where its objects are, what
+/// the request may spend, and the room's size limits. The adapters run the
+/// engine's rules through it.
+pub struct R2Room<'a, S, P> {
+    pub store: &'a Counting<'a, S>,
+    pub platform: &'a P,
+    pub policy: &'a RetryPolicy,
+    pub keys: Keys,
+    pub max_room_bytes: usize,
+    pub max_peers: usize,
+}
+
+/// What an answer is built from besides the index: the outboxes read for
+/// the caller and when to poll next.
+pub struct Look {
+    pub now: u64,
+    pub outboxes: Outboxes,
+    pub hint: Hint,
+}
+
+impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
+    /// A budget of `budget_ms` for this request; a 503 says `stored`.
+    pub fn attempts(&self, budget_ms: u64, stored: &'static str) -> Attempts<'a, P> {
+        Attempts::new(self.platform, self.policy, budget_ms, stored)
+    }
+
+    /// Reads the index.
+    pub async fn read(&self, attempts: &mut Attempts<'_, P>) -> Result<Option<Object>, Error> {
+        read_with(self.store, attempts, self.keys.index()).await
+    }
+
+    /// Reads the index and `context`'s outbox at once.
+    pub async fn read_with_outbox(
+        &self,
+        attempts: &mut Attempts<'_, P>,
+        context: &ContextId,
+    ) -> Result<(Option<Object>, Option<Object>), Error> {
+        let own = self.keys.outbox(context);
+        read_index_and_outbox(self.store, attempts, self.keys.index(), &own).await
+    }
+
+    /// [`update`] of the index, within the room's size limit.
+    pub async fn update<D: Member>(
+        &self,
+        attempts: &mut Attempts<'_, P>,
+        current: Option<Object>,
+        apply: impl FnMut(&mut Room<D>, u64) -> Result<bool, Error>,
+    ) -> Result<Room<D>, Error> {
+        let (key, max) = (self.keys.index(), self.max_room_bytes);
+        update(self.store, attempts, key, current, max, apply).await
+    }
+
+    /// Applies `claim` to the index (see [`apply_claim`]) and writes it when
+    /// the engine says so; `check` runs first on every version read.
+    pub async fn claim<D: Member>(
+        &self,
+        attempts: &mut Attempts<'_, P>,
+        current: Option<Object>,
+        claim: &Claim<'_, D>,
+        arrival: Arrival<'_>,
+        mut check: impl FnMut(&Room<D>, u64) -> Result<(), Error>,
+    ) -> Result<Room<D>, Error> {
+        let mut apply = apply_claim(claim, arrival, self.max_peers, self.platform);
+        self.update(attempts, current, |r, now| {
+            check(r, now)?;
+            apply(r, now)
+        })
+        .await
+    }
+
+    /// A leave: `remove` takes the caller's entry out (`Ok(false)`: it was
+    /// not there). Returns the members left.
+    pub async fn leave<D: Member>(
+        &self,
+        stored: &'static str,
+        remove: impl FnMut(&mut Room<D>, u64) -> Result<bool, Error>,
+    ) -> Result<usize, Error> {
+        let mut attempts = self.attempts(self.policy.leave_budget_ms, stored);
+        let current = self.read(&mut attempts).await?;
+        let left = self.update(&mut attempts, current, remove).await?;
+        Ok(left.live_count(self.platform.now_ms()))
+    }
+
+    /// A poll's renewal of its caller's entry (or its registration, where
+    /// the claim may join), as the engine decides ([`Arrival::Poll`]), on
+    /// the budget of a renewal ([`renewal_attempts`]; a registration gets
+    /// the poll's write budget). In the same write, `before` changes the
+    /// room first (and says whether that alone needs a write); `after` sees
+    /// whether it is written.
+    pub async fn renew<D: Member>(
+        &self,
+        current: Option<Object>,
+        claim: &Claim<'_, D>,
+        own: Option<&Entry<D>>,
+        mut before: impl FnMut(&mut Room<D>, u64) -> Result<bool, Error>,
+        mut after: impl FnMut(&mut Room<D>, u64, bool),
+    ) -> Result<Room<D>, Error> {
+        let now = self.platform.now_ms();
+        let mut attempts = match own {
+            Some(e) => renewal_attempts(self.platform, self.policy, e, now),
+            None => self.attempts(self.policy.poll_write_budget_ms, ""),
+        };
+        let mut apply = apply_claim(claim, Arrival::Poll, self.max_peers, self.platform);
+        self.update(&mut attempts, current, |r, now| {
+            let changed = before(r, now)?;
+            let write = apply(r, now)? || changed;
+            after(r, now, write);
+            Ok(write)
+        })
+        .await
+    }
+
+    /// Reads what the caller's answer needs besides the index: the outboxes
+    /// where messages for it can wait, at most `max_reads` (and what the
+    /// request's operations allow) and `max_decode_bytes` of them, and the
+    /// polling hint from all it read. An outbox that cannot be read only
+    /// delays its messages to a later poll.
+    pub async fn look<D: Member>(
+        &self,
+        index: &Room<D>,
+        context: &ContextId,
+        session: Option<&SessionId>,
+        max_reads: usize,
+        max_decode_bytes: usize,
+        poll: &PollSettings,
+    ) -> Look {
+        // One instant for the whole answer: the outboxes read are those needed then.
+        let now = self.platform.now_ms();
+        let budget = self
+            .policy
+            .max_ops
+            .saturating_sub(self.store.counts().total());
+        let limit = max_reads.min(budget as usize);
+        let wanted = index.outboxes_to_read(context, session, now, limit);
+        let key = |k: &ContextId| self.keys.outbox(k);
+        let outboxes = read_outboxes_within(self.store, key, wanted, max_decode_bytes).await;
+        let situation = index.situation(context, session, &outboxes, poll.fast_window_ms, now);
+        Look {
+            now,
+            hint: hints::hint(&situation, poll),
+            outboxes,
+        }
+    }
+
+    /// Reads these outboxes (renewals fold them in).
+    pub async fn read_outboxes(&self, wanted: Vec<ContextId>) -> Outboxes {
+        read_outboxes(self.store, |k| self.keys.outbox(k), wanted).await
+    }
+
+    /// [`write_outbox`] of `context`'s outbox.
+    pub async fn write_outbox<T>(
+        &self,
+        attempts: &mut Attempts<'_, P>,
+        context: &ContextId,
+        current: Option<Object>,
+        build: impl FnMut(Option<&Object>, u64) -> Result<(Outbox, T), Error>,
+    ) -> Result<T, Error> {
+        let key = self.keys.outbox(context);
+        write_outbox(self.store, attempts, &key, current, build).await
+    }
+}
+
 /// Reads outboxes concurrently; one that cannot be read or decoded is left out.
-pub async fn read_outboxes<S: Store>(
+async fn read_outboxes<S: Store>(
     store: &Counting<'_, S>,
     key: impl Fn(&ContextId) -> String,
     wanted: Vec<ContextId>,
@@ -84,7 +282,7 @@ pub async fn read_outboxes<S: Store>(
 /// [`read_outboxes`], decoding them in order only while the bytes decoded
 /// stay within `max_decode_bytes` (the first always): decoding is what a
 /// poll's CPU goes on. Those left undecoded are left out.
-pub async fn read_outboxes_within<S: Store>(
+async fn read_outboxes_within<S: Store>(
     store: &Counting<'_, S>,
     key: impl Fn(&ContextId) -> String,
     wanted: Vec<ContextId>,
@@ -114,7 +312,7 @@ pub async fn read_outboxes_within<S: Store>(
 /// one put if nobody wrote in the last two seconds, no wait, no retry (joins
 /// get the key first; the next poll tries again). Close to the expiry it may
 /// take longer: the alternative is dropping out.
-pub fn renewal_attempts<'a, P: Platform, D: Member>(
+fn renewal_attempts<'a, P: Platform, D: Member>(
     platform: &'a P,
     policy: &'a RetryPolicy,
     entry: &Entry<D>,
@@ -133,7 +331,7 @@ pub fn renewal_attempts<'a, P: Platform, D: Member>(
 
 /// Reads a room's index and the caller's outbox at once (a failed read is
 /// retried on its own).
-pub async fn read_index_and_outbox<S: Store, P: Platform>(
+async fn read_index_and_outbox<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     index_key: &str,
@@ -152,7 +350,7 @@ pub async fn read_index_and_outbox<S: Store, P: Platform>(
     Ok((index, own))
 }
 
-pub fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
+fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
     let mut bytes = [0u8; DELETE_KEY_BYTES];
     platform.fill_random(&mut bytes);
     DeleteKey::from_random(&bytes)
@@ -175,7 +373,7 @@ pub fn apply_claim<'a, D: Member, P: Platform>(
 /// rebuilt from the one read after a conflict: only this caller writes it,
 /// but two of its requests may be in flight at once, and neither may undo
 /// the other). Returns what `build` gave besides the outbox.
-pub async fn write_outbox<S: Store, P: Platform, T>(
+async fn write_outbox<S: Store, P: Platform, T>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     key: &str,
@@ -305,7 +503,7 @@ impl<'a, P: Platform> Attempts<'a, P> {
     }
 }
 
-pub async fn read_with<S: Store, P: Platform>(
+async fn read_with<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     key: &str,

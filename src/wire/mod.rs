@@ -5,6 +5,7 @@ pub mod p2pcf;
 pub mod relay;
 
 use crate::engine::hints::Hint;
+use crate::error::Error;
 
 /// A successful answer: the JSON body and facts for logs and tests.
 #[derive(Debug)]
@@ -14,6 +15,21 @@ pub struct Reply {
     pub peers: usize,
     /// When the caller should poll next (not for a leave).
     pub hint: Option<Hint>,
+}
+
+/// Reads a request body: text that is not JSON is "Bad JSON"; JSON of
+/// another shape is `wrong_shape`.
+pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(
+    body: &'a [u8],
+    wrong_shape: &'static str,
+) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            Error::BadRequest(wrong_shape)
+        } else {
+            Error::BadRequest("Bad JSON")
+        }
+    })
 }
 
 /// Serializes an answer.

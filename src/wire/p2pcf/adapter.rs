@@ -12,19 +12,14 @@
 //! * join, `d` change, leave: 2 gets + 1 put (index), + 1 put with packages;
 //! * plus one get and one put for each conflict or 429 met on the way.
 
-use base64::Engine as _;
-
 use super::parse::{Package, PeerData, PeerView, PollResponse, Presence, Publish, Request};
 use crate::config::Config;
 use crate::domain::{ContextId, DeleteKey, RoomId, SessionId};
-use crate::engine::hints::{self, PollSettings};
+use crate::engine::hints::PollSettings;
 use crate::engine::mailbox::Mailbox;
 use crate::engine::room::{Arrival, Claim, Member, Outbox, Outboxes, Room, Sent};
 use crate::error::Error;
-use crate::host::r2::{
-    apply_claim, decode, read_index_and_outbox, read_outboxes, read_with, renewal_attempts, update,
-    write_outbox, Attempts, RetryPolicy, MAX_FOLD_READS,
-};
+use crate::host::r2::{apply_claim, decode, Attempts, Keys, R2Room, RetryPolicy, MAX_FOLD_READS};
 use crate::platform::Platform;
 use crate::store::{Counting, Object, Store};
 use crate::wire::{to_json, Reply};
@@ -37,16 +32,10 @@ impl Member for PeerData {
     }
 }
 
-/// The R2 key of a room's index.
-pub fn room_key(room: &RoomId) -> String {
-    format!("rooms/{room}")
-}
-
-/// The R2 key of a context's outbox. Context ids may hold any character, so
-/// they are base64url-encoded.
-pub fn outbox_key(room: &RoomId, context: &ContextId) -> String {
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(context.as_str());
-    format!("rooms/{room}/c/{encoded}")
+/// Where p2pcf keeps a room: `rooms/<room>`, and each context's outbox at
+/// `rooms/<room>/c/<base64url(context)>` (context ids may hold any character).
+pub fn keys(room: &RoomId) -> Keys {
+    Keys::new("rooms", room, true)
 }
 
 /// Most outboxes one request reads (each is a subrequest; the free plan
@@ -72,52 +61,38 @@ pub async fn handle<S: Store, P: Platform>(
     config: &Config,
     request: &Request,
 ) -> Result<Reply, Error> {
+    let room = |id: &RoomId| R2Room {
+        store,
+        platform,
+        policy,
+        keys: keys(id),
+        max_room_bytes: config.limits.max_room_bytes,
+        max_peers: config.limits.max_peers,
+    };
     match request {
         Request::Poll {
-            room,
+            room: id,
             context,
             presence,
-        } => {
-            poll(
-                store,
-                platform,
-                policy,
-                config,
-                room,
-                context,
-                presence.as_ref(),
-            )
-            .await
-        }
-        Request::Publish(publish) => publish_entry(store, platform, policy, config, publish).await,
+        } => poll(&room(id), &config.poll, context, presence.as_ref()).await,
+        Request::Publish(publish) => publish_entry(&room(&publish.room), config, publish).await,
         Request::Leave {
-            room,
+            room: id,
             context,
             session,
             delete_key,
         } => {
-            let mut attempts =
-                Attempts::new(platform, policy, policy.leave_budget_ms, LEAVE_NOT_STORED);
-            let key = room_key(room);
-            let current = read_with(store, &mut attempts, &key).await?;
-            let index: Room<PeerData> = update(
-                store,
-                &mut attempts,
-                &key,
-                current,
-                config.limits.max_room_bytes,
-                |r, now| {
-                    if r.remove(context, session.as_ref(), delete_key, now) {
-                        Ok(true)
-                    } else {
-                        Err(Error::NotFound)
-                    }
-                },
-            )
-            .await?;
+            let removed = |r: &mut Room<PeerData>, now| {
+                if r.remove(context, session.as_ref(), delete_key, now) {
+                    Ok(true)
+                } else {
+                    Err(Error::NotFound)
+                }
+            };
+            let peers = room(id).leave(LEAVE_NOT_STORED, removed).await?;
             Ok(Reply {
                 body: b"{}".to_vec(),
-                peers: index.live_count(platform.now_ms()),
+                peers,
                 hint: None,
             })
         }
@@ -128,158 +103,135 @@ pub async fn handle<S: Store, P: Platform>(
 /// waiting. With `d` it may also register or renew the caller (see
 /// [`Room::apply`]); that write gets a short budget and never fails the poll.
 async fn poll<S: Store, P: Platform>(
-    store: &Counting<'_, S>,
-    platform: &P,
-    policy: &RetryPolicy,
-    config: &Config,
-    room: &RoomId,
+    room: &R2Room<'_, S, P>,
+    settings: &PollSettings,
     context: &ContextId,
     presence: Option<&Presence>,
 ) -> Result<Reply, Error> {
-    let mut attempts = Attempts::new(platform, policy, policy.read_budget_ms, NOTHING_READ);
-    let key = room_key(room);
-    let object = read_with(store, &mut attempts, &key).await?;
+    let mut attempts = room.attempts(room.policy.read_budget_ms, NOTHING_READ);
+    let object = room.read(&mut attempts).await?;
     let mut index: Room<PeerData> = decode(object.as_ref())?;
     let mut dk = None;
     if let Some(presence) = presence {
-        let claim = Claim::of_presence(context, presence);
-        let session = &presence.data.session;
-        let now = platform.now_ms();
-        let own = index
-            .entry(context)
-            .filter(|e| e.d.session == *session && e.is_live(now));
-        let registering = own.is_none();
-        let own_key = own.map(|e| e.dk.clone());
-        let mut writing = match own {
-            Some(e) => renewal_attempts(platform, policy, e, now),
-            None => Attempts::new(platform, policy, policy.poll_write_budget_ms, ""),
-        };
-        let limits = &config.limits;
-        // A renewal also folds in the other entries that are due, from
-        // their outboxes: one index write renews many.
-        let mut folds = Outboxes::new();
-        let mut apply_poll = apply_claim(&claim, Arrival::Poll, limits.max_peers, platform);
-        let renewing = !registering && apply_poll(&mut index.clone(), now) == Ok(true);
-        if renewing {
-            let budget = policy.max_ops.saturating_sub(store.counts().total() + 4) as usize;
-            let wanted = index.renewals_to_fold(context, now, MAX_FOLD_READS.min(budget));
-            folds = read_outboxes(store, |k| outbox_key(room, k), wanted).await;
-        }
-        let written = update(
-            store,
-            &mut writing,
-            &key,
-            object,
-            limits.max_room_bytes,
-            |r, now| {
-                let folded = r.fold(&folds, now);
-                Ok(apply_poll(r, now)? || folded > 0)
-            },
-        )
-        .await;
-        match written {
-            Ok(updated) => {
-                // A new entry's key goes to the client (the stock client
-                // keeps the last `dk` it was given). That includes an entry
-                // that expired between the read and the write and was
-                // registered anew: its old key would no longer remove it.
-                let held = own_key.as_ref();
-                dk = updated
-                    .entry(context)
-                    .filter(|e| e.d.session == *session && Some(&e.dk) != held)
-                    .map(|e| e.dk.clone());
-                index = updated;
-            }
-            Err(e @ Error::Unreadable { .. }) => return Err(e),
-            // A poll stays a read: a refusal (room full, left, session in use)
-            // or a busy index only means no registration this time.
-            Err(_) => {}
-        }
+        (index, dk) = register_or_renew(room, index, object, context, presence).await?;
     }
     let view = View {
-        room,
         context,
         session: presence.map(|p| &p.data.session),
         dk: dk.as_ref(),
     };
-    respond(store, &mut attempts, &config.poll, &index, view).await
+    respond(room, settings, &index, view).await
+}
+
+/// A poll with `d`: registers the caller if it has no entry, or renews its
+/// entry when due, folding in the other entries that are due from their
+/// outboxes (one index write renews many). Returns the room and, for a new
+/// entry, its key. A poll stays a read: a refusal (room full, left, session
+/// in use) or a busy index only means no registration this time.
+async fn register_or_renew<S: Store, P: Platform>(
+    room: &R2Room<'_, S, P>,
+    index: Room<PeerData>,
+    object: Option<Object>,
+    context: &ContextId,
+    presence: &Presence,
+) -> Result<(Room<PeerData>, Option<DeleteKey>), Error> {
+    let claim = Claim::of_presence(context, presence);
+    let session = &presence.data.session;
+    let now = room.platform.now_ms();
+    let own = index
+        .entry(context)
+        .filter(|e| e.d.session == *session && e.is_live(now));
+    let own_key = own.map(|e| e.dk.clone());
+    let mut folds = Outboxes::new();
+    let mut dry_run = apply_claim(&claim, Arrival::Poll, room.max_peers, room.platform);
+    if own.is_some() && dry_run(&mut index.clone(), now) == Ok(true) {
+        let used = room.store.counts().total() + 4;
+        let budget = room.policy.max_ops.saturating_sub(used) as usize;
+        let wanted = index.renewals_to_fold(context, now, MAX_FOLD_READS.min(budget));
+        folds = room.read_outboxes(wanted).await;
+    }
+    let fold = |r: &mut Room<PeerData>, now| Ok(r.fold(&folds, now) > 0);
+    match room.renew(object, &claim, own, fold, |_, _, _| {}).await {
+        Ok(updated) => {
+            // A new entry's key goes to the client (the stock client keeps
+            // the last `dk` it was given). That includes an entry that
+            // expired between the read and the write and was registered
+            // anew: its old key would no longer remove it.
+            let dk = updated
+                .entry(context)
+                .filter(|e| e.d.session == *session && Some(&e.dk) != own_key.as_ref())
+                .map(|e| e.dk.clone());
+            Ok((updated, dk))
+        }
+        Err(e @ Error::Unreadable { .. }) => Err(e),
+        Err(_) => Ok((index, None)),
+    }
 }
 
 /// Whose view a response is.
 struct View<'a> {
-    room: &'a RoomId,
     context: &'a ContextId,
     session: Option<&'a SessionId>,
     dk: Option<&'a DeleteKey>,
 }
 
 /// Reads the outboxes the caller's view needs and builds the response.
-/// Who is in the room comes from the index alone; an outbox that cannot be
-/// read only delays its packages to a later poll.
+/// Who is in the room comes from the index alone. Never fails: a write may
+/// already have landed; packages left unread come with the next poll.
 async fn respond<S: Store, P: Platform>(
-    store: &Counting<'_, S>,
-    attempts: &mut Attempts<'_, P>,
-    poll: &PollSettings,
+    room: &R2Room<'_, S, P>,
+    settings: &PollSettings,
     index: &Room<PeerData>,
     who: View<'_>,
 ) -> Result<Reply, Error> {
-    // One instant for the whole view: the outboxes read are those needed then.
-    let now = attempts.platform.now_ms();
-    // Never fail here: a write may already have landed. Read what the
-    // budget allows; packages left unread come with the next poll.
-    let budget = attempts
-        .policy
-        .max_ops
-        .saturating_sub(store.counts().total());
-    let limit = MAX_OUTBOX_READS.min(budget as usize);
-    let wanted = index.outboxes_to_read(who.context, who.session, now, limit);
-    let outboxes = read_outboxes(store, |k| outbox_key(who.room, k), wanted).await;
-    let mut view = index.view(who.context, who.session, who.dk, &outboxes, now);
-    let situation = index.situation(
-        who.context,
-        who.session,
-        &outboxes,
-        poll.fast_window_ms,
-        now,
-    );
-    let hint = hints::hint(&situation, poll);
-    view.hint = Some(hint);
+    let look = room
+        .look(
+            index,
+            who.context,
+            who.session,
+            MAX_OUTBOX_READS,
+            usize::MAX,
+            settings,
+        )
+        .await;
+    let mut view = index.view(who.context, who.session, who.dk, &look.outboxes, look.now);
+    view.hint = Some(look.hint);
     Ok(Reply {
         body: to_json(&view),
-        peers: index.live_count(now),
-        hint: Some(hint),
+        peers: index.live_count(look.now),
+        hint: Some(look.hint),
     })
 }
 
+/// A publish: `d`, `t`, `x` and packages. New packages go to the caller's
+/// outbox first, then the index is written when the engine says so; a
+/// heartbeat the index does not need yet goes where it costs least.
 async fn publish_entry<S: Store, P: Platform>(
-    store: &Counting<'_, S>,
-    platform: &P,
-    policy: &RetryPolicy,
+    room: &R2Room<'_, S, P>,
     config: &Config,
     publish: &Publish,
 ) -> Result<Reply, Error> {
-    let limits = &config.limits;
-    let mut attempts = Attempts::new(platform, policy, policy.join_budget_ms, JOIN_NOT_STORED);
-    let index_key = room_key(&publish.room);
-    let own_key = outbox_key(&publish.room, &publish.context);
-    let (index, own) = read_index_and_outbox(store, &mut attempts, &index_key, &own_key).await?;
-    let room = decode(index.as_ref())?;
+    let policy = room.policy;
+    let mut attempts = room.attempts(policy.join_budget_ms, JOIN_NOT_STORED);
+    let (index, own) = room
+        .read_with_outbox(&mut attempts, &publish.context)
+        .await?;
+    let current: Room<PeerData> = decode(index.as_ref())?;
     let claim = Claim::of_publish(publish);
-    let now = platform.now_ms();
+    let now = room.platform.now_ms();
     // Refuse before anything is stored.
-    room.check(&claim, now)?;
-    let joining = !room.owns_live_entry(&publish.context, &publish.data.session, now);
+    current.check(&claim, now)?;
+    let joining = !current.owns_live_entry(&publish.context, &publish.data.session, now);
     if !joining {
         // The caller cannot poll while this runs: a short budget, a little
         // longer when its entry has time to spare (a heartbeat leaves 30 s).
-        let left = room
+        let left = current
             .entry(&publish.context)
             .map_or(0, |e| e.expires_ms.saturating_sub(now));
         let budget = (left / 4).clamp(policy.write_budget_ms, policy.write_budget_max_ms);
         attempts = attempts.within(budget);
         attempts.stored = ENTRY_NOT_RENEWED;
     }
-
     let stored = own
         .as_ref()
         .and_then(|o| Outbox::decode(&o.body))
@@ -289,98 +241,140 @@ async fn publish_entry<S: Store, P: Platform>(
         PackageChange::Withdrawn if joining => PackageChange::New,
         change => change,
     };
-    let outbox = |now| Outbox {
-        session: publish.data.session.clone(),
-        t: publish.t.clone(),
-        expires_ms: now + publish.ttl_ms,
-        ttl_ms: publish.ttl_ms,
-        p: room.address(&publish.packages, now),
-        mail: Mailbox::default(),
+    let write = Write {
+        publish,
+        claim: &claim,
+        current: &current,
+        joining,
+        change,
+        stored: stored.as_ref(),
     };
-    // A duplicate of this tab (same context id) may have written too: last one wins.
-    let outbox = |_: Option<&Object>, now| Ok((outbox(now), ()));
-    // A heartbeat the index does not need yet (the stock client's comes
-    // 30 s before the expiry; it may also withdraw packages older than a
-    // minute): into the index if its key is idle, else into the caller's own
-    // outbox, where the next renewal folds it in. Either way it is stored,
-    // and a room's heartbeats never queue on the index.
-    let in_window = room
-        .entry(&publish.context)
-        .is_some_and(|e| e.in_renewal_window(now));
-    let beat = !joining
-        && (change == PackageChange::Same || change == PackageChange::Withdrawn && in_window)
-        && stored.as_ref().is_none_or(|o| o.t != publish.t)
-        && apply_claim(&claim, arrival_same(), limits.max_peers, platform)(&mut room.clone(), now)
-            == Ok(false);
-    if beat {
-        let mut politely = Attempts::new(platform, policy, policy.write_budget_ms, "").politely();
-        let index = match update(
-            store,
-            &mut politely,
-            &index_key,
-            index,
-            limits.max_room_bytes,
-            apply_claim(&claim, Arrival::Heartbeat, limits.max_peers, platform),
-        )
-        .await
-        {
-            Ok(index) => index,
-            Err(Error::Busy { .. }) => {
-                write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
-                room
-            }
-            Err(e) => return Err(e),
-        };
-        return respond_to_publish(store, &mut attempts, config, publish, &index).await;
+    let index = if write.is_idle_heartbeat(room.max_peers, room.platform) {
+        heartbeat(room, &mut attempts, &write, index, own).await?
+    } else {
+        write_packages(room, &mut attempts, &write, index, own).await?
+    };
+    let dk = index.entry(&publish.context).map(|e| e.dk.clone());
+    let view = View {
+        context: &publish.context,
+        session: Some(&publish.data.session),
+        dk: dk.as_ref(),
+    };
+    respond(room, &config.poll, &index, view).await
+}
+
+/// A publish, as read against what the room and the caller's outbox hold.
+struct Write<'a> {
+    publish: &'a Publish,
+    claim: &'a Claim<'a, PeerData>,
+    current: &'a Room<PeerData>,
+    joining: bool,
+    change: PackageChange,
+    stored: Option<&'a Outbox>,
+}
+
+impl Write<'_> {
+    /// A heartbeat the index does not need yet (the stock client's comes
+    /// 30 s before the expiry; it may also withdraw packages older than a
+    /// minute): see [`heartbeat`].
+    fn is_idle_heartbeat(&self, max_peers: usize, platform: &impl Platform) -> bool {
+        let now = platform.now_ms();
+        let in_window = self
+            .current
+            .entry(&self.publish.context)
+            .is_some_and(|e| e.in_renewal_window(now));
+        let mut dry_run = apply_claim(self.claim, arrival_same(), max_peers, platform);
+        !self.joining
+            && (self.change == PackageChange::Same
+                || self.change == PackageChange::Withdrawn && in_window)
+            && self.stored.is_none_or(|o| o.t != self.publish.t)
+            && dry_run(&mut self.current.clone(), now) == Ok(false)
     }
-    // New packages go to the caller's outbox first, so that whoever learns
-    // of them from the index finds them there.
-    if change == PackageChange::New {
-        write_outbox(store, &mut attempts, &own_key, own, outbox).await?;
-        attempts.stored = if joining {
+
+    /// The caller's outbox as this publish writes it at `now`.
+    fn outbox(&self, now: u64) -> Outbox {
+        let p = self.publish;
+        Outbox {
+            session: p.data.session.clone(),
+            t: p.t.clone(),
+            expires_ms: now + p.ttl_ms,
+            ttl_ms: p.ttl_ms,
+            p: self.current.address(&p.packages, now),
+            mail: Mailbox::default(),
+        }
+    }
+}
+
+/// A heartbeat the index does not need yet goes into the index if its key
+/// is idle, else into the caller's own outbox, where the next renewal folds
+/// it in. Either way it is stored, and a room's heartbeats never queue on
+/// the index.
+async fn heartbeat<S: Store, P: Platform>(
+    room: &R2Room<'_, S, P>,
+    attempts: &mut Attempts<'_, P>,
+    write: &Write<'_>,
+    index: Option<Object>,
+    own: Option<Object>,
+) -> Result<Room<PeerData>, Error> {
+    let publish = write.publish;
+    let mut politely = room.attempts(room.policy.write_budget_ms, "").politely();
+    let no_check = |_: &Room<PeerData>, _| Ok(());
+    let claimed = room
+        .claim(
+            &mut politely,
+            index,
+            write.claim,
+            Arrival::Heartbeat,
+            no_check,
+        )
+        .await;
+    match claimed {
+        Ok(index) => Ok(index),
+        Err(Error::Busy { .. }) => {
+            // A duplicate of this tab (same context id) may have written too: last one wins.
+            let outbox = |_: Option<&Object>, now| Ok((write.outbox(now), ()));
+            room.write_outbox(attempts, &publish.context, own, outbox)
+                .await?;
+            Ok(write.current.clone())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// New packages go to the caller's outbox first, so that whoever learns of
+/// them from the index finds them there; then the index, when the engine
+/// says so (a join, `d` changed, announcements, an urgent renewal).
+async fn write_packages<S: Store, P: Platform>(
+    room: &R2Room<'_, S, P>,
+    attempts: &mut Attempts<'_, P>,
+    write: &Write<'_>,
+    index: Option<Object>,
+    own: Option<Object>,
+) -> Result<Room<PeerData>, Error> {
+    let publish = write.publish;
+    if write.change == PackageChange::New {
+        // A duplicate of this tab (same context id) may have written too: last one wins.
+        let outbox = |_: Option<&Object>, now| Ok((write.outbox(now), ()));
+        room.write_outbox(attempts, &publish.context, own, outbox)
+            .await?;
+        attempts.stored = if write.joining {
             JOIN_PACKAGES_ONLY
         } else {
             PACKAGES_ONLY
         };
     }
-
     // Only packages not handed over before may need announcing.
-    let held = stored.as_ref().map_or(&[][..], |o| &o.p[..]);
+    let held = write.stored.map_or(&[][..], |o| &o.p[..]);
     let fresh: Vec<SessionId> = publish
         .packages
         .iter()
         .filter(|p| !held.iter().any(|s| s.is(p)))
         .map(|p| p.to.clone())
         .collect();
-    let arrival = change.arrival(&fresh);
-    let index = update(
-        store,
-        &mut attempts,
-        &index_key,
-        index,
-        limits.max_room_bytes,
-        apply_claim(&claim, arrival, limits.max_peers, platform),
-    )
-    .await?;
-    respond_to_publish(store, &mut attempts, config, publish, &index).await
-}
-
-/// The answer to a publish: the view with the caller's delete key.
-async fn respond_to_publish<S: Store, P: Platform>(
-    store: &Counting<'_, S>,
-    attempts: &mut Attempts<'_, P>,
-    config: &Config,
-    publish: &Publish,
-    index: &Room<PeerData>,
-) -> Result<Reply, Error> {
-    let dk = index.entry(&publish.context).map(|e| e.dk.clone());
-    let view = View {
-        room: &publish.room,
-        context: &publish.context,
-        session: Some(&publish.data.session),
-        dk: dk.as_ref(),
-    };
-    respond(store, attempts, &config.poll, index, view).await
+    let arrival = write.change.arrival(&fresh);
+    let no_check = |_: &Room<PeerData>, _| Ok(());
+    room.claim(attempts, index, write.claim, arrival, no_check)
+        .await
 }
 
 fn arrival_same() -> Arrival<'static> {

@@ -20,6 +20,7 @@ use crate::domain::{
 use crate::engine::hints::Hint;
 use crate::engine::limits::Limits;
 use crate::error::Error;
+use crate::wire::from_json;
 
 /// Largest `t`: ms exact in an f64 (2^53). A client's `t` is its own clock,
 /// however far off: the worker only compares a client's `t`s with each
@@ -320,37 +321,70 @@ fn parse_string<T>(
     }
 }
 
+/// `d` with its `x` and `t`: the data, `t` and the lifetime granted.
+fn parse_presence(
+    d: &Value,
+    x: Option<Value>,
+    t: Option<Value>,
+) -> Result<(PeerData, Millis, u64), Error> {
+    let x = present(x)
+        .as_ref()
+        .and_then(Millis::from_value)
+        .map(|x| x.as_f64())
+        .filter(|x| *x > 0.0 && *x <= MAX_REQUESTED_TTL_MS)
+        .ok_or(Error::BadRequest("Bad expiration"))?;
+    let t = present(t)
+        .as_ref()
+        .and_then(Millis::from_value)
+        .filter(|t| (0.0..=MAX_T_MS).contains(&t.as_f64()))
+        .ok_or(Error::BadRequest("Bad timestamp"))?;
+    let data = PeerData::parse(d)?;
+    // x is in (0, 24h]: the cast cannot overflow; sub-ms precision is dropped.
+    let ttl_ms = (x.ceil() as u64).min(MAX_TTL_MS);
+    Ok((data, t, ttl_ms))
+}
+
+/// `p`, sent by `sender`. A package list needs its sender: without `d` it
+/// is ignored (`None`), as before.
+fn parse_packages(
+    p: &RawValue,
+    sender: Option<&SessionId>,
+    limits: &Limits,
+) -> Result<Option<Vec<Package>>, Error> {
+    let raw = serde_json::from_str::<Vec<Box<RawValue>>>(p.get())
+        .map_err(|_| Error::BadRequest("Bad packages"))?;
+    if raw.len() > limits.max_packages {
+        return Err(Error::PayloadTooLarge("Too many packages"));
+    }
+    let Some(sender) = sender else {
+        return Ok(None);
+    };
+    let packages = raw
+        .into_iter()
+        .map(|r| Package::parse(r, sender, limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The stock client keeps one package per peer; more would only make
+    // every reader's poll larger.
+    let mut recipients: Vec<&SessionId> = packages.iter().map(|p| &p.to).collect();
+    recipients.sort_unstable();
+    if recipients.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::BadRequest("Two packages for one recipient"));
+    }
+    Ok(Some(packages))
+}
+
 /// Parses a request body. `leave` is true for `DELETE` / `X-Worker-Method: DELETE`.
 pub fn parse_request(body: &[u8], leave: bool, limits: &Limits) -> Result<Request, Error> {
-    let wire: WireBody = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            Error::BadRequest("Bad request body: expected a JSON object with valid fields")
-        } else {
-            Error::BadRequest("Bad JSON")
-        }
-    })?;
+    let wire: WireBody = from_json(
+        body,
+        "Bad request body: expected a JSON object with valid fields",
+    )?;
     let room = parse_string(wire.r, "Bad room id", RoomId::parse)?;
     let context = parse_string(wire.k, "Bad context id", ContextId::parse)?;
 
     let data = match present(wire.d) {
         None => None,
-        Some(d) => {
-            let x = present(wire.x)
-                .as_ref()
-                .and_then(Millis::from_value)
-                .map(|x| x.as_f64())
-                .filter(|x| *x > 0.0 && *x <= MAX_REQUESTED_TTL_MS)
-                .ok_or(Error::BadRequest("Bad expiration"))?;
-            let t = present(wire.t)
-                .as_ref()
-                .and_then(Millis::from_value)
-                .filter(|t| (0.0..=MAX_T_MS).contains(&t.as_f64()))
-                .ok_or(Error::BadRequest("Bad timestamp"))?;
-            let data = PeerData::parse(&d)?;
-            // x is in (0, 24h]: the cast cannot overflow; sub-ms precision is dropped.
-            let ttl_ms = (x.ceil() as u64).min(MAX_TTL_MS);
-            Some((data, t, ttl_ms))
-        }
+        Some(d) => Some(parse_presence(&d, wire.x, wire.t)?),
     };
 
     if leave {
@@ -369,31 +403,7 @@ pub fn parse_request(body: &[u8], leave: bool, limits: &Limits) -> Result<Reques
 
     let packages = match wire.p.filter(|p| p.get() != "null") {
         None => None,
-        Some(p) => {
-            let raw = serde_json::from_str::<Vec<Box<RawValue>>>(p.get())
-                .map_err(|_| Error::BadRequest("Bad packages"))?;
-            if raw.len() > limits.max_packages {
-                return Err(Error::PayloadTooLarge("Too many packages"));
-            }
-            // A package list needs its sender: without `d` it is ignored, as before.
-            match &data {
-                Some((d, _, _)) => {
-                    let packages = raw
-                        .into_iter()
-                        .map(|r| Package::parse(r, &d.session, limits))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    // The stock client keeps one package per peer; more would
-                    // only make every reader's poll larger.
-                    let mut recipients: Vec<&SessionId> = packages.iter().map(|p| &p.to).collect();
-                    recipients.sort_unstable();
-                    if recipients.windows(2).any(|w| w[0] == w[1]) {
-                        return Err(Error::BadRequest("Two packages for one recipient"));
-                    }
-                    Some(packages)
-                }
-                None => None,
-            }
-        }
+        Some(p) => parse_packages(&p, data.as_ref().map(|(d, _, _)| &d.session), limits)?,
     };
 
     Ok(match (data, packages) {

@@ -13,14 +13,11 @@ use serde_json::value::RawValue;
 use super::parse::{Caller, JoinNonce, RelayRequest};
 use crate::config::Config;
 use crate::domain::{ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
-use crate::engine::hints;
+use crate::engine::hints::{Hint, PollSettings};
 use crate::engine::mailbox::{Letter, Mailbox, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
 use crate::engine::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, Room};
 use crate::error::Error;
-use crate::host::r2::{
-    apply_claim, decode, read_index_and_outbox, read_outboxes_within, read_with, renewal_attempts,
-    update, write_outbox, Attempts, RetryPolicy,
-};
+use crate::host::r2::{apply_claim, decode, update, Attempts, Keys, R2Room, RetryPolicy};
 use crate::platform::Platform;
 use crate::store::{Counting, Object, Store};
 use crate::wire::{to_json, Reply};
@@ -67,14 +64,11 @@ impl Member for RelayMember {
     }
 }
 
-/// The R2 key of a relay room's index (apart from p2pcf rooms of the same name).
-pub fn room_key(room: &RoomId) -> String {
-    format!("relay/{room}")
-}
-
-/// The R2 key of a relay member's outbox (peer ids are base64url).
-pub fn outbox_key(room: &RoomId, id: &str) -> String {
-    format!("relay/{room}/c/{id}")
+/// Where the relay keeps a room: `relay/<room>` (apart from p2pcf rooms of
+/// the same name), and each member's outbox at `relay/<room>/c/<id>` (ids
+/// are base64url already).
+pub fn keys(room: &RoomId) -> Keys {
+    Keys::new("relay", room, false)
 }
 
 #[derive(Serialize)]
@@ -104,18 +98,14 @@ struct Answer<'a> {
     /// Numbers of messages sent now that had nobody to go to (not stored).
     #[serde(skip_serializing_if = "<[u64]>::is_empty")]
     undeliverable: &'a [u64],
-    hint: hints::Hint,
+    hint: Hint,
 }
 
 /// One request's surroundings.
 struct Run<'a, S, P> {
-    store: &'a Counting<'a, S>,
-    platform: &'a P,
-    policy: &'a RetryPolicy,
-    config: &'a Config,
+    room: R2Room<'a, S, P>,
     request: &'a RelayRequest,
-    /// The room index's key.
-    key: String,
+    poll: &'a PollSettings,
 }
 
 /// A member, as its request claims to be (proven against the stored index
@@ -135,12 +125,16 @@ pub async fn handle<S: Store, P: Platform>(
     request: &RelayRequest,
 ) -> Result<Reply, Error> {
     let run = Run {
-        store,
-        platform,
-        policy,
-        config,
+        room: R2Room {
+            store,
+            platform,
+            policy,
+            keys: keys(&request.room),
+            max_room_bytes: config.limits.max_room_bytes,
+            max_peers: config.limits.max_peers,
+        },
         request,
-        key: room_key(&request.room),
+        poll: &config.poll,
     };
     match &request.caller {
         Caller::Joining { meta, nonce } => join(&run, meta, nonce.as_ref()).await,
@@ -177,7 +171,8 @@ fn authenticate<'r>(
     Ok(entry)
 }
 
-/// A member's claim to be here (its data as stored; `t` is the server's clock).
+/// A member's claim to be here (its data as stored; its last write is now,
+/// on the server's clock).
 fn member_claim<'a>(
     context: &'a ContextId,
     member: &'a RelayMember,
@@ -212,7 +207,7 @@ async fn join<S: Store, P: Platform>(
         Some(nonce) => nonce.member_id(&run.request.room),
         None => {
             let mut bytes = [0u8; 16];
-            run.platform.fill_random(&mut bytes);
+            run.room.platform.fill_random(&mut bytes);
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         }
     };
@@ -222,27 +217,17 @@ async fn join<S: Store, P: Platform>(
         id: id.clone(),
         meta: meta.clone(),
     };
-    let t = Millis::from_u64(run.platform.now_ms());
+    let t = Millis::from_u64(run.room.platform.now_ms());
     let claim = Claim {
         may_join: true,
         ..member_claim(&context, &member, &t)
     };
-    let limits = &run.config.limits;
-    let mut attempts = Attempts::new(
-        run.platform,
-        run.policy,
-        run.policy.join_budget_ms,
-        "nothing was stored; join again",
-    );
-    let index = read_with(run.store, &mut attempts, &run.key).await?;
-    let mut join = apply_claim(&claim, Arrival::Poll, limits.max_peers, run.platform);
-    let room = update(
-        run.store,
-        &mut attempts,
-        &run.key,
-        index,
-        limits.max_room_bytes,
-        |r: &mut Room<RelayMember>, now| {
+    let room = &run.room;
+    let mut attempts = room.attempts(room.policy.join_budget_ms, "nothing was stored; join again");
+    let index = room.read(&mut attempts).await?;
+    let mut join = apply_claim(&claim, Arrival::Poll, room.max_peers, room.platform);
+    let joined = room
+        .update(&mut attempts, index, |r: &mut Room<RelayMember>, now| {
             // A retried join (same nonce) finds its entry: nothing to write.
             let retried = r
                 .entry(&context)
@@ -251,39 +236,24 @@ async fn join<S: Store, P: Platform>(
                 return Ok(false);
             }
             join(r, now)
-        },
-    )
-    .await?;
-    let token = room
+        })
+        .await?;
+    let token = joined
         .entry(&context)
         .map(|e| e.dk.as_str().to_owned())
         .ok_or(Error::Left)?;
-    answer(run, &id, &context, Some(token), room, &[]).await
+    answer(run, &id, &context, Some(token), joined, &[]).await
 }
 
 async fn leave<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result<Reply, Error> {
-    let mut attempts = Attempts::new(
-        run.platform,
-        run.policy,
-        run.policy.leave_budget_ms,
-        "the leave was not stored",
-    );
-    let index = read_with(run.store, &mut attempts, &run.key).await?;
-    let left = update(
-        run.store,
-        &mut attempts,
-        &run.key,
-        index,
-        run.config.limits.max_room_bytes,
-        |r: &mut Room<RelayMember>, now| {
-            authenticate(r, me, now)?;
-            Ok(r.remove(&me.context, Some(me.id), me.token, now))
-        },
-    )
-    .await?;
+    let remove = |r: &mut Room<RelayMember>, now| {
+        authenticate(r, me, now)?;
+        Ok(r.remove(&me.context, Some(me.id), me.token, now))
+    };
+    let peers = run.room.leave("the leave was not stored", remove).await?;
     Ok(Reply {
         body: b"{}".to_vec(),
-        peers: left.live_count(run.platform.now_ms()),
+        peers,
         hint: None,
     })
 }
@@ -291,15 +261,11 @@ async fn leave<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Resul
 /// A poll: the index (and the outboxes where messages can wait); renews
 /// the caller's entry when due.
 async fn poll<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result<Reply, Error> {
-    let mut attempts = Attempts::new(
-        run.platform,
-        run.policy,
-        run.policy.write_budget_ms,
-        "nothing was stored; retry",
-    );
-    let index = read_with(run.store, &mut attempts, &run.key).await?;
-    let room = renew(run, me, index).await?;
-    answer(run, me.id, &me.context, None, room, &[]).await
+    let room = &run.room;
+    let mut attempts = room.attempts(room.policy.write_budget_ms, "nothing was stored; retry");
+    let index = room.read(&mut attempts).await?;
+    let renewed = renew(run, me, index).await?;
+    answer(run, me.id, &me.context, None, renewed, &[]).await
 }
 
 /// Renews the caller's entry when its renewal is due (dropping its expired
@@ -310,36 +276,21 @@ async fn renew<S: Store, P: Platform>(
     index: Option<Object>,
 ) -> Result<Room<RelayMember>, Error> {
     let room: Room<RelayMember> = decode(index.as_ref())?;
-    let now = run.platform.now_ms();
+    let now = run.room.platform.now_ms();
     let entry = authenticate(&room, me, now)?;
     let member = entry.d.clone();
     let t = Millis::from_u64(now);
     let claim = member_claim(&me.context, &member, &t);
-    let mut renewing = renewal_attempts(run.platform, run.policy, entry, now);
-    let mut renew = apply_claim(
-        &claim,
-        Arrival::Poll,
-        run.config.limits.max_peers,
-        run.platform,
-    );
-    let renewed = update(
-        run.store,
-        &mut renewing,
-        &run.key,
-        index,
-        run.config.limits.max_room_bytes,
-        |r: &mut Room<RelayMember>, now| {
-            authenticate(r, me, now)?;
-            let write = renew(r, now)?;
-            if write {
-                if let Some(mail) = r.mail_mut(&me.context) {
-                    mail.drop_expired(now);
-                }
-            }
-            Ok(write)
-        },
-    )
-    .await;
+    let check = |r: &mut Room<RelayMember>, now| authenticate(r, me, now).map(|_| false);
+    let drop_expired = |r: &mut Room<RelayMember>, now, written: bool| {
+        if let Some(mail) = r.mail_mut(&me.context).filter(|_| written) {
+            mail.drop_expired(now);
+        }
+    };
+    let renewed = run
+        .room
+        .renew(index, &claim, Some(entry), check, drop_expired)
+        .await;
     match renewed {
         Ok(updated) => Ok(updated),
         Err(Error::Busy { .. } | Error::PayloadTooLarge(_)) => Ok(room),
@@ -352,61 +303,101 @@ async fn renew<S: Store, P: Platform>(
 /// batch that opens a conversation: one write) or put in the sender's
 /// outbox, then announced in the index when its readers need telling.
 async fn send<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result<Reply, Error> {
-    let (store, platform, policy) = (run.store, run.platform, run.policy);
-    let mut attempts = Attempts::new(
-        platform,
-        policy,
-        policy.write_budget_ms,
-        "nothing was stored; retry with the same seq",
-    );
-    let own_key = outbox_key(&run.request.room, me.id.as_str());
-    let (index, own) = read_index_and_outbox(store, &mut attempts, &run.key, &own_key).await?;
-    let room: Room<RelayMember> = decode(index.as_ref())?;
-    let now = platform.now_ms();
-    let entry = authenticate(&room, me, now)?;
+    let room = &run.room;
+    let stored = "nothing was stored; retry with the same seq";
+    let mut attempts = room.attempts(room.policy.write_budget_ms, stored);
+    let (index, own) = room.read_with_outbox(&mut attempts, &me.context).await?;
+    let current: Room<RelayMember> = decode(index.as_ref())?;
+    let now = room.platform.now_ms();
+    let entry = authenticate(&current, me, now)?;
     let carried = entry.mail.clone();
     let mut boxed = own_outbox(own.as_ref(), me.id)
         .map(|o| o.mail)
         .unwrap_or_default();
     boxed.drop_expired(now);
     // Refused (409, 429) before anything is stored.
-    let members = others(&room, me.id, now);
+    let members = others(&current, me.id, now);
     let trial = boxed
         .clone()
         .accept(&carried, &run.request.send, &members, now, MAX_HELD_BYTES)?;
     let member = entry.d.clone();
     let t = Millis::from_u64(now);
     let claim = member_claim(&me.context, &member, &t);
-    let max_peers = run.config.limits.max_peers;
     let publish = Arrival::Publish {
-        heartbeat: false,
         recipients: &trial.recipients,
+        heartbeat: false,
     };
-    let needs_index = apply_claim(&claim, publish, max_peers, platform)(&mut room.clone(), now)?;
+    let mut dry_run = apply_claim(&claim, publish, room.max_peers, room.platform);
+    let batch = Batch {
+        me,
+        claim: &claim,
+        publish,
+        needs_index: dry_run(&mut current.clone(), now)?,
+    };
     if trial.stored == 0 {
         // Retries of stored letters (whose announcement may not have
         // landed), or letters for nobody: nothing new to store.
-        let room = if needs_index {
-            announce(run, me, &mut attempts, &claim, publish, index).await?
-        } else {
-            renew(run, me, index).await?
-        };
-        return answer(run, me.id, &me.context, None, room, &trial.undeliverable).await;
+        let index = batch.index(run, &mut attempts, index).await?;
+        return answer(run, me.id, &me.context, None, index, &trial.undeliverable).await;
     }
-
     // It rides in the index only when the outbox holds nothing it could overtake.
-    if needs_index && !boxed.holds_live(now) {
-        match carry(run, me, &mut attempts, &claim, &boxed, index.clone()).await {
-            Ok((room, undeliverable)) => {
-                return answer(run, me.id, &me.context, None, room, &undeliverable).await
+    if batch.needs_index && !boxed.holds_live(now) {
+        match carry(run, &batch, &mut attempts, &boxed, index.clone()).await {
+            Ok((index, undeliverable)) => {
+                return answer(run, me.id, &me.context, None, index, &undeliverable).await
             }
             // Too large for the index: outbox and announcement.
             Err(Error::PayloadTooLarge(_) | Error::Backlog { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    let stored = write_outbox(store, &mut attempts, &own_key, own, |current, now| {
-        let mut outbox = own_outbox(current, me.id).unwrap_or_else(|| Outbox {
+    let undeliverable = post(run, me, &mut attempts, &current, &carried, own).await?;
+    attempts.stored = "your messages were stored, but the room index was not updated \
+         (some may not be seen until you retry with the same seq)";
+    let index = batch.index(run, &mut attempts, index).await?;
+    answer(run, me.id, &me.context, None, index, &undeliverable).await
+}
+
+/// A batch being sent, with the entry write it needs.
+struct Batch<'a> {
+    me: &'a Me<'a>,
+    claim: &'a Claim<'a, RelayMember>,
+    publish: Arrival<'a>,
+    /// Whether the sender's entry must be written (an announcement).
+    needs_index: bool,
+}
+
+impl Batch<'_> {
+    /// The index after the batch: its announcement written when needed,
+    /// else the sender's entry renewed when due.
+    async fn index<S: Store, P: Platform>(
+        &self,
+        run: &Run<'_, S, P>,
+        attempts: &mut Attempts<'_, P>,
+        index: Option<Object>,
+    ) -> Result<Room<RelayMember>, Error> {
+        if !self.needs_index {
+            return renew(run, self.me, index).await;
+        }
+        let check = |r: &Room<RelayMember>, now| authenticate(r, self.me, now).map(|_| ());
+        run.room
+            .claim(attempts, index, self.claim, self.publish, check)
+            .await
+    }
+}
+
+/// Puts the batch in the sender's outbox (rebuilt on the version read after
+/// a conflict). Returns the numbers of messages that had nobody to go to.
+async fn post<S: Store, P: Platform>(
+    run: &Run<'_, S, P>,
+    me: &Me<'_>,
+    attempts: &mut Attempts<'_, P>,
+    current: &Room<RelayMember>,
+    carried: &Mailbox,
+    own: Option<Object>,
+) -> Result<Vec<u64>, Error> {
+    let build = |held: Option<&Object>, now| {
+        let mut outbox = own_outbox(held, me.id).unwrap_or_else(|| Outbox {
             session: me.id.clone(),
             t: Millis::from_u64(now),
             expires_ms: 0,
@@ -414,50 +405,19 @@ async fn send<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result
             p: Vec::new(),
             mail: Mailbox::default(),
         });
-        let members = others(&room, me.id, now);
+        let members = others(current, me.id, now);
         let accepted =
             outbox
                 .mail
-                .accept(&carried, &run.request.send, &members, now, MAX_HELD_BYTES)?;
+                .accept(carried, &run.request.send, &members, now, MAX_HELD_BYTES)?;
         outbox.t = Millis::from_u64(now);
         outbox.expires_ms = now + MEMBER_TTL_MS;
         outbox.ttl_ms = MEMBER_TTL_MS;
         Ok((outbox, accepted.undeliverable))
-    })
-    .await?;
-    attempts.stored = "your messages were stored, but the room index was not updated \
-         (some may not be seen until you retry with the same seq)";
-    let room = if needs_index {
-        announce(run, me, &mut attempts, &claim, publish, index).await?
-    } else {
-        renew(run, me, index).await?
     };
-    answer(run, me.id, &me.context, None, room, &stored).await
-}
-
-/// Writes the caller's entry with the announcement its letters need.
-async fn announce<S: Store, P: Platform>(
-    run: &Run<'_, S, P>,
-    me: &Me<'_>,
-    attempts: &mut Attempts<'_, P>,
-    claim: &Claim<'_, RelayMember>,
-    publish: Arrival<'_>,
-    index: Option<Object>,
-) -> Result<Room<RelayMember>, Error> {
-    let limits = &run.config.limits;
-    let mut apply = apply_claim(claim, publish, limits.max_peers, run.platform);
-    update(
-        run.store,
-        attempts,
-        &run.key,
-        index,
-        limits.max_room_bytes,
-        |r, now| {
-            authenticate(r, me, now)?;
-            apply(r, now)
-        },
-    )
-    .await
+    run.room
+        .write_outbox(attempts, &me.context, own, build)
+        .await
 }
 
 /// The caller's outbox, if it is its own (not one of an earlier member).
@@ -473,20 +433,19 @@ fn own_outbox(object: Option<&Object>, id: &SessionId) -> Option<Outbox> {
 /// grow past half its limit (the other half stays for joins).
 async fn carry<S: Store, P: Platform>(
     run: &Run<'_, S, P>,
-    me: &Me<'_>,
+    batch: &Batch<'_>,
     attempts: &mut Attempts<'_, P>,
-    claim: &Claim<'_, RelayMember>,
     boxed: &Mailbox,
     index: Option<Object>,
 ) -> Result<(Room<RelayMember>, Vec<u64>), Error> {
+    let (room, me) = (&run.room, batch.me);
     let mut undeliverable = Vec::new();
-    let limits = &run.config.limits;
-    let room = update(
-        run.store,
+    let carried = update(
+        room.store,
         attempts,
-        &run.key,
+        room.keys.index(),
         index,
-        limits.max_room_bytes / 2,
+        room.max_room_bytes / 2,
         |r: &mut Room<RelayMember>, now| {
             authenticate(r, me, now)?;
             let members = others(r, me.id, now);
@@ -497,19 +456,19 @@ async fn carry<S: Store, P: Platform>(
             let accepted =
                 mail.accept(boxed, &run.request.send, &members, now, MAX_INLINE_BYTES)?;
             let publish = Arrival::Publish {
-                heartbeat: false,
                 recipients: &accepted.recipients,
+                heartbeat: false,
             };
-            apply_claim(claim, publish, limits.max_peers, run.platform)(r, now)?;
-            if let Some(carried) = r.mail_mut(&me.context) {
-                *carried = mail;
+            apply_claim(batch.claim, publish, room.max_peers, room.platform)(r, now)?;
+            if let Some(held) = r.mail_mut(&me.context) {
+                *held = mail;
             }
             undeliverable = accepted.undeliverable;
             Ok(true)
         },
     )
     .await?;
-    Ok((room, undeliverable))
+    Ok((carried, undeliverable))
 }
 
 /// The answer: who is here, and the letters for the caller it has not
@@ -523,17 +482,13 @@ async fn answer<S: Store, P: Platform>(
     index: Room<RelayMember>,
     undeliverable: &[u64],
 ) -> Result<Reply, Error> {
-    let now = run.platform.now_ms();
-    let budget = run
-        .policy
-        .max_ops
-        .saturating_sub(run.store.counts().total());
+    let (reads, decode) = (MAX_RELAY_OUTBOX_READS, MAX_DECODE_BYTES);
+    let look = run
+        .room
+        .look(&index, context, Some(id), reads, decode, run.poll)
+        .await;
+    let now = look.now;
     let wanted = index.outboxes_to_read(context, Some(id), now, usize::MAX);
-    let limit = MAX_RELAY_OUTBOX_READS.min(budget as usize);
-    let to_read = index.outboxes_to_read(context, Some(id), now, limit);
-    let room = &run.request.room;
-    let key = |k: &ContextId| outbox_key(room, k.as_str());
-    let outboxes = read_outboxes_within(run.store, key, to_read, MAX_DECODE_BYTES).await;
     let peers: Vec<PeerOut<'_>> = index
         .live_members(now)
         .filter(|m| m.id != *id)
@@ -542,15 +497,8 @@ async fn answer<S: Store, P: Platform>(
             meta: m.meta.as_deref(),
         })
         .collect();
-    let (messages, more) = letters_for(&index, &outboxes, &wanted, id, &run.request.after, now);
-    let situation = index.situation(
-        context,
-        Some(id),
-        &outboxes,
-        run.config.poll.fast_window_ms,
-        now,
-    );
-    let hint = hints::hint(&situation, &run.config.poll);
+    let after = &run.request.after;
+    let (messages, more) = letters_for(&index, &look.outboxes, &wanted, id, after, now);
     let answer = Answer {
         id,
         token: token.as_deref(),
@@ -558,12 +506,12 @@ async fn answer<S: Store, P: Platform>(
         messages,
         more,
         undeliverable,
-        hint,
+        hint: look.hint,
     };
     Ok(Reply {
         body: to_json(&answer),
         peers: index.live_count(now),
-        hint: Some(hint),
+        hint: Some(look.hint),
     })
 }
 

@@ -31,6 +31,7 @@ use sha1::{Digest, Sha1};
 use crate::domain::{DeleteKeyInput, RoomId, SessionId};
 use crate::engine::mailbox::{Message, Recipient};
 use crate::error::Error;
+use crate::wire::from_json;
 
 /// Largest `meta`, serialized.
 pub const MAX_META_BYTES: usize = 1024;
@@ -119,13 +120,10 @@ struct WireMessage {
 
 /// Parses a relay request; every rule broken is a 4xx with its reason.
 pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
-    let wire: Wire = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            Error::BadRequest("Bad relay request: expected a JSON object with valid fields")
-        } else {
-            Error::BadRequest("Bad JSON")
-        }
-    })?;
+    let wire: Wire = from_json(
+        body,
+        "Bad relay request: expected a JSON object with valid fields",
+    )?;
     let room = RoomId::parse(wire.room.as_deref().unwrap_or_default())?;
     let caller = match (wire.id, wire.token) {
         (None, None) => {
