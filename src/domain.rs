@@ -139,3 +139,13 @@ impl DeleteKey {
             .into()
     }
 }
+
+/// Sorts `items` by `key`, keeping the order of equal keys (as
+/// `sort_by_key`). Every caller shares one sort of `(u64, usize)` pairs, so
+/// the wasm holds one sorting routine instead of one per item type.
+pub fn sort_by_u64<T>(items: &mut Vec<T>, key: impl Fn(&T) -> u64) {
+    let mut order: Vec<(u64, usize)> = items.iter().map(key).zip(0..).collect();
+    order.sort_unstable();
+    let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
+    items.extend(order.into_iter().filter_map(|(_, i)| slots[i].take()));
+}

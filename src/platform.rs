@@ -92,3 +92,8 @@ pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     .await;
     out.into_iter().flatten().collect()
 }
+
+/// A future on the heap, polled through one pointer. The worker boxes each
+/// request kind's future: its state machine is then compiled once, on its
+/// own, instead of inlined into one ~100 KB future for every request.
+pub type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;

@@ -37,17 +37,37 @@ impl Outcome {
 
     /// One structured log line (JSON), as `wrangler tail` shows it.
     pub fn log_line(&self, status: u16, duration_ms: u64) -> String {
-        serde_json::json!({
-            "op": self.op,
-            "status": status,
-            "room": self.room,
-            "peers": self.peers,
-            "r2": {"a": self.ops.class_a, "b": self.ops.class_b},
-            "hint": self.hint.map(|h| h.mode.as_str()),
-            "error": self.r2_error,
-            "ms": duration_ms,
-        })
-        .to_string()
+        // Fields in the order a JSON object of them always printed (sorted).
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            error: &'a Option<String>,
+            hint: Option<&'static str>,
+            ms: u64,
+            op: &'static str,
+            peers: Option<usize>,
+            r2: R2,
+            room: &'a Option<String>,
+            status: u16,
+        }
+        #[derive(serde::Serialize)]
+        struct R2 {
+            a: u32,
+            b: u32,
+        }
+        let line = Line {
+            error: &self.r2_error,
+            hint: self.hint.map(|h| h.mode.as_str()),
+            ms: duration_ms,
+            op: self.op,
+            peers: self.peers,
+            r2: R2 {
+                a: self.ops.class_a,
+                b: self.ops.class_b,
+            },
+            room: &self.room,
+            status,
+        };
+        String::from_utf8(crate::wire::to_json(&line)).unwrap_or_default()
     }
 }
 

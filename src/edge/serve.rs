@@ -9,7 +9,7 @@ use crate::edge::responses::{options, HttpRequest, HttpResponse};
 use crate::edge::status::{self, BucketState};
 use crate::error::Error;
 use crate::host::r2::RetryPolicy;
-use crate::platform::Platform;
+use crate::platform::{Boxed, Platform};
 use crate::store::{Counting, OpCounts, Store, StoreError};
 use crate::wire::p2pcf::{self, parse_request, Request};
 use crate::wire::{relay, Reply};
@@ -49,14 +49,14 @@ pub async fn serve<S: Store, P: Platform>(
     match method.as_str() {
         "GET" if path(&req.url) == "/turn" => {
             let mut outcome = Outcome::new("turn");
-            let resp = match turn_credentials(req, svc, &mut outcome).await {
+            let resp = match boxed(turn_credentials(req, svc, &mut outcome)).await {
                 Ok(resp) => resp,
                 Err(e) => HttpResponse::error(&e),
             };
             (resp, outcome)
         }
         "GET" | "HEAD" => {
-            let (mut resp, ops, r2_error) = status_page(req, svc).await;
+            let (mut resp, ops, r2_error) = boxed(status_page(req, svc)).await;
             if method == "HEAD" {
                 resp.body.clear();
             }
@@ -75,7 +75,7 @@ pub async fn serve<S: Store, P: Platform>(
                 return (HttpResponse::error(&Error::NoBucket), outcome);
             };
             let counting = Counting::new(store);
-            let result = signal(req, &method, &counting, svc, &mut outcome).await;
+            let result = boxed(signal(req, &method, &counting, svc, &mut outcome)).await;
             outcome.ops = counting.counts();
             let mut resp = match result {
                 Ok(reply) => {
@@ -124,7 +124,14 @@ async fn signal<S: Store, P: Platform>(
         let request = relay::parse(&req.body)?;
         outcome.room = Some(room_tag(&request.room, svc.isolate.log_key(svc.config)));
         outcome.op = "relay";
-        return relay::handle(store, svc.platform, svc.policy, svc.config, &request).await;
+        return boxed(relay::handle(
+            store,
+            svc.platform,
+            svc.policy,
+            svc.config,
+            &request,
+        ))
+        .await;
     }
     let leave = method == "DELETE"
         || req
@@ -141,7 +148,19 @@ async fn signal<S: Store, P: Platform>(
         Request::Publish(_) => "publish",
         Request::Leave { .. } => "leave",
     };
-    p2pcf::handle(store, svc.platform, svc.policy, svc.config, &request).await
+    boxed(p2pcf::handle(
+        store,
+        svc.platform,
+        svc.policy,
+        svc.config,
+        &request,
+    ))
+    .await
+}
+
+/// Boxes a future (see [`Boxed`]).
+fn boxed<'a, T>(f: impl std::future::Future<Output = T> + 'a) -> Boxed<'a, T> {
+    Box::pin(f)
 }
 
 /// The path of a request URL (`http://host/turn?x` -> `/turn`); `/` when empty.

@@ -16,7 +16,7 @@
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::{Secret, TurnSettings, TurnSource};
 use crate::error::Error;
@@ -79,14 +79,15 @@ pub fn parse_cloudflare(body: &[u8], now_ms: u64, ttl_s: u64) -> Result<Credenti
     #[derive(Deserialize)]
     struct Answer {
         #[serde(rename = "iceServers")]
-        ice_servers: Value,
+        ice_servers: Box<RawValue>,
     }
     let answer: Answer = serde_json::from_slice(body)
         .map_err(|_| Error::TurnUpstream("an answer without iceServers"))?;
     // Older answers held one server object; newer ones a list.
-    let servers: Vec<IceServer> = match answer.ice_servers {
-        Value::Array(list) => serde_json::from_value(Value::Array(list)),
-        one => serde_json::from_value(one).map(|s| vec![s]),
+    let raw = answer.ice_servers.get().as_bytes();
+    let servers: Vec<IceServer> = match raw.first() {
+        Some(b'[') => serde_json::from_slice(raw),
+        _ => serde_json::from_slice(raw).map(|s| vec![s]),
     }
     .map_err(|_| Error::TurnUpstream("iceServers in an unknown shape"))?;
     let ice_servers: Vec<IceServer> = servers
@@ -142,8 +143,7 @@ pub async fn mint<P: Platform>(
             api_base,
         }) => {
             let url = format!("{api_base}/v1/turn/keys/{key_id}/credentials/generate-ice-servers");
-            let body = serde_json::to_vec(&serde_json::json!({ "ttl": settings.ttl_s }))
-                .unwrap_or_default();
+            let body = format!("{{\"ttl\":{}}}", settings.ttl_s).into_bytes();
             match platform.post_json(&url, token.expose(), &body).await {
                 Ok((200..=299, answer)) => parse_cloudflare(&answer, now, settings.ttl_s),
                 Ok((401 | 403, _)) => {

@@ -15,7 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::domain::{ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
+use crate::domain::{sort_by_u64, ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
 use crate::engine::hints::Situation;
 use crate::engine::mailbox::Mailbox;
 use crate::error::Error;
@@ -364,7 +364,7 @@ impl<D: Member> Room<D> {
         self.entries.retain(|_, e| e.is_live(now_ms));
         self.departures.retain(|d| d.until_ms > now_ms);
         if self.departures.len() > MAX_DEPARTURES {
-            self.departures.sort_by_key(|d| d.until_ms);
+            sort_by_u64(&mut self.departures, |d| d.until_ms);
             let excess = self.departures.len() - MAX_DEPARTURES;
             self.departures.drain(..excess);
         }
@@ -579,7 +579,7 @@ impl<D: Member> Room<D> {
             .iter()
             .filter(|(k, e)| *k != context && e.is_live(now_ms) && now_ms >= e.renewal_due_ms(k))
             .collect();
-        due.sort_by_key(|(_, e)| e.expires_ms);
+        sort_by_u64(&mut due, |(_, e)| e.expires_ms);
         due.into_iter()
             .take(limit)
             .map(|(k, _)| k.clone())

@@ -184,7 +184,7 @@ impl Package {
         if raw.get().len() > limits.max_package_bytes {
             return Err(Error::PayloadTooLarge("Package too large"));
         }
-        let head = serde_json::from_str::<PackageHead>(raw.get())
+        let head = serde_json::from_slice::<PackageHead>(raw.get().as_bytes())
             .map_err(|_| Error::BadRequest("Bad package"))?;
         if head.candidates > limits.max_candidates {
             return Err(Error::PayloadTooLarge("Too many candidates in a package"));
@@ -228,8 +228,9 @@ impl<'de> Deserialize<'de> for PackageHead {
                         // Packages are only read with serde_json, where RawValue works.
                         match seq.next_element::<Box<RawValue>>()? {
                             Some(raw) => {
-                                candidates = serde_json::from_str::<Vec<IgnoredAny>>(raw.get())
-                                    .map_or(0, |c| c.len())
+                                candidates =
+                                    serde_json::from_slice::<Vec<IgnoredAny>>(raw.get().as_bytes())
+                                        .map_or(0, |c| c.len())
                             }
                             None => break,
                         }
@@ -351,7 +352,7 @@ fn parse_packages(
     sender: Option<&SessionId>,
     limits: &Limits,
 ) -> Result<Option<Vec<Package>>, Error> {
-    let raw = serde_json::from_str::<Vec<Box<RawValue>>>(p.get())
+    let raw = serde_json::from_slice::<Vec<Box<RawValue>>>(p.get().as_bytes())
         .map_err(|_| Error::BadRequest("Bad packages"))?;
     if raw.len() > limits.max_packages {
         return Err(Error::PayloadTooLarge("Too many packages"));

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::parse::{Caller, JoinNonce, RelayRequest};
 use crate::config::Config;
-use crate::domain::{ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
+use crate::domain::{sort_by_u64, ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
 use crate::engine::hints::{Hint, PollSettings};
 use crate::engine::mailbox::{Letter, Mailbox, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
 use crate::engine::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, Room};
@@ -547,7 +547,7 @@ fn letters_for<'a>(
             .for_reader(reader, seen, now)
             .chain(boxed)
             .collect();
-        letters.sort_by_key(|l| l.seq);
+        sort_by_u64(&mut letters, |l| l.seq);
         letters.dedup_by_key(|l| l.seq);
         for l in letters {
             let size = l.data.get().len() + 64;
