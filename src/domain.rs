@@ -70,19 +70,22 @@ id_newtype!(
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 );
 id_newtype!(
-    /// Context id (`k`): a browser tab's stable id, 1..64 characters.
+    /// The key of a member's entry in its room, 1..64 characters: p2pcf's
+    /// context id (`k`, a browser tab's stable id); the relay's peer id.
     ContextId,
     "Bad context id",
     |s| len_between(s, 1, MAX_ID_LEN)
 );
 id_newtype!(
-    /// Session id (`d[0]`): random per page load, 1..64 characters.
+    /// The id messages are addressed to, 1..64 characters: p2pcf's session
+    /// id (`d[0]`, random per page load); the relay's peer id.
     SessionId,
     "Bad session id",
     |s| len_between(s, 1, MAX_ID_LEN)
 );
 id_newtype!(
-    /// Delete key (`dk`) as sent by a client: checked against the stored one.
+    /// A member's secret as sent (p2pcf's `dk`, the relay's `token`):
+    /// checked against the stored [`DeleteKey`].
     DeleteKeyInput,
     "Bad delete key",
     |s| len_between(s, 1, 128)
@@ -116,7 +119,8 @@ impl Millis {
 /// Bytes of CSPRNG output in a delete key (192 bits).
 pub const DELETE_KEY_BYTES: usize = 24;
 
-/// The secret that lets a participant remove its own entry.
+/// The secret that proves a member owns its entry (p2pcf: the delete key
+/// `dk`; the relay: the `token` every call carries).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DeleteKey(String);
@@ -148,4 +152,27 @@ pub fn sort_by_u64<T>(items: &mut Vec<T>, key: impl Fn(&T) -> u64) {
     order.sort_unstable();
     let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
     items.extend(order.into_iter().filter_map(|(_, i)| slots[i].take()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_by_u64_is_sort_by_key() {
+        // Equal keys keep their order, as with the standard stable sort.
+        let mut seed = 7u64;
+        for len in 0..40 {
+            let mut items: Vec<(u64, usize)> = (0..len)
+                .map(|i| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((seed >> 60) % 4, i)
+                })
+                .collect();
+            let mut expected = items.clone();
+            expected.sort_by_key(|(k, _)| *k);
+            sort_by_u64(&mut items, |(k, _)| *k);
+            assert_eq!(items, expected);
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The one error type. Each variant is an HTTP status and a short plain
-//! reason; [`crate::http`] adds CORS headers to every one of them.
+//! reason; [`crate::edge::responses`] adds CORS headers to every one of them.
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! Storage behind a small trait: the few R2 operations the worker uses.
 //!
-//! * [`r2`] is the real thing (wasm only);
+//! * `r2` is the real thing (wasm only);
 //! * [`memory`] models R2 for native tests: etag-conditional puts, the
 //!   1 write per second per key limit, and Class A / Class B counts;
 //! * [`Counting`] wraps either and counts what one request spent.

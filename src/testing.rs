@@ -1,5 +1,5 @@
 //! The worker without the Workers runtime (native only): its real HTTP
-//! layer ([`serve`]) over the in-memory R2 model, on a virtual clock
+//! layer ([`serve`](fn@crate::edge::serve)) over the in-memory R2 model, on a virtual clock
 //! (tokio's paused time) with seeded randomness.
 //!
 //! The black-box tests in `tests/` and the lab (`lab/`: the cost simulator

@@ -1,5 +1,5 @@
 //! The edge: what a request meets before and after the wire protocols.
-//! Routing ([`serve`]), CORS and the mapping of errors to responses
+//! Routing ([`serve`](mod@serve)), CORS and the mapping of errors to responses
 //! ([`responses`]), origin rules, quotas and counters ([`access`]),
 //! `GET /turn` ([`turn`]), the status page ([`status`]) and what an isolate
 //! keeps between requests ([`isolate`]).

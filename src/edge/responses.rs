@@ -85,7 +85,7 @@ impl HttpResponse {
     }
 }
 
-/// The response for an error raised outside [`serve`] (e.g. by a platform
+/// The response for an error raised outside [`serve`](fn@crate::edge::serve) (e.g. by a platform
 /// rate limiter in front of it): status, reason and CORS headers as always.
 pub fn error_response(e: &Error) -> HttpResponse {
     HttpResponse::error(e)

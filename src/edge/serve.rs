@@ -84,7 +84,7 @@ pub async fn serve<S: Store, P: Platform>(
                         resp.headers.push(("X-Poll-Hint", hint.header()));
                         resp.headers.push(("Server-Timing", hint.server_timing()));
                     }
-                    outcome.peers = Some(reply.peers);
+                    outcome.peers = Some(reply.members);
                     outcome.hint = reply.hint;
                     resp
                 }

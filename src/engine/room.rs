@@ -245,11 +245,14 @@ pub enum IndexChange {
     Write,
 }
 
-/// A client saying "I am here": its context, data and last write (`t`, client clock).
+/// A member saying "I am here": its context, data, last write and lifetime.
 #[derive(Debug)]
 pub struct Claim<'a, D> {
     pub context: &'a ContextId,
     pub data: &'a D,
+    /// The member's last write on the clock it reports: p2pcf's `t` (the
+    /// client's clock, mapped to the server's through the offset seen at
+    /// the last index write); the relay's is the server's own.
     pub t: &'a Millis,
     pub ttl_ms: u64,
     /// Whether this claim may create an entry. A p2pcf client believes it

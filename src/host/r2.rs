@@ -2,7 +2,7 @@
 //! read-modify-write. One request's budget of operations, failures and time
 //! ([`Attempts`], [`RetryPolicy`]), the etag-conditional put loop that merges
 //! onto whatever another writer stored ([`update`]), the writer's own outbox
-//! ([`write_outbox`]) and concurrent outbox reads within a byte budget.
+//! ([`R2Room::write_outbox`]) and concurrent outbox reads within a byte budget.
 //! R2 takes one write per second per key; the loop waits that out.
 
 use std::future::Future;
@@ -193,7 +193,7 @@ impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
 
     /// A poll's renewal of its caller's entry (or its registration, where
     /// the claim may join), as the engine decides ([`Arrival::Poll`]), on
-    /// the budget of a renewal ([`renewal_attempts`]; a registration gets
+    /// the budget of a renewal (`renewal_attempts`; a registration gets
     /// the poll's write budget). In the same write, `before` changes the
     /// room first (and says whether that alone needs a write); `after` sees
     /// whether it is written.
@@ -257,7 +257,7 @@ impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
         read_outboxes(self.store, |k| self.keys.outbox(k), wanted).await
     }
 
-    /// [`write_outbox`] of `context`'s outbox.
+    /// `write_outbox` of `context`'s outbox.
     pub async fn write_outbox<T>(
         &self,
         attempts: &mut Attempts<'_, P>,
@@ -524,7 +524,7 @@ async fn read_with<S: Store, P: Platform>(
 /// concurrent writers never overwrite each other. When the version held was
 /// uploaded less than `write_interval_ms` ago, R2 would refuse the put (429):
 /// the request waits out the rest of the interval and reads again, once per
-/// version and at most [`MAX_COOLDOWNS`] times (so a clock that trails R2's
+/// version and at most `MAX_COOLDOWNS` times (so a clock that trails R2's
 /// costs at most one interval each), then lets R2's answer decide. A document this build cannot read is never
 /// written over. Returns the room as stored (or as read, when nothing was written).
 pub async fn update<S: Store, P: Platform, D: Member>(

@@ -11,8 +11,8 @@ use crate::error::Error;
 #[derive(Debug)]
 pub struct Reply {
     pub body: Vec<u8>,
-    /// Live entries in the room after the request, the caller's included.
-    pub peers: usize,
+    /// How many members the room holds after the request, the caller included.
+    pub members: usize,
     /// When the caller should poll next (not for a leave).
     pub hint: Option<Hint>,
 }

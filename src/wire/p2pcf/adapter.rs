@@ -89,10 +89,10 @@ pub async fn handle<S: Store, P: Platform>(
                     Err(Error::NotFound)
                 }
             };
-            let peers = room(id).leave(LEAVE_NOT_STORED, removed).await?;
+            let members = room(id).leave(LEAVE_NOT_STORED, removed).await?;
             Ok(Reply {
                 body: b"{}".to_vec(),
-                peers,
+                members,
                 hint: None,
             })
         }
@@ -198,7 +198,7 @@ async fn respond<S: Store, P: Platform>(
     view.hint = Some(look.hint);
     Ok(Reply {
         body: to_json(&view),
-        peers: index.live_count(look.now),
+        members: index.live_count(look.now),
         hint: Some(look.hint),
     })
 }

@@ -250,10 +250,10 @@ async fn leave<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Resul
         authenticate(r, me, now)?;
         Ok(r.remove(&me.context, Some(me.id), me.token, now))
     };
-    let peers = run.room.leave("the leave was not stored", remove).await?;
+    let members = run.room.leave("the leave was not stored", remove).await?;
     Ok(Reply {
         body: b"{}".to_vec(),
-        peers,
+        members,
         hint: None,
     })
 }
@@ -510,7 +510,7 @@ async fn answer<S: Store, P: Platform>(
     };
     Ok(Reply {
         body: to_json(&answer),
-        peers: index.live_count(now),
+        members: index.live_count(now),
         hint: Some(look.hint),
     })
 }
