@@ -55,9 +55,14 @@ test('two stock clients connect through the worker, exchange messages, and part'
   assert.equal(atAlice[0].text, 'hello from bob')
   assert.equal(atAlice[0].from, bobSession)
 
-  // Bob leaves: the client's unload handler sends its delete; Alice sees peerclose.
+  // Bob leaves: the client's unload handler sends its delete; Alice sees
+  // peerclose. `close({ runBeforeUnload })` does not wait for the page to
+  // go, and closing Bob's browser context at once could cancel the delete
+  // (a keepalive fetch) before it is sent: the context stays open until
+  // the worker has been seen to forget him.
+  const closed = new Promise(resolve => bob.page.once('close', resolve))
   await bob.page.close({ runBeforeUnload: true })
-  await bob.context.close()
+  await closed
   await until('alice gets peerclose', async () => (await logOf(alice)).find(e => e[0] === 'peerclose' && e[1] === bobSession))
 
   // The worker no longer lists Bob (removed by his leave, not by expiry).
@@ -67,6 +72,7 @@ test('two stock clients connect through the worker, exchange messages, and part'
     return r.json.ps.every(p => p[0] !== bobSession) && r
   }, 10000)
   assert.deepEqual(res.json.ps.map(p => p[0]), [aliceSession])
+  await bob.context.close()
   await alice.context.close()
 })
 
