@@ -17,7 +17,11 @@ export interface TurnCredentials {
 
 export function fetchTurnCredentials (
   workerUrl: string,
-  options?: { fetch?: typeof fetch }
+  options?: {
+    fetch?: typeof fetch
+    /** The signed room id, sent as proof of membership where rooms are signed. */
+    room?: string
+  }
 ): Promise<TurnCredentials>
 
 /** The parts of a stock p2pcf client this helper sets. */
@@ -36,5 +40,7 @@ export function useTurnCredentials (
     renewBeforeMs?: number
     onError?: (err: Error) => void
     fetch?: typeof fetch
+    /** The signed room id, sent as proof of membership where rooms are signed. */
+    room?: string
   }
 ): { ready: Promise<TurnCredentials>; stop(): void; last(): TurnCredentials | null }

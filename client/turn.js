@@ -13,10 +13,12 @@
  * from the answer). Adds `receivedAt`, this page's `performance.now()` when
  * the answer arrived: count the lifetime from there, since a page's wall
  * clock may be off by hours. Throws with the worker's reason when it
- * answers an error.
+ * answers an error. On a deployment with signed rooms, pass the signed
+ * `room` id: it goes in the `X-Room` header as proof of membership.
  */
-export async function fetchTurnCredentials (workerUrl, { fetch: doFetch = globalThis.fetch } = {}) {
-  const res = await doFetch(workerUrl.replace(/\/+$/, '') + '/turn')
+export async function fetchTurnCredentials (workerUrl, { fetch: doFetch = globalThis.fetch, room } = {}) {
+  const url = workerUrl.replace(/\/+$/, '') + '/turn'
+  const res = await (room ? doFetch(url, { headers: { 'X-Room': room } }) : doFetch(url))
   if (!res.ok) throw new Error(`GET /turn: ${res.status} ${await res.text()}`)
   const credentials = await res.json()
   if (!Array.isArray(credentials.iceServers) || typeof credentials.expiresAt !== 'number') {
@@ -42,7 +44,7 @@ export async function fetchTurnCredentials (workerUrl, { fetch: doFetch = global
  * Returns `{ ready, stop, last }`: `ready` settles once the first credentials
  * are in place; `stop()` ends the renewals; `last()` is the latest answer.
  */
-export function useTurnCredentials (p2pcf, workerUrl, { allPeers = true, renewBeforeMs = 60000, onError, fetch } = {}) {
+export function useTurnCredentials (p2pcf, workerUrl, { allPeers = true, renewBeforeMs = 60000, onError, fetch, room } = {}) {
   const stunOnly = p2pcf.stunIceServers || []
   let timer = null
   let stopped = false
@@ -55,7 +57,7 @@ export function useTurnCredentials (p2pcf, workerUrl, { allPeers = true, renewBe
 
   const refresh = async () => {
     try {
-      const credentials = await fetchTurnCredentials(workerUrl, fetch ? { fetch } : {})
+      const credentials = await fetchTurnCredentials(workerUrl, { ...(fetch ? { fetch } : {}), ...(room ? { room } : {}) })
       if (stopped) return credentials
       last = credentials
       p2pcf.turnIceServers = credentials.iceServers

@@ -7,6 +7,18 @@ use std::fmt;
 use crate::engine::hints::PollSettings;
 use crate::engine::limits::Limits;
 
+/// What the worker does with requests that carry no `Origin` header (not a
+/// browser's: tests, native apps, scripts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WithoutOrigin {
+    /// Served, as the original worker does (the default).
+    Allow,
+    /// Refused (401).
+    Refuse,
+    /// Served up to this many requests a month, counted together.
+    Quota(u64),
+}
+
 /// Monthly request quota for origins not in `ALLOWED_ORIGINS` when
 /// `ORIGIN_QUOTA` is not set (as in the original worker).
 pub const DEFAULT_ORIGIN_QUOTA: u64 = 10_000;
@@ -17,6 +29,11 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Requests per calendar month (UTC) for any other origin; 0 refuses them.
     pub origin_quota: u64,
+    /// Requests without an `Origin` header (`WITHOUT_ORIGIN`).
+    pub without_origin: WithoutOrigin,
+    /// With any, only room ids signed with one of these are served
+    /// (`ROOM_SECRET`, then `ROOM_SECRET_PREVIOUS` while keys roll).
+    pub room_secrets: Vec<Secret>,
     /// Polling hints (`POLL_FAST_MS`, `POLL_SLOW_MS`, `POLL_IDLE_AFTER_MS`,
     /// `POLL_IDLE_MAX_MS`, `POLL_FAST_WINDOW_MS`).
     pub poll: PollSettings,
@@ -58,26 +75,7 @@ impl Config {
             _ if !allowed_origins.is_empty() => 0,
             _ => DEFAULT_ORIGIN_QUOTA,
         };
-        let defaults = PollSettings::default();
-        let mut ms = |name: &str, default: u64| match var(name).map(|v| v.trim().to_owned()) {
-            Some(v) if !v.is_empty() => match v.parse::<u64>() {
-                Ok(n) if (100..=3_600_000).contains(&n) => n,
-                _ => {
-                    warnings.push(format!(
-                        "{name}={v:?} is not a number of ms in 100..3600000; using {default}"
-                    ));
-                    default
-                }
-            },
-            _ => default,
-        };
-        let poll = PollSettings {
-            fast_ms: ms("POLL_FAST_MS", defaults.fast_ms),
-            slow_ms: ms("POLL_SLOW_MS", defaults.slow_ms),
-            idle_after_ms: ms("POLL_IDLE_AFTER_MS", defaults.idle_after_ms),
-            idle_max_ms: ms("POLL_IDLE_MAX_MS", defaults.idle_max_ms),
-            fast_window_ms: ms("POLL_FAST_WINDOW_MS", defaults.fast_window_ms),
-        };
+        let poll = poll_settings(&var, &mut warnings);
         let d = Limits::default();
         let mut size =
             |name: &str, default: usize, max: usize| match var(name).map(|v| v.trim().to_owned()) {
@@ -100,6 +98,12 @@ impl Config {
             max_peers: size("MAX_PEERS", d.max_peers, 256),
             max_room_bytes: size("MAX_ROOM_BYTES", d.max_room_bytes, 8 << 20),
         };
+        let without_origin = without_origin(&var, &mut warnings);
+        let room_secrets = ["ROOM_SECRET", "ROOM_SECRET_PREVIOUS"]
+            .iter()
+            .filter_map(|name| var(name).filter(|s| !s.trim().is_empty()))
+            .map(|s| Secret::new(s.trim().to_owned()))
+            .collect();
         let turn = TurnSettings::from_vars(&var, &mut warnings);
         let log_key = var("LOG_KEY")
             .filter(|k| !k.trim().is_empty())
@@ -107,6 +111,8 @@ impl Config {
         Self {
             allowed_origins,
             origin_quota,
+            without_origin,
+            room_secrets,
             poll,
             limits,
             turn,
@@ -232,6 +238,52 @@ impl TurnSettings {
             ttl_s,
             max_per_minute,
         }
+    }
+}
+
+/// The polling hints (`POLL_*`), each a number of ms in 100..3600000.
+fn poll_settings(
+    var: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> PollSettings {
+    let defaults = PollSettings::default();
+    let mut ms = |name: &str, default: u64| match var(name).map(|v| v.trim().to_owned()) {
+        Some(v) if !v.is_empty() => match v.parse::<u64>() {
+            Ok(n) if (100..=3_600_000).contains(&n) => n,
+            _ => {
+                warnings.push(format!(
+                    "{name}={v:?} is not a number of ms in 100..3600000; using {default}"
+                ));
+                default
+            }
+        },
+        _ => default,
+    };
+    PollSettings {
+        fast_ms: ms("POLL_FAST_MS", defaults.fast_ms),
+        slow_ms: ms("POLL_SLOW_MS", defaults.slow_ms),
+        idle_after_ms: ms("POLL_IDLE_AFTER_MS", defaults.idle_after_ms),
+        idle_max_ms: ms("POLL_IDLE_MAX_MS", defaults.idle_max_ms),
+        fast_window_ms: ms("POLL_FAST_WINDOW_MS", defaults.fast_window_ms),
+    }
+}
+
+/// `WITHOUT_ORIGIN`: `allow` (or unset), `refuse`, or a monthly quota. A
+/// value that is none of these refuses (and warns): it was meant to restrict.
+fn without_origin(
+    var: &impl Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> WithoutOrigin {
+    match var("WITHOUT_ORIGIN").map(|v| v.trim().to_ascii_lowercase()) {
+        None => WithoutOrigin::Allow,
+        Some(v) if v.is_empty() || v == "allow" => WithoutOrigin::Allow,
+        Some(v) if v == "refuse" => WithoutOrigin::Refuse,
+        Some(v) => v.parse().map(WithoutOrigin::Quota).unwrap_or_else(|_| {
+            warnings.push(format!(
+                "WITHOUT_ORIGIN={v:?} is not allow, refuse or a whole number; refusing them"
+            ));
+            WithoutOrigin::Refuse
+        }),
     }
 }
 

@@ -25,8 +25,12 @@ pub enum Error {
     NotFound,
     /// A method the worker does not serve.
     MethodNotAllowed,
+    /// The room id is refused by the owner's rules (signed rooms); the text says why.
+    Forbidden(&'static str),
     /// `ALLOWED_ORIGINS` is set, this origin is not in it and its quota is 0.
     Unauthorized,
+    /// `WITHOUT_ORIGIN` refuses requests without an `Origin` header.
+    OriginRequired,
     /// This origin used its monthly `ORIGIN_QUOTA`.
     OverQuota,
     /// The optional per-client rate limit (the `RATE_LIMITER` binding) refused the request.
@@ -54,7 +58,8 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
-            Error::Unauthorized => 401,
+            Error::Unauthorized | Error::OriginRequired => 401,
+            Error::Forbidden(_) => 403,
             Error::NotFound | Error::TurnNotConfigured => 404,
             Error::Left => 410,
             Error::Conflict(_) => 409,
@@ -102,7 +107,9 @@ impl fmt::Display for Error {
         f.write_str(match self {
             Error::BadRequest(reason) => reason,
             Error::UnsupportedMediaType => "Expected content-type application/json",
-            Error::PayloadTooLarge(reason) | Error::Conflict(reason) => reason,
+            Error::PayloadTooLarge(reason) | Error::Conflict(reason) | Error::Forbidden(reason) => {
+                reason
+            }
             Error::Backlog { .. } => {
                 "Too many messages held for delivery: retry after the time in Retry-After"
             }
@@ -110,6 +117,7 @@ impl fmt::Display for Error {
             Error::NotFound => "No entry with this context, session and delete key",
             Error::MethodNotAllowed => "Method not allowed",
             Error::Unauthorized => "Unauthorized origin",
+            Error::OriginRequired => "Requests without an Origin header are not served here",
             Error::OverQuota => "Origin over quota",
             Error::RateLimited => "Too many requests from this client",
             Error::Busy { .. } => "Storage busy",

@@ -382,3 +382,35 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// With a room secret, no id is served unless it was signed with it:
+    /// neither any id at all, nor a signed id with one character changed.
+    #[test]
+    fn only_ids_signed_with_the_secret_are_served(
+        any in "[A-Za-z0-9_-]{4,64}",
+        name in "[A-Za-z0-9_-]{1,36}",
+        ahead_s in 1u64..1_000_000,
+        at in 0usize..64,
+        with in proptest::sample::select(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-".to_vec()
+        ),
+    ) {
+        use p2pcf_rs::config::Secret;
+        use p2pcf_rs::domain::RoomId;
+        use p2pcf_rs::edge::rooms::{admit, sign};
+        let secret = [Secret::new("the-room-secret".into())];
+        let any = RoomId::parse(&any).unwrap();
+        prop_assert!(admit(&any, &secret, NOW).is_err());
+        let signed = sign(&name, NOW / 1000 + ahead_s, &secret[0]).unwrap();
+        prop_assert_eq!(admit(&signed, &secret, NOW), Ok(()));
+        let mut changed = signed.as_str().as_bytes().to_vec();
+        let at = at % changed.len();
+        prop_assume!(changed[at] != with);
+        changed[at] = with;
+        let changed = RoomId::parse(std::str::from_utf8(&changed).unwrap()).unwrap();
+        prop_assert!(admit(&changed, &secret, NOW).is_err(), "{} served", changed);
+    }
+}

@@ -1,7 +1,9 @@
 //! Optional per-origin access control (`ALLOWED_ORIGINS`, `ORIGIN_QUOTA`),
 //! with the original worker's semantics:
 //!
-//! * a request without an `Origin` header is not checked (it is not a browser's);
+//! * a request without an `Origin` header is not checked (it is not a
+//!   browser's), unless `WITHOUT_ORIGIN` refuses it or gives it a monthly
+//!   quota of its own (counted as the origin `without-origin`);
 //! * an origin in `ALLOWED_ORIGINS` is always allowed and not counted;
 //! * any other origin gets `ORIGIN_QUOTA` signalling requests per calendar
 //!   month (UTC): 401 when the quota is 0, 429 once it is used up.
@@ -17,7 +19,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::config::Config;
+use crate::config::{Config, WithoutOrigin};
 use crate::error::Error;
 use crate::platform::Platform;
 use crate::store::{Counting, Precondition, PutOutcome, Store};
@@ -32,6 +34,8 @@ pub const REFRESH_MS: u64 = 60_000;
 /// [`FLUSH_EVERY`], go uncounted), so a stream of made-up origins cannot
 /// grow the isolate's memory.
 pub const MAX_TALLIES: usize = 256;
+/// The name requests without an `Origin` header are counted under.
+pub const WITHOUT_ORIGIN: &str = "without-origin";
 /// Longest `Origin` header accepted; it becomes part of an R2 key.
 const MAX_ORIGIN_LEN: usize = 256;
 
@@ -47,7 +51,14 @@ pub enum Access<'a> {
 /// Applies the allow-list and the zero-quota rule.
 pub fn access<'a>(config: &Config, origin: Option<&'a str>) -> Result<Access<'a>, Error> {
     let Some(origin) = origin else {
-        return Ok(Access::Free);
+        return match config.without_origin {
+            WithoutOrigin::Allow => Ok(Access::Free),
+            WithoutOrigin::Refuse | WithoutOrigin::Quota(0) => Err(Error::OriginRequired),
+            WithoutOrigin::Quota(quota) => Ok(Access::Metered {
+                origin: WITHOUT_ORIGIN,
+                quota,
+            }),
+        };
     };
     if config.allowed_origins.iter().any(|o| o == origin) {
         return Ok(Access::Free);

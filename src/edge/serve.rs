@@ -3,9 +3,11 @@
 //! `worker::Request`/`Response` to and from [`HttpRequest`]/[`HttpResponse`].
 
 use crate::config::Config;
+use crate::domain::RoomId;
 use crate::edge::access::{access, Access, QuotaLedger};
 use crate::edge::isolate::{room_tag, Isolate, Outcome, PROBE_EVERY_MS};
 use crate::edge::responses::{options, HttpRequest, HttpResponse};
+use crate::edge::rooms;
 use crate::edge::status::{self, BucketState};
 use crate::error::Error;
 use crate::host::r2::RetryPolicy;
@@ -124,6 +126,11 @@ async fn signal<S: Store, P: Platform>(
         let request = relay::parse(&req.body)?;
         outcome.room = Some(room_tag(&request.room, svc.isolate.log_key(svc.config)));
         outcome.op = "relay";
+        rooms::admit(
+            &request.room,
+            &svc.config.room_secrets,
+            svc.platform.now_ms(),
+        )?;
         return boxed(relay::handle(
             store,
             svc.platform,
@@ -148,6 +155,8 @@ async fn signal<S: Store, P: Platform>(
         Request::Publish(_) => "publish",
         Request::Leave { .. } => "leave",
     };
+    // Before any room read: a refused id costs no R2 operation.
+    rooms::admit(room, &svc.config.room_secrets, svc.platform.now_ms())?;
     boxed(p2pcf::handle(
         store,
         svc.platform,
@@ -201,6 +210,7 @@ async fn turn_credentials<S: Store, P: Platform>(
         if settings.source.is_none() {
             return Err(Error::TurnNotConfigured);
         }
+        turn_proof(req, svc)?;
         let now = svc.platform.now_ms();
         let minute = now / 60_000;
         svc.isolate
@@ -228,6 +238,22 @@ async fn turn_credentials<S: Store, P: Platform>(
     let credentials = result?;
     let body = serde_json::to_vec(&credentials).unwrap_or_default();
     Ok(HttpResponse::json(body))
+}
+
+/// With signed rooms, credentials go only to callers that show a signed,
+/// unexpired room id (header `X-Room`), checked before anything is counted.
+fn turn_proof<S, P: Platform>(req: &HttpRequest, svc: &Services<'_, S, P>) -> Result<(), Error> {
+    let secrets = &svc.config.room_secrets;
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let room = req
+        .header("x-room")
+        .and_then(|r| RoomId::parse(r.trim()).ok())
+        .ok_or(Error::Forbidden(
+            "TURN needs a signed room id in the X-Room header on this deployment",
+        ))?;
+    rooms::admit(&room, secrets, svc.platform.now_ms())
 }
 
 /// `application/json`, in any case, with optional parameters and whitespace.

@@ -4,7 +4,7 @@
 //! it, so it shows no secrets, no allowed origins and no raw R2 errors, and
 //! its R2 read is cached per isolate (see `http::PROBE_EVERY_MS`).
 
-use crate::config::Config;
+use crate::config::{Config, WithoutOrigin};
 use crate::engine::room::JOIN_WINDOW_MS;
 use crate::wire::p2pcf::parse::MAX_TTL_MS;
 
@@ -151,15 +151,9 @@ fn turn_line(config: &Config, turn_last: Option<Result<(), &str>>) -> String {
     }
 }
 
-/// Renders the page. `url` is this worker's address (for the usage snippet).
-pub fn render(
-    state: &BucketState,
-    config: &Config,
-    version: &str,
-    url: &str,
-    turn_last: Option<Result<(), &str>>,
-) -> String {
-    let (class, badge, headline, detail) = bucket_card(state);
+/// Who may use the deployment: listed origins, other origins, requests
+/// without an `Origin`, which room ids.
+fn access_lines(config: &Config) -> (String, String, String, &'static str) {
     // The list itself is the owner's business (it is in wrangler.toml).
     let origins = match config.allowed_origins.len() {
         0 => "none listed".to_owned(),
@@ -171,12 +165,35 @@ pub fn render(
         (q, true) => format!("{q} requests per month for each origin"),
         (q, false) => format!("{q} requests per month for each other origin"),
     };
+    let without_origin = match config.without_origin {
+        WithoutOrigin::Allow => "served, as by the original worker".to_owned(),
+        WithoutOrigin::Refuse => "refused (401)".to_owned(),
+        WithoutOrigin::Quota(q) => format!("{q} requests per month, counted together"),
+    };
+    let rooms = match config.room_secrets.len() {
+        0 => "any room id",
+        1 => "signed room ids only (<code>ROOM_SECRET</code>); the self-test needs a signed room and fails here",
+        _ => "signed room ids only (<code>ROOM_SECRET</code>, and <code>ROOM_SECRET_PREVIOUS</code> while keys roll); the self-test needs a signed room and fails here",
+    };
+    (origins, quota, without_origin, rooms)
+}
+
+/// Renders the page. `url` is this worker's address (for the usage snippet).
+pub fn render(
+    state: &BucketState,
+    config: &Config,
+    version: &str,
+    url: &str,
+    turn_last: Option<Result<(), &str>>,
+) -> String {
+    let (class, badge, headline, detail) = bucket_card(state);
     let warnings: String = config
         .warnings
         .iter()
         .map(|w| format!("<p class=\"warn\">&#9888; {}</p>", escape(w)))
         .collect();
     let turn = turn_line(config, turn_last);
+    let (origins, quota, without_origin, rooms) = access_lines(config);
     let poll = &config.poll;
     let url = escape(url);
     format!(
@@ -203,6 +220,8 @@ p2pcf.start()</code></pre>
 <dl id="config">
 <dt>Allowed origins</dt><dd>{origins}</dd>
 <dt>Other origins</dt><dd>{quota}</dd>
+<dt>Without Origin</dt><dd>{without_origin}</dd>
+<dt>Rooms</dt><dd id="rooms">{rooms}</dd>
 <dt>Poll hints</dt><dd>fast {fast}, slow {slow}, idle after {idle_after} alone, up to {idle_max}</dd>
 <dt>Join window</dt><dd>{join_window}</dd>
 <dt>Entry lifetime</dt><dd>as the client asks, at most {max_ttl}</dd>

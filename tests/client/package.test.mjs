@@ -37,6 +37,8 @@ test('an app installs the tarball and imports every entry point by name', async 
       import { followHints } from 'p2pcf-rs-client/hints'
       import { peerMessageSignal } from 'p2pcf-rs-client/peer-message'
       import { swarmOverRelay } from 'p2pcf-rs-client/fast-rtc-swarm'
+      import { signRoom } from 'p2pcf-rs-client/sign-room'
+      if (typeof signRoom !== 'function' || all.signRoom) throw new Error('signRoom: its own entry, not in the browser index')
       const named = { SignalRelay, useTurnCredentials, fetchTurnCredentials, followHints, peerMessageSignal, swarmOverRelay }
       for (const [name, value] of Object.entries(named)) {
         if (typeof value !== 'function' || all[name] !== value) throw new Error(name)

@@ -8,6 +8,7 @@ import { fetchTurnCredentials, useTurnCredentials } from 'p2pcf-rs-client/turn'
 import { followHints } from 'p2pcf-rs-client/hints'
 import { peerMessageSignal } from 'p2pcf-rs-client/peer-message'
 import { swarmOverRelay, type FastRTCSwarmLike } from 'p2pcf-rs-client/fast-rtc-swarm'
+import { signRoom } from 'p2pcf-rs-client/sign-room'
 
 export async function example (workerUrl: string): Promise<void> {
   const relay = new SignalRelay({ url: workerUrl, room: 'my-room', meta: { name: 'ann' } })
@@ -26,7 +27,9 @@ export async function example (workerUrl: string): Promise<void> {
   const credentials = await fetchTurnCredentials(workerUrl)
   const servers: RTCIceServer[] = credentials.iceServers
   const p2pcf = new P2PCF('client', 'room-id', { workerUrl, turnIceServers: servers })
-  const turn = useTurnCredentials(p2pcf, workerUrl, { allPeers: false })
+  const signed: string = await signRoom('room-id', 'secret', { expiresInS: 3600 })
+  await fetchTurnCredentials(workerUrl, { room: signed })
+  const turn = useTurnCredentials(p2pcf, workerUrl, { allPeers: false, room: signed })
   await turn.ready
   const hints = followHints(p2pcf)
   const mode: 'fast' | 'slow' | 'idle' | undefined = hints.last?.mode
