@@ -31,6 +31,7 @@ function adviceFor (status, reason) {
   const said = reason ? ` The worker said: “${reason}”.` : ''
   switch (status) {
     case 401: return `The worker refuses requests from this page's origin (${location.origin}).${said} Add it to ALLOWED_ORIGINS in wrangler.toml (or allow other origins with ORIGIN_QUOTA) and deploy again.`
+    case 403: return `The worker refused the self-test's room or TURN call.${said} With ROOM_SECRET set, the page gets a room signed by the worker: reload it (the room lasts 10 minutes).`
     case 429: return `Too many requests: the origin's monthly quota (ORIGIN_QUOTA) or the RATE_LIMITER binding stopped this page.${said} Wait, or raise the limit.`
     case 503: return `R2 did not answer in time.${said} Check the bucket above; \`npx wrangler tail\` shows the errors.`
     case 404: return `This URL does not answer the p2pcf protocol.${said} Is the page served by the worker itself?`
@@ -109,7 +110,7 @@ async function members (room) {
   const res = await ask('', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ r: room, k: `self-test-observer-${room}` })
+    body: JSON.stringify({ r: room, k: `self-test-observer-${room.slice(0, 22)}` })
   })
   if (!res.ok) throw new StepFailed(adviceFor(res.status, (await res.text()).slice(0, 300)))
   return (await res.json()).ps.map(p => p[0])
@@ -166,7 +167,9 @@ async function run () {
   seen.requests = 0
   seen.lastError = null
   const random = crypto.getRandomValues(new Uint8Array(6))
-  const room = 'self-test-' + [...random].map(b => b.toString(16).padStart(2, '0')).join('')
+  // With signed rooms the page carries a room the worker signed for it.
+  const signed = document.querySelector('meta[name="p2pcf-self-test-room"]')?.content
+  const room = signed || 'self-test-' + [...random].map(b => b.toString(16).padStart(2, '0')).join('')
   $('self-test-room').textContent = room
   const started = performance.now()
   let current = null
@@ -225,7 +228,7 @@ async function run () {
     current = 'turn'
     mark('turn', 'running')
     const t0 = performance.now()
-    const res = await ask('/turn')
+    const res = await ask('/turn', signed ? { headers: { 'X-Room': room } } : undefined)
     if (res.status === 404) {
       mark('turn', 'skipped', { detail: 'TURN is not set up on this deployment (optional; INSTALL.md shows how).' })
     } else if (res.ok) {

@@ -182,3 +182,44 @@ async fn requests_without_origin_follow_the_switch() {
         assert_eq!(open.post(&poll).await.status, 200);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_status_page_signs_a_two_member_room_for_its_self_test() {
+    let h = harness();
+    let page = h
+        .request(HttpRequest {
+            method: "GET".into(),
+            url: "https://p2pcf.example.workers.dev/".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        })
+        .await;
+    let marker = "<meta name=\"p2pcf-self-test-room\" content=\"";
+    let at = page.text.find(marker).expect("a signed self-test room") + marker.len();
+    let room = &page.text[at..at + page.text[at..].find('"').unwrap()];
+    assert!(room.starts_with("self-test-"), "{room}");
+    let now = h.now();
+    for n in 0..2 {
+        let r = h.post(&Peer::new(room, n).publish(now, json!([]))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let third = h.post(&Peer::new(room, 2).publish(now, json!([]))).await;
+    assert_eq!((third.status, third.text.as_str()), (429, "Room is full"));
+    // Any other signed room takes the deployment's MAX_PEERS.
+    let team = signed(&h, "team", SECRET, 600);
+    for n in 0..3 {
+        let r = h.post(&Peer::new(&team, n).publish(now, json!([]))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    // Without a secret the page signs nothing.
+    let open = Harness::with_vars(&[], 5);
+    let page = open
+        .request(HttpRequest {
+            method: "GET".into(),
+            url: "https://p2pcf.example.workers.dev/".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        })
+        .await;
+    assert!(!page.text.contains(marker));
+}

@@ -14,9 +14,12 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use std::borrow::Cow;
+
+use crate::config::{Config, Secret};
 use crate::domain::RoomId;
 use crate::error::Error;
+use crate::platform::Platform;
 
 /// Characters of the MAC in a signed id (base64url: 96 bits).
 pub const MAC_CHARS: usize = 16;
@@ -90,6 +93,36 @@ pub fn parts(room: &str) -> Option<(&str, u64)> {
         return None;
     }
     Some((&room[..mac_at - 1], digits.parse().ok()?))
+}
+
+/// How long a self-test room the worker signs for its status page lasts, s.
+pub const SELF_TEST_ROOM_S: u64 = 600;
+/// Members a worker-signed self-test room takes: the self-test's two peers.
+pub const SELF_TEST_MEMBERS: usize = 2;
+
+/// With signed rooms, a room for the status page's self-test: signed by the
+/// worker for [`SELF_TEST_ROOM_S`], named `self-test-<12 hex>`. Anyone who
+/// loads the status page gets one, so such rooms take only
+/// [`SELF_TEST_MEMBERS`] (see [`config_for`]): a pair for ten minutes.
+pub fn self_test_room(secrets: &[Secret], platform: &impl Platform) -> Option<RoomId> {
+    let secret = secrets.first()?;
+    let mut random = [0u8; 6];
+    platform.fill_random(&mut random);
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let expires_s = platform.now_ms() / 1000 + SELF_TEST_ROOM_S;
+    sign(&format!("self-test-{hex}"), expires_s, secret)
+}
+
+/// The settings a request for `room` runs with: a signed self-test room
+/// takes [`SELF_TEST_MEMBERS`]; any other room the deployment's own.
+pub fn config_for<'c>(room: &RoomId, config: &'c Config) -> Cow<'c, Config> {
+    let self_test = !config.room_secrets.is_empty() && room.as_str().starts_with("self-test-");
+    if !self_test {
+        return Cow::Borrowed(config);
+    }
+    let mut capped = config.clone();
+    capped.limits.max_peers = capped.limits.max_peers.min(SELF_TEST_MEMBERS);
+    Cow::Owned(capped)
 }
 
 /// When a signed room id stops being served, ms (`None`: not signed).

@@ -131,11 +131,12 @@ async fn signal<S: Store, P: Platform>(
             &svc.config.room_secrets,
             svc.platform.now_ms(),
         )?;
+        let config = rooms::config_for(&request.room, svc.config);
         return boxed(relay::handle(
             store,
             svc.platform,
             svc.policy,
-            svc.config,
+            &config,
             &request,
         ))
         .await;
@@ -157,11 +158,12 @@ async fn signal<S: Store, P: Platform>(
     };
     // Before any room read: a refused id costs no R2 operation.
     rooms::admit(room, &svc.config.room_secrets, svc.platform.now_ms())?;
+    let config = rooms::config_for(room, svc.config);
     boxed(p2pcf::handle(
         store,
         svc.platform,
         svc.policy,
-        svc.config,
+        &config,
         &request,
     ))
     .await
@@ -309,7 +311,14 @@ async fn status_page<S: Store, P: Platform>(
         .unwrap_or_default()
         .trim_end_matches('/');
     let turn_last = *svc.isolate.turn_last.borrow();
-    let html = status::render(&state, svc.config, svc.version, url, turn_last);
+    let self_test = rooms::self_test_room(&svc.config.room_secrets, svc.platform);
+    let page = status::Page {
+        version: svc.version,
+        url,
+        turn_last,
+        self_test_room: self_test.as_ref().map(RoomId::as_str),
+    };
+    let html = status::render(&state, svc.config, &page);
     (
         HttpResponse::new(status, Some("text/html; charset=utf-8"), html.into_bytes()),
         ops,

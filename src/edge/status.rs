@@ -172,20 +172,32 @@ fn access_lines(config: &Config) -> (String, String, String, &'static str) {
     };
     let rooms = match config.room_secrets.len() {
         0 => "any room id",
-        1 => "signed room ids only (<code>ROOM_SECRET</code>); the self-test needs a signed room and fails here",
-        _ => "signed room ids only (<code>ROOM_SECRET</code>, and <code>ROOM_SECRET_PREVIOUS</code> while keys roll); the self-test needs a signed room and fails here",
+        1 => "signed room ids only (<code>ROOM_SECRET</code>)",
+        _ => "signed room ids only (<code>ROOM_SECRET</code>, and <code>ROOM_SECRET_PREVIOUS</code> while keys roll)",
     };
     (origins, quota, without_origin, rooms)
 }
 
-/// Renders the page. `url` is this worker's address (for the usage snippet).
-pub fn render(
-    state: &BucketState,
-    config: &Config,
-    version: &str,
-    url: &str,
-    turn_last: Option<Result<(), &str>>,
-) -> String {
+/// What the page shows besides the bucket and the configuration.
+pub struct Page<'a> {
+    /// Shown in the footer, e.g. the crate version.
+    pub version: &'a str,
+    /// This worker's address (for the usage snippet).
+    pub url: &'a str,
+    /// How the last call to the TURN source went in this isolate.
+    pub turn_last: Option<Result<(), &'a str>>,
+    /// With signed rooms, the room the worker signed for the self-test.
+    pub self_test_room: Option<&'a str>,
+}
+
+/// Renders the page.
+pub fn render(state: &BucketState, config: &Config, page: &Page<'_>) -> String {
+    let Page {
+        version,
+        url,
+        turn_last,
+        self_test_room,
+    } = *page;
     let (class, badge, headline, detail) = bucket_card(state);
     let warnings: String = config
         .warnings
@@ -194,6 +206,12 @@ pub fn render(
         .collect();
     let turn = turn_line(config, turn_last);
     let (origins, quota, without_origin, rooms) = access_lines(config);
+    let room_meta = self_test_room.map_or_else(String::new, |room| {
+        format!(
+            "\n<meta name=\"p2pcf-self-test-room\" content=\"{}\">",
+            escape(room)
+        )
+    });
     let poll = &config.poll;
     let url = escape(url);
     format!(
@@ -202,7 +220,7 @@ pub fn render(
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>P2PCF signalling worker: {badge}</title>
+<title>P2PCF signalling worker: {badge}</title>{room_meta}
 {STYLE}</head>
 <body>
 <header><h1>P2PCF signalling worker</h1><span class="badge {class}" id="badge">{badge}</span></header>

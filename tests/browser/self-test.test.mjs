@@ -58,6 +58,25 @@ const ops = lines => lines.map(l => { try { return JSON.parse(l) } catch { retur
   .filter(l => l?.r2)
   .reduce((sum, l) => ({ requests: sum.requests + 1, a: sum.a + l.r2.a, b: sum.b + l.r2.b }), { requests: 0, a: 0, b: 0 })
 
+test('with signed rooms, the self-test runs in a room the worker signed for it, TURN included', { timeout: 120000 }, async () => {
+  const secret = randomBytes(18).toString('base64')
+  const coturn = await startCoturn(secret)
+  cleanups.push(coturn.stop)
+  const worker = await startWorker({
+    vars: { TURN_URLS: `turn:127.0.0.1:${coturn.port}?transport=udp`, TURN_SHARED_SECRET: secret, ROOM_SECRET: 'the-room-secret' }
+  })
+  cleanups.push(worker.stop)
+  const { steps, verdict, room } = await runSelfTest(worker, 'self-test-signed.png')
+  for (const s of steps) console.log(`  ${s.state.padEnd(7)} ${s.step.padEnd(8)} ${s.time.padStart(6)}  ${s.detail}`)
+  assert.match(verdict, /^Passed in/, JSON.stringify(steps))
+  assert.ok(steps.every(s => s.state === 'ok'), JSON.stringify(steps))
+  assert.match(room, /^self-test-[0-9a-f]{12}_\d{10}_[A-Za-z0-9_-]{16}$/, 'a room the worker signed')
+  assert.match(steps.find(s => s.step === 'turn').detail, /^a relay allocated \(udp, port \d+\)/)
+  // The plain room the page would pick without a signature is refused.
+  const res = await fetch(worker.url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ r: 'self-test-0123456789ab', k: 'observer' }) })
+  assert.equal(res.status, 403)
+})
+
 test('one click: two stock clients connect through this worker, swap a message and leave', { timeout: 120000 }, async () => {
   const secret = randomBytes(18).toString('base64')
   const coturn = await startCoturn(secret)
