@@ -28,6 +28,8 @@ export function fetchTurnCredentials (
 export interface TurnTarget {
   stunIceServers: RTCIceServer[]
   turnIceServers: RTCIceServer[]
+  /** A signed room id here is sent along as proof of membership. */
+  roomId?: string
 }
 
 export function useTurnCredentials (
@@ -40,7 +42,7 @@ export function useTurnCredentials (
     renewBeforeMs?: number
     onError?: (err: Error) => void
     fetch?: typeof fetch
-    /** The signed room id, sent as proof of membership where rooms are signed. */
+    /** The signed room id, sent as proof of membership where rooms are signed (default: the client's `roomId` when it is a signed id). */
     room?: string
   }
 ): { ready: Promise<TurnCredentials>; stop(): void; last(): TurnCredentials | null }

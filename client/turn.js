@@ -41,10 +41,13 @@ export async function fetchTurnCredentials (workerUrl, { fetch: doFetch = global
  * connection through the relay, also pass
  * `rtcPeerConnectionOptions: { iceTransportPolicy: 'relay' }` to the client.
  *
+ * In a signed room (`<name>_<expiry>_<mac>`, see sign-room.js) the client's
+ * `roomId` goes along as proof of membership, unless `room` says otherwise.
+ *
  * Returns `{ ready, stop, last }`: `ready` settles once the first credentials
  * are in place; `stop()` ends the renewals; `last()` is the latest answer.
  */
-export function useTurnCredentials (p2pcf, workerUrl, { allPeers = true, renewBeforeMs = 60000, onError, fetch, room } = {}) {
+export function useTurnCredentials (p2pcf, workerUrl, { allPeers = true, renewBeforeMs = 60000, onError, fetch, room = signedRoomOf(p2pcf) } = {}) {
   const stunOnly = p2pcf.stunIceServers || []
   let timer = null
   let stopped = false
@@ -91,4 +94,10 @@ const monotonicNow = () => globalThis.performance?.now?.() ?? Date.now()
 function lifetimeMs (credentials) {
   if (typeof credentials.expiresIn === 'number') return credentials.expiresIn
   return Math.min(3600000, Math.max(0, credentials.expiresAt - Date.now()))
+}
+
+/** The client's room id when it is a signed one (the worker's format), else undefined. */
+function signedRoomOf (p2pcf) {
+  const id = p2pcf.roomId
+  return typeof id === 'string' && /_\d{10}_[A-Za-z0-9_-]{16}$/.test(id) ? id : undefined
 }

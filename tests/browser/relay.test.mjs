@@ -7,6 +7,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { WebSocketServer } from 'ws'
+import { signRoom } from 'p2pcf-rs-client/sign-room'
 import { startWorker } from '../workerd/harness.mjs'
 import { startBrowser, until } from './support.mjs'
 
@@ -50,19 +51,19 @@ after(async () => {
   wss?.close()
 })
 
-test('three simple-peer browsers form a mesh through the relay, talk, and see one leave', async () => {
-  const room = `relay-mesh-${Date.now()}`
+/** Three simple-peer pages in `room` on `url`: a full mesh, data both ways, one leaves. */
+async function meshOfThree (url, room, label) {
   const started = Date.now()
   const names = ['ann', 'bob', 'cy']
   const pages = []
-  for (const name of names) pages.push(await chromium.openClient({ worker: worker.url, room, name }, '/relay'))
+  for (const name of names) pages.push(await chromium.openClient({ worker: url, room, name }, '/relay'))
   const eventsOf = p => p.page.evaluate(() => window.events)
   const connectedTo = async p => (await eventsOf(p)).filter(e => e[0] === 'connect').map(e => e[1])
   await until('a full mesh', async () => {
     for (const p of pages) if ((await connectedTo(p)).length < 2) return false
     return true
   }, 60000)
-  console.log(`three simple-peer browsers in a full mesh through the relay in ${Date.now() - started} ms`)
+  console.log(`three simple-peer browsers in a full mesh through the relay${label} in ${Date.now() - started} ms`)
   const ids = await Promise.all(pages.map(p => p.page.evaluate(() => window.relay.id)))
   for (const [i, p] of pages.entries()) {
     const others = ids.filter((_, j) => j !== i).sort()
@@ -80,15 +81,35 @@ test('three simple-peer browsers form a mesh through the relay, talk, and see on
     assert.deepEqual(got.map(([, text]) => text).sort(), names.filter((_, j) => j !== i).map(n => `hello from ${n}`).sort())
   }
   // cy leaves (pagehide: the relay's keepalive leave); ann and bob see it go.
+  // Its browser context stays open until then: closing it at once could
+  // cancel the keepalive request before it is sent.
+  const closed = new Promise(resolve => pages[2].page.once('close', resolve))
   await pages[2].page.close({ runBeforeUnload: true })
-  await pages[2].context.close()
+  await closed
   for (const p of pages.slice(0, 2)) {
     await until('leave of cy', async () => (await eventsOf(p)).some(e => e[0] === 'leave' && e[1] === ids[2]), 20000)
     await until('close of the link to cy', async () => (await eventsOf(p)).some(e => e[0] === 'close' && e[1] === ids[2]), 20000)
   }
   const left = await pages[0].page.evaluate(() => [...window.relay.peers.keys()])
   assert.deepEqual(left, [ids[1]])
-  for (const p of pages.slice(0, 2)) await p.context.close()
+  for (const p of pages) await p.context.close()
+}
+
+test('three simple-peer browsers form a mesh through the relay, talk, and see one leave', async () => {
+  await meshOfThree(worker.url, `relay-mesh-${Date.now()}`, '')
+})
+
+test('the same mesh in a signed room on a deployment with ROOM_SECRET', async () => {
+  const secret = randomBytes(18).toString('base64')
+  const signedWorker = await startWorker({ vars: { ROOM_SECRET: secret } })
+  try {
+    const room = await signRoom(`mesh-${Date.now()}`, secret, { expiresInS: 600 })
+    await meshOfThree(signedWorker.url, room, ' (signed room)')
+    const plain = await fetch(signedWorker.url + '/relay/v1', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ room: 'mesh-plain' }) })
+    assert.equal(plain.status, 403)
+  } finally {
+    await signedWorker.stop()
+  }
 })
 
 test('three fast-rtc-swarm browsers form the swarm through the relay and exchange data', async () => {

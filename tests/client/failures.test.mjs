@@ -161,3 +161,21 @@ for (const [label, skewMs] of [['an hour fast', 3600000], ['an hour behind', -36
     }
   })
 }
+
+test('in a signed room, TURN requests carry the room as proof; in a plain room they carry nothing', async () => {
+  const seen = []
+  const fetch = async (url, init) => {
+    seen.push(init?.headers?.['X-Room'] ?? null)
+    return json({ iceServers: [{ urls: ['turn:t.example:3478'] }], expiresAt: Date.now() + 3600000, expiresIn: 3600000 })
+  }
+  const signed = 'team-chat_1800000000_CfdhulWBsa7cBbqK'
+  for (const roomId of [signed, 'team-chat']) {
+    const turn = useTurnCredentials({ stunIceServers: [], turnIceServers: [], roomId }, 'https://w.example', { fetch })
+    await turn.ready
+    turn.stop()
+  }
+  const explicit = useTurnCredentials({ stunIceServers: [], turnIceServers: [], roomId: 'team-chat' }, 'https://w.example', { fetch, room: signed })
+  await explicit.ready
+  explicit.stop()
+  assert.deepEqual(seen, [signed, null, signed])
+})
