@@ -133,6 +133,8 @@ pub fn derive_log_key(secret: &str) -> [u8; 16] {
 
 /// Default lifetime of minted credentials (`TURN_TTL_S`).
 pub const DEFAULT_TTL_S: u64 = 3600;
+/// Default cap on credentials per signed room per minute (`TURN_MAX_PER_ROOM_PER_MINUTE`).
+pub const DEFAULT_MAX_PER_ROOM_PER_MINUTE: u64 = 10;
 /// Default cap on credentials per minute for the whole deployment (`TURN_MAX_PER_MINUTE`).
 pub const DEFAULT_MAX_PER_MINUTE: u64 = 120;
 /// Default base URL of Cloudflare's TURN API (`CF_TURN_API_BASE`).
@@ -187,6 +189,10 @@ pub struct TurnSettings {
     pub source: Option<TurnSource>,
     pub ttl_s: u64,
     pub max_per_minute: u64,
+    /// With signed rooms, credentials per room per minute
+    /// (`TURN_MAX_PER_ROOM_PER_MINUTE`): a room id handed to one user
+    /// cannot mint for a crowd.
+    pub max_per_room_per_minute: u64,
 }
 
 impl Default for TurnSettings {
@@ -195,6 +201,7 @@ impl Default for TurnSettings {
             source: None,
             ttl_s: DEFAULT_TTL_S,
             max_per_minute: DEFAULT_MAX_PER_MINUTE,
+            max_per_room_per_minute: DEFAULT_MAX_PER_ROOM_PER_MINUTE,
         }
     }
 }
@@ -226,6 +233,11 @@ impl TurnSettings {
             };
         let ttl_s = number("TURN_TTL_S", DEFAULT_TTL_S, 60..=86_400);
         let max_per_minute = number("TURN_MAX_PER_MINUTE", DEFAULT_MAX_PER_MINUTE, 1..=100_000);
+        let max_per_room_per_minute = number(
+            "TURN_MAX_PER_ROOM_PER_MINUTE",
+            DEFAULT_MAX_PER_ROOM_PER_MINUTE,
+            1..=100_000,
+        );
         let cloudflare = cloudflare_source(&set, warnings);
         let rest = rest_source(&set, warnings);
         if cloudflare.is_some() && rest.is_some() {
@@ -237,6 +249,7 @@ impl TurnSettings {
             source: cloudflare.or(rest),
             ttl_s,
             max_per_minute,
+            max_per_room_per_minute,
         }
     }
 }

@@ -223,3 +223,40 @@ async fn the_status_page_signs_a_two_member_room_for_its_self_test() {
         .await;
     assert!(!page.text.contains(marker));
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_signed_room_mints_at_most_its_own_cap_a_minute() {
+    let h = Harness::with_vars(
+        &[
+            ("ROOM_SECRET", SECRET),
+            ("TURN_URLS", "turn:127.0.0.1:3478"),
+            ("TURN_SHARED_SECRET", "turn-secret"),
+            ("TURN_MAX_PER_ROOM_PER_MINUTE", "2"),
+        ],
+        5,
+    );
+    let (team, other) = (
+        signed(&h, "team", SECRET, 600),
+        signed(&h, "other", SECRET, 600),
+    );
+    for _ in 0..2 {
+        assert_eq!(h.request(get_turn(Some(&team))).await.status, 200);
+    }
+    let r = h.request(get_turn(Some(&team))).await;
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (429, "Too many TURN credentials this minute; retry later")
+    );
+    assert!(r.response.header("retry-after").is_some());
+    assert_eq!(
+        h.request(get_turn(Some(&other))).await.status,
+        200,
+        "another room has its own"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    assert_eq!(
+        h.request(get_turn(Some(&team))).await.status,
+        200,
+        "the next minute"
+    );
+}

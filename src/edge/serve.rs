@@ -212,21 +212,26 @@ async fn turn_credentials<S: Store, P: Platform>(
         if settings.source.is_none() {
             return Err(Error::TurnNotConfigured);
         }
-        turn_proof(req, svc)?;
+        let room = turn_proof(req, svc)?;
         let now = svc.platform.now_ms();
         let minute = now / 60_000;
-        svc.isolate
-            .turn_ledger
-            .admit_key(
-                &counting,
-                svc.platform,
-                format!("turn/{minute}"),
-                settings.max_per_minute,
-            )
+        let capped = |_| Error::TurnCapReached {
+            retry_after_s: (60 - (now / 1000) % 60) as u32,
+        };
+        let ledger = &svc.isolate.turn_ledger;
+        if let Some(room) = room {
+            let key = format!("turn/{minute}/{room}");
+            let cap = settings.max_per_room_per_minute;
+            ledger
+                .admit_key(&counting, svc.platform, key, cap)
+                .await
+                .map_err(capped)?;
+        }
+        let key = format!("turn/{minute}");
+        ledger
+            .admit_key(&counting, svc.platform, key, settings.max_per_minute)
             .await
-            .map_err(|_| Error::TurnCapReached {
-                retry_after_s: (60 - (now / 1000) % 60) as u32,
-            })?;
+            .map_err(capped)?;
         let minted = crate::edge::turn::mint(settings, svc.platform).await;
         *svc.isolate.turn_last.borrow_mut() = Some(match &minted {
             Ok(_) => Ok(()),
@@ -244,10 +249,14 @@ async fn turn_credentials<S: Store, P: Platform>(
 
 /// With signed rooms, credentials go only to callers that show a signed,
 /// unexpired room id (header `X-Room`), checked before anything is counted.
-fn turn_proof<S, P: Platform>(req: &HttpRequest, svc: &Services<'_, S, P>) -> Result<(), Error> {
+/// Returns the room, whose own cap then applies.
+fn turn_proof<S, P: Platform>(
+    req: &HttpRequest,
+    svc: &Services<'_, S, P>,
+) -> Result<Option<RoomId>, Error> {
     let secrets = &svc.config.room_secrets;
     if secrets.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let room = req
         .header("x-room")
@@ -255,7 +264,8 @@ fn turn_proof<S, P: Platform>(req: &HttpRequest, svc: &Services<'_, S, P>) -> Re
         .ok_or(Error::Forbidden(
             "TURN needs a signed room id in the X-Room header on this deployment",
         ))?;
-    rooms::admit(&room, secrets, svc.platform.now_ms())
+    rooms::admit(&room, secrets, svc.platform.now_ms())?;
+    Ok(Some(room))
 }
 
 /// `application/json`, in any case, with optional parameters and whitespace.
