@@ -190,6 +190,19 @@ export class SignalRelay {
       this._take(answer)
       next = this._queue.length || answer.more ? 0 : (answer.hint?.ms ?? 2000)
     } catch (err) {
+      if (err.status === 409 && batch[0]?.unsure) {
+        // An earlier try of this very batch may have been stored (its answer
+        // was lost): its numbers are used by no other batch, so "already
+        // used" means it was. Once its letters expired the worker cannot
+        // tell a retry from a reuse, so it answers 409; the batch is done.
+        this._failures = 0
+        this._queue.splice(0, batch.length)
+        for (const m of batch) m.resolve()
+        this._inFlight = null
+        this._schedule(0)
+        return
+      }
+      if (err.retry && batch[0]) batch[0].unsure = true
       if (err.status === 410) {
         // Gone (expired or left elsewhere): join again as a new peer.
         this._emit('error', err)

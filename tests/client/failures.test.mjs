@@ -179,3 +179,34 @@ test('in a signed room, TURN requests carry the room as proof; in a plain room t
   explicit.stop()
   assert.deepEqual(seen, [signed, null, signed])
 })
+
+test('a batch whose answer was lost, retried after its letters expired (409), is done, not refused', async () => {
+  mock.timers.enable({ apis: ['setTimeout'] })
+  try {
+    const sends = []
+    const fetch = async (url, init) => {
+      const body = JSON.parse(init.body)
+      if (!body.id) return json(joined)
+      if (!body.send?.length) return json({ ...joined, hint: { ms: 60000, mode: 'slow' } })
+      sends.push(body.send.map(m => m.seq))
+      // Stored, then the answer is lost; the retry finds the numbers used.
+      if (sends.length === 1) throw new TypeError('answer lost')
+      if (sends.length === 2) return new Response('Message seq already used: each message needs a seq above the last one sent', { status: 409 })
+      return json(joined)
+    }
+    const relay = new SignalRelay({ url: 'https://w.example', room: 'room-x', fetch })
+    const errors = []
+    relay.on('error', err => errors.push(err))
+    await relay.start()
+    const first = relay.send('peer', 'one')
+    await elapse(5000)
+    await first
+    const second = relay.send('peer', 'two')
+    await elapse(5000)
+    await second
+    assert.deepEqual(sends, [[1], [1], [2]])
+    assert.ok(errors.every(e => !e.fatal))
+  } finally {
+    mock.timers.reset()
+  }
+})

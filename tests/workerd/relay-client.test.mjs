@@ -31,39 +31,44 @@ test('two SignalRelays: join events, ordered exactly-once messages, Peer Message
   ann.on('join', (id, meta) => joins.ann.push([id, meta]))
   bob.on('join', (id, meta) => joins.bob.push([id, meta]))
   ann.on('leave', id => leaves.push(id))
-  await ann.start()
-  await bob.start()
-  assert.deepEqual(joins.bob, [[ann.id, { name: 'ann' }]], 'peers already there are joins too')
-  await until('ann sees bob', () => joins.ann.length === 1)
-  assert.deepEqual(joins.ann, [[bob.id, { name: 'bob' }]])
+  // A failure must not leave the two polling forever (the test file would never end).
+  try {
+    await ann.start()
+    await bob.start()
+    assert.deepEqual(joins.bob, [[ann.id, { name: 'ann' }]], 'peers already there are joins too')
+    await until('ann sees bob', () => joins.ann.length === 1)
+    assert.deepEqual(joins.ann, [[bob.id, { name: 'bob' }]])
 
-  // 200 messages each way, sent without waiting (batched by the client).
-  const sends = []
-  for (let i = 0; i < 200; i++) {
-    sends.push(ann.send(bob.id, { i }))
-    sends.push(bob.send(ann.id, { i }))
+    // 200 messages each way, sent without waiting (batched by the client).
+    const sends = []
+    for (let i = 0; i < 200; i++) {
+      sends.push(ann.send(bob.id, { i }))
+      sends.push(bob.send(ann.id, { i }))
+    }
+    await Promise.all(sends)
+    await until('all delivered', () => seen.ann.length === 200 && seen.bob.length === 200)
+    assert.deepEqual(seen.bob.map(([from, d]) => [from, d.i]), Array.from({ length: 200 }, (_, i) => [ann.id, i]))
+    assert.deepEqual(seen.ann.map(([, d]) => d.i), Array.from({ length: 200 }, (_, i) => i))
+
+    // Peer Message's `signal: { channel, send, receive }`, strings both ways.
+    const a = peerMessageSignal(ann, bob.id)
+    const b = peerMessageSignal(bob, ann.id)
+    const got = []
+    b.receive(message => got.push(message))
+    assert.equal(typeof a.channel, 'string')
+    a.send('{"type":"offer"}')
+    a.send('{"candidate":"x"}')
+    await until('peer message strings', () => got.length === 2)
+    assert.deepEqual(got, ['{"type":"offer"}', '{"candidate":"x"}'])
+
+    // bob leaves: ann sees it at her next poll.
+    bob.stop()
+    await until('ann sees bob leave', () => leaves.includes(bob.id), 30000)
+    assert.equal(ann.peers.size, 0)
+  } finally {
+    ann.stop()
+    bob.stop()
   }
-  await Promise.all(sends)
-  await until('all delivered', () => seen.ann.length === 200 && seen.bob.length === 200)
-  assert.deepEqual(seen.bob.map(([from, d]) => [from, d.i]), Array.from({ length: 200 }, (_, i) => [ann.id, i]))
-  assert.deepEqual(seen.ann.map(([, d]) => d.i), Array.from({ length: 200 }, (_, i) => i))
-
-  // Peer Message's `signal: { channel, send, receive }`, strings both ways.
-  const a = peerMessageSignal(ann, bob.id)
-  const b = peerMessageSignal(bob, ann.id)
-  const got = []
-  b.receive(message => got.push(message))
-  assert.equal(typeof a.channel, 'string')
-  a.send('{"type":"offer"}')
-  a.send('{"candidate":"x"}')
-  await until('peer message strings', () => got.length === 2)
-  assert.deepEqual(got, ['{"type":"offer"}', '{"candidate":"x"}'])
-
-  // bob leaves: ann sees it at her next poll.
-  bob.stop()
-  await until('ann sees bob leave', () => leaves.includes(bob.id), 30000)
-  assert.equal(ann.peers.size, 0)
-  ann.stop()
 })
 
 test('SignalRelay under network errors, lost answers and 503s: 300 messages, in order, once', async () => {
@@ -81,17 +86,21 @@ test('SignalRelay under network errors, lost answers and 503s: 300 messages, in 
   }
   const ann = new SignalRelay({ url: worker.url, room, fetch: flaky })
   const bob = new SignalRelay({ url: worker.url, room, fetch: flaky })
-  const got = []
-  bob.on('signal', (from, data) => got.push(data))
-  await ann.start()
-  await bob.start()
-  await until('ann sees bob', () => ann.peers.has(bob.id))
-  const sends = []
-  for (let i = 0; i < 300; i++) sends.push(ann.send(bob.id, i))
-  await Promise.all(sends)
-  await until('all 300', () => got.length >= 300, 60000)
-  await new Promise(resolve => setTimeout(resolve, 1500))
-  assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i))
-  ann.stop()
-  bob.stop()
+  // A failure must not leave the two polling forever (the test file would never end).
+  try {
+    const got = []
+    bob.on('signal', (from, data) => got.push(data))
+    await ann.start()
+    await bob.start()
+    await until('ann sees bob', () => ann.peers.has(bob.id))
+    const sends = []
+    for (let i = 0; i < 300; i++) sends.push(ann.send(bob.id, i))
+    await Promise.all(sends)
+    await until('all 300', () => got.length >= 300, 60000)
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i))
+  } finally {
+    ann.stop()
+    bob.stop()
+  }
 })
