@@ -1,5 +1,5 @@
-//! Optional per-origin access control (`ALLOWED_ORIGINS`, `ORIGIN_QUOTA`),
-//! with the original worker's semantics:
+//! Who may call, by origin (`ALLOWED_ORIGINS`, `ORIGIN_QUOTA`,
+//! `WITHOUT_ORIGIN`), with the original worker's semantics by default:
 //!
 //! * a request without an `Origin` header is not checked (it is not a
 //!   browser's), unless `WITHOUT_ORIGIN` refuses it or gives it a monthly

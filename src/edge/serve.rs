@@ -1,6 +1,7 @@
-//! HTTP in plain Rust: methods, headers, CORS, content types and the mapping
-//! of [`Error`] to responses. The Worker entry point only converts
-//! `worker::Request`/`Response` to and from [`HttpRequest`]/[`HttpResponse`].
+//! Routing: each request goes to the status page, a preflight, `GET /turn`
+//! or one wire protocol, after the origin rules, the content type, the body
+//! size and the room rules. Never fails: every [`Error`] becomes a response
+//! with CORS headers ([`HttpResponse::error`]).
 
 use crate::config::Config;
 use crate::domain::RoomId;
