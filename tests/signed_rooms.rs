@@ -99,17 +99,21 @@ async fn a_room_stops_being_served_when_its_signature_expires() {
     assert_eq!((r.status, r.text.as_str()), (403, EXPIRED));
 }
 
-fn get_turn(room: Option<&str>) -> HttpRequest {
-    let mut headers = Vec::new();
-    if let Some(room) = room {
-        headers.push(("X-Room".to_owned(), room.to_owned()));
-    }
+/// A `GET` of `url`, with `X-Room` when given.
+fn get(url: &str, room: Option<&str>) -> HttpRequest {
+    let headers = room
+        .map(|room| vec![("X-Room".to_owned(), room.to_owned())])
+        .unwrap_or_default();
     HttpRequest {
         method: "GET".into(),
-        url: "https://p2pcf.example.workers.dev/turn".into(),
+        url: url.into(),
         headers,
         body: Vec::new(),
     }
+}
+
+fn get_turn(room: Option<&str>) -> HttpRequest {
+    get("https://p2pcf.example.workers.dev/turn", room)
 }
 
 #[tokio::test(start_paused = true)]
@@ -187,12 +191,7 @@ async fn requests_without_origin_follow_the_switch() {
 async fn the_status_page_signs_a_two_member_room_for_its_self_test() {
     let h = harness();
     let page = h
-        .request(HttpRequest {
-            method: "GET".into(),
-            url: "https://p2pcf.example.workers.dev/".into(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        })
+        .request(get("https://p2pcf.example.workers.dev/", None))
         .await;
     let marker = "<meta name=\"p2pcf-self-test-room\" content=\"";
     let at = page.text.find(marker).expect("a signed self-test room") + marker.len();
@@ -214,12 +213,7 @@ async fn the_status_page_signs_a_two_member_room_for_its_self_test() {
     // Without a secret the page signs nothing.
     let open = Harness::with_vars(&[], 5);
     let page = open
-        .request(HttpRequest {
-            method: "GET".into(),
-            url: "https://p2pcf.example.workers.dev/".into(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        })
+        .request(get("https://p2pcf.example.workers.dev/", None))
         .await;
     assert!(!page.text.contains(marker));
 }
