@@ -13,6 +13,7 @@ use base64::Engine as _;
 
 use crate::domain::{ContextId, DeleteKey, RoomId, SessionId, DELETE_KEY_BYTES};
 use crate::engine::hints::{self, Hint, PollSettings};
+use crate::engine::limits::Limits;
 use crate::engine::room::{Arrival, Claim, Entry, IndexChange, Member, Outbox, Outboxes, Room};
 use crate::error::Error;
 use crate::platform::{join_all, Platform};
@@ -129,6 +130,24 @@ pub struct Look {
 }
 
 impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
+    /// The room at `keys`, under the deployment's room limits.
+    pub fn new(
+        store: &'a Counting<'a, S>,
+        platform: &'a P,
+        policy: &'a RetryPolicy,
+        keys: Keys,
+        limits: &Limits,
+    ) -> Self {
+        Self {
+            store,
+            platform,
+            policy,
+            keys,
+            max_room_bytes: limits.max_room_bytes,
+            max_peers: limits.max_peers,
+        }
+    }
+
     /// A budget of `budget_ms` for this request; a 503 says `stored`.
     pub fn attempts(&self, budget_ms: u64, stored: &'static str) -> Attempts<'a, P> {
         Attempts::new(self.platform, self.policy, budget_ms, stored)

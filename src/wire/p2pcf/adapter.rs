@@ -61,14 +61,7 @@ pub async fn handle<S: Store, P: Platform>(
     config: &Config,
     request: &Request,
 ) -> Result<Reply, Error> {
-    let room = |id: &RoomId| R2Room {
-        store,
-        platform,
-        policy,
-        keys: keys(id),
-        max_room_bytes: config.limits.max_room_bytes,
-        max_peers: config.limits.max_peers,
-    };
+    let room = |id: &RoomId| R2Room::new(store, platform, policy, keys(id), &config.limits);
     match request {
         Request::Poll {
             room: id,

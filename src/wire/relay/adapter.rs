@@ -125,14 +125,7 @@ pub async fn handle<S: Store, P: Platform>(
     request: &RelayRequest,
 ) -> Result<Reply, Error> {
     let run = Run {
-        room: R2Room {
-            store,
-            platform,
-            policy,
-            keys: keys(&request.room),
-            max_room_bytes: config.limits.max_room_bytes,
-            max_peers: config.limits.max_peers,
-        },
+        room: R2Room::new(store, platform, policy, keys(&request.room), &config.limits),
         request,
         poll: &config.poll,
     };
