@@ -103,7 +103,7 @@ pub const SELF_TEST_MEMBERS: usize = 2;
 /// With signed rooms, a room for the status page's self-test: signed by the
 /// worker for [`SELF_TEST_ROOM_S`], named `self-test-<12 hex>`. Anyone who
 /// loads the status page gets one, so such rooms take only
-/// [`SELF_TEST_MEMBERS`] (see [`config_for`]): a pair for ten minutes.
+/// [`SELF_TEST_MEMBERS`] (see [`settings_for`]): a pair for ten minutes.
 pub fn self_test_room(secrets: &[Secret], platform: &impl Platform) -> Option<RoomId> {
     let secret = secrets.first()?;
     let mut random = [0u8; 6];
@@ -113,16 +113,22 @@ pub fn self_test_room(secrets: &[Secret], platform: &impl Platform) -> Option<Ro
     sign(&format!("self-test-{hex}"), expires_s, secret)
 }
 
-/// The settings a request for `room` runs with: a signed self-test room
-/// takes [`SELF_TEST_MEMBERS`]; any other room the deployment's own.
-pub fn config_for<'c>(room: &RoomId, config: &'c Config) -> Cow<'c, Config> {
+/// Whether `room` is served ([`admit`]), and the settings a request for it
+/// runs with: a signed self-test room takes [`SELF_TEST_MEMBERS`]; any
+/// other room the deployment's own.
+pub fn settings_for<'c>(
+    room: &RoomId,
+    config: &'c Config,
+    now_ms: u64,
+) -> Result<Cow<'c, Config>, Error> {
+    admit(room, &config.room_secrets, now_ms)?;
     let self_test = !config.room_secrets.is_empty() && room.as_str().starts_with("self-test-");
     if !self_test {
-        return Cow::Borrowed(config);
+        return Ok(Cow::Borrowed(config));
     }
     let mut capped = config.clone();
     capped.limits.max_peers = capped.limits.max_peers.min(SELF_TEST_MEMBERS);
-    Cow::Owned(capped)
+    Ok(Cow::Owned(capped))
 }
 
 /// When a signed room id stops being served, ms (`None`: not signed).

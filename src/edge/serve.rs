@@ -127,12 +127,7 @@ async fn signal<S: Store, P: Platform>(
         let request = relay::parse(&req.body)?;
         outcome.room = Some(room_tag(&request.room, svc.isolate.log_key(svc.config)));
         outcome.op = "relay";
-        rooms::admit(
-            &request.room,
-            &svc.config.room_secrets,
-            svc.platform.now_ms(),
-        )?;
-        let config = rooms::config_for(&request.room, svc.config);
+        let config = rooms::settings_for(&request.room, svc.config, svc.platform.now_ms())?;
         return boxed(relay::handle(
             store,
             svc.platform,
@@ -158,8 +153,7 @@ async fn signal<S: Store, P: Platform>(
         Request::Leave { .. } => "leave",
     };
     // Before any room read: a refused id costs no R2 operation.
-    rooms::admit(room, &svc.config.room_secrets, svc.platform.now_ms())?;
-    let config = rooms::config_for(room, svc.config);
+    let config = rooms::settings_for(room, svc.config, svc.platform.now_ms())?;
     boxed(p2pcf::handle(
         store,
         svc.platform,
