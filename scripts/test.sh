@@ -31,4 +31,7 @@ say "the client package: declarations type-check (strict), npm pack installs"
 node_modules/.bin/tsc -p tests/client
 
 say "HTTP tests in workerd, the client package, browser tests in Chromium"
-node --test --test-concurrency=1 tests/client/ tests/workerd/ tests/browser/
+# Each test gets 10 minutes; the whole run 40 (a file whose test leaves a
+# timer or socket behind never exits, and would otherwise hang CI).
+timeout --kill-after=30s 40m \
+  node --test --test-concurrency=1 --test-timeout=600000 tests/client/ tests/workerd/ tests/browser/

@@ -1,6 +1,7 @@
 // HTTP tests of the built worker running in workerd with local R2.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import net from 'node:net'
 import { startWorker, Peer, r2Ops, sessions } from './harness.mjs'
 
 let worker
@@ -249,26 +250,52 @@ test('one structured JSON log line per request, with no ids, keys or packages in
 })
 
 test('a request body is capped while it is read, whatever Content-Length says', async () => {
-  // A chunked body (no Content-Length) that never ends: the worker must stop
-  // reading at MAX_BODY_BYTES and answer, not wait for (or buffer) the rest.
-  const chunk = new TextEncoder().encode(' '.repeat(16 * 1024))
-  const body = new ReadableStream({
-    async pull (controller) {
-      await new Promise(resolve => setTimeout(resolve, 1))
-      controller.enqueue(chunk)
-    }
-  })
-  const res = await fetch(worker.url, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body,
-    duplex: 'half',
-    signal: AbortSignal.timeout(15000)
-  })
-  assert.equal(res.status, 413)
-  assert.equal(await res.text(), 'Request body too large')
-  assertCors(res)
+  // A chunked body (no Content-Length) that does not end until the answer
+  // comes: the worker must stop reading at MAX_BODY_BYTES and answer, not wait
+  // for (or buffer) the rest. A raw socket, because the runtime may close the
+  // connection while the body is still being sent, which fetch reports as a
+  // failure even after the answer arrived.
+  const answer = await postEndlessBody(worker.url, 64 * 1024 * 1024)
+  assert.match(answer, /^HTTP\/1\.1 413 /)
+  assert.match(answer, /\r\naccess-control-allow-origin: \*\r\n/i)
+  assert.ok(answer.slice(answer.indexOf('\r\n\r\n')).includes('Request body too large'), answer)
 })
+
+/**
+ * Sends a chunked POST of spaces until an answer arrives or `limit` bytes are
+ * sent, and resolves to everything the server wrote back. Never leaves a
+ * writer running: the socket is closed when the answer starts or after 15 s.
+ */
+function postEndlessBody (url, limit) {
+  const { hostname, port } = new URL(url)
+  const chunk = Buffer.from(`4000\r\n${' '.repeat(16 * 1024)}\r\n`)
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname)
+    const received = []
+    let sent = 0
+    let answered = false
+    const timer = setTimeout(() => socket.destroy(new Error('no answer within 15 s')), 15000)
+    const finish = error => {
+      clearTimeout(timer)
+      const text = Buffer.concat(received).toString()
+      if (text) resolve(text)
+      else reject(error ?? new Error('connection closed without an answer'))
+    }
+    socket.on('data', data => { answered = true; received.push(data) })
+    socket.on('error', () => {}) // a reset after the answer is expected
+    socket.on('close', () => finish())
+    socket.on('connect', async () => {
+      socket.write(`POST / HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`)
+      while (!answered && !socket.destroyed && sent < limit) {
+        if (!socket.write(chunk)) await new Promise(resolve => socket.once('drain', resolve).once('close', resolve))
+        sent += chunk.length
+        await new Promise(resolve => setTimeout(resolve, 1))
+      }
+      // Whatever happens next, the answer (or its absence) ends the wait.
+      setTimeout(() => socket.destroy(), 2000)
+    })
+  })
+}
 
 test('an index this build cannot read is answered 503 and left untouched', async () => {
   const bucket = await worker.bucket()
