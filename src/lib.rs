@@ -3,7 +3,7 @@
 //! and mints short-lived TURN credentials.
 //!
 //! The folders are the architecture, lowest layer first; a module imports
-//! only from its own layer or lower ones (`tests/layers.rs` checks it):
+//! only from its own layer or lower ones (`tests/architecture.rs` checks it):
 //!
 //! * [`error`], [`platform`]: the one error type; clock, timers, randomness;
 //! * [`domain`]: the ids and values every part shares, valid by construction;
@@ -11,7 +11,8 @@
 //! * [`engine`]: the room rules (members, expiry, messages, hints, limits),
 //!   with no wire format and no storage;
 //! * [`config`]: every setting, from `[vars]` and secrets;
-//! * [`host`]: where a room is kept and changed (R2 today);
+//! * [`host`]: where a room is kept and changed: R2, or held in memory by
+//!   one authority that pushes (a Durable Object);
 //! * [`wire`]: the protocols (p2pcf, relay), each parse → engine → render;
 //! * [`edge`]: routing, CORS, origin rules and quotas, TURN, the status page;
 //! * `worker_entry` (wasm only): the only code that touches the Workers

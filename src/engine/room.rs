@@ -331,6 +331,20 @@ impl<D: Member> Room<D> {
         self.own(context, session, now_ms).is_some()
     }
 
+    /// Sets when `context`'s live entry expires, for a host that sees its
+    /// members' liveness itself (a Durable Object holds their sockets: a
+    /// connected member stays, a dropped one gets a window to come back).
+    /// Returns whether there was such an entry.
+    pub fn hold(&mut self, context: &ContextId, until_ms: u64, now_ms: u64) -> bool {
+        match self.entries.get_mut(context).filter(|e| e.is_live(now_ms)) {
+            Some(entry) => {
+                entry.expires_ms = until_ms;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The letters carried in `context`'s entry (see [`Entry::mail`]).
     pub fn mail_mut(&mut self, context: &ContextId) -> Option<&mut Mailbox> {
         self.entries.get_mut(context).map(|e| &mut e.mail)
@@ -347,6 +361,24 @@ impl<D: Member> Room<D> {
             .values()
             .filter(move |e| e.is_live(now_ms))
             .map(|e| &e.d)
+    }
+
+    /// The data of every member whose entry has expired but is still
+    /// stored (the next [`Room::prune`] drops them).
+    pub fn expired_members(&self, now_ms: u64) -> impl Iterator<Item = &D> {
+        self.entries
+            .values()
+            .filter(move |e| !e.is_live(now_ms))
+            .map(|e| &e.d)
+    }
+
+    /// The earliest moment a live entry expires, if any is live.
+    pub fn next_expiry(&self, now_ms: u64) -> Option<u64> {
+        self.entries
+            .values()
+            .filter(|e| e.is_live(now_ms))
+            .map(|e| e.expires_ms)
+            .min()
     }
 
     /// Number of live entries.

@@ -1,5 +1,7 @@
-//! Where rooms are kept. Today R2 ([`r2`]): each request reads the room,
-//! applies the engine's rules and writes back with an etag-conditional put.
-//! Tomorrow a Durable Object per room holds the same rules in memory.
+//! Where rooms are kept, each host running the engine's rules: R2
+//! ([`r2`]), where each request reads the room, applies the rules and writes
+//! back with an etag-conditional put; and one authority per room that holds
+//! it in memory and pushes ([`live`], run by a Durable Object).
 
+pub mod live;
 pub mod r2;

@@ -1,0 +1,352 @@
+//! A room held by one authority that pushes: the host a Durable Object
+//! runs, sans-IO. The room is the engine's value (members, tokens, each
+//! sender's letters with their byte caps, expiry and retry rules), kept in
+//! memory and written whole after every change; what is pushed to whom is
+//! decided here, sent by the glue.
+//!
+//! * A connected member's entry never expires ([`CONNECTED`]); its socket
+//!   is its liveness. A socket that drops gives its member
+//!   [`RESUME_WINDOW_MS`] to come back with its id, token and cursors; a
+//!   clean close or a leave removes it at once. Only then (or when the
+//!   window ends, [`LiveRoom::expire`]) do the others hear that it left.
+//! * Each connected member has [`Cursors`]: per sender, the highest `seq`
+//!   pushed to it. A letter is pushed when its sender's cursor is below it,
+//!   in `seq` order, so each is pushed once per connection; letters stay
+//!   until they expire, so a member that resumes with the cursors it
+//!   received up to gets the rest, and nothing twice.
+//! * What must survive an eviction is the room ([`LiveRoom::encode`]) and
+//!   each socket's cursors (its attachment); [`LiveRoom::restore`] rebuilds
+//!   the rest.
+
+use std::collections::BTreeMap;
+
+use crate::domain::{ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
+use crate::engine::mailbox::{Letter, Mailbox, Message, MAX_HELD_BYTES};
+use crate::engine::room::{Arrival, Claim, Member, Room, Unreadable};
+use crate::error::Error;
+
+/// The expiry of a connected member's entry: never, while its socket is open.
+pub const CONNECTED: u64 = u64::MAX / 4;
+/// How long a member whose socket dropped (not closed) may come back.
+pub const RESUME_WINDOW_MS: u64 = 60_000;
+
+/// Per sender, the highest `seq` a member has been pushed (or, on resume,
+/// says it received).
+pub type Cursors = BTreeMap<SessionId, u64>;
+
+/// Something to send to one connected member.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Push<D> {
+    /// A member joined.
+    Joined(D),
+    /// A member left, closed its socket or did not come back in time.
+    Left(SessionId),
+    /// Letters of one sender, in `seq` order.
+    Letters {
+        from: SessionId,
+        letters: Vec<Letter>,
+    },
+}
+
+/// Pushes, each with its addressee.
+pub type Pushes<D> = Vec<(SessionId, Push<D>)>;
+
+/// What a member that joined or came back is told, and what the others are.
+#[derive(Debug)]
+pub struct Attached<D> {
+    /// The member's token (on a join).
+    pub token: Option<DeleteKey>,
+    /// The other live members.
+    pub peers: Vec<D>,
+    /// Letters waiting for it (pushes to itself), then pushes to the others.
+    pub pushes: Pushes<D>,
+}
+
+/// What a batch of messages did.
+#[derive(Debug)]
+pub struct Delivered<D> {
+    /// Numbers of messages with nobody to go to (not stored).
+    pub undeliverable: Vec<u64>,
+    pub pushes: Pushes<D>,
+}
+
+/// One room, held in memory by the object that owns it.
+#[derive(Debug)]
+pub struct LiveRoom<D> {
+    room: Room<D>,
+    connected: BTreeMap<SessionId, Cursors>,
+    /// The room changed since the last [`LiveRoom::take_changed`].
+    changed: bool,
+}
+
+fn context_of(id: &SessionId) -> Result<ContextId, Error> {
+    ContextId::parse(id.as_str())
+}
+
+impl<D: Member> LiveRoom<D> {
+    /// Rebuilds a room from what was stored and the sockets still open, with
+    /// the cursors each one carries. A member stored as connected whose
+    /// socket is gone (the object was reset) gets its resume window from now.
+    pub fn restore(
+        stored: Option<&[u8]>,
+        sockets: impl IntoIterator<Item = (SessionId, Cursors)>,
+        now_ms: u64,
+    ) -> Result<Self, Unreadable> {
+        let room = match stored {
+            Some(bytes) => Room::decode(bytes)?,
+            None => Room::new(),
+        };
+        let mut live = Self {
+            room,
+            connected: BTreeMap::new(),
+            changed: false,
+        };
+        for (id, cursors) in sockets {
+            let owned = context_of(&id)
+                .is_ok_and(|context| live.room.owns_live_entry(&context, &id, now_ms));
+            if owned {
+                live.connected.insert(id, cursors);
+            }
+        }
+        let orphans: Vec<SessionId> = live
+            .room
+            .live_members(now_ms)
+            .map(|m| m.session().clone())
+            .filter(|id| !live.connected.contains_key(id))
+            .collect();
+        for id in orphans {
+            live.dropped(&id, now_ms);
+        }
+        Ok(live)
+    }
+
+    /// The room as stored.
+    pub fn encode(&self) -> Vec<u8> {
+        self.room.encode()
+    }
+
+    /// Whether the room changed (and must be written) since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// The cursors of a connected member (what its socket must remember).
+    pub fn cursors(&self, id: &SessionId) -> Option<&Cursors> {
+        self.connected.get(id)
+    }
+
+    pub fn is_connected(&self, id: &SessionId) -> bool {
+        self.connected.contains_key(id)
+    }
+
+    /// Live members, connected or within their resume window.
+    pub fn member_count(&self, now_ms: u64) -> usize {
+        self.room.live_count(now_ms)
+    }
+
+    /// When the next member's resume window ends, if one is open.
+    pub fn next_alarm(&self, now_ms: u64) -> Option<u64> {
+        self.room.next_expiry(now_ms).filter(|at| *at < CONNECTED)
+    }
+
+    /// A new member on a new socket. `new_key` makes its token; a join
+    /// retried with the id of a live member (a derived id) gets that
+    /// member back, with its token, instead of a second one.
+    pub fn join(
+        &mut self,
+        member: D,
+        new_key: impl FnOnce() -> DeleteKey,
+        now_ms: u64,
+        max_members: usize,
+    ) -> Result<Attached<D>, Error> {
+        let id = member.session().clone();
+        let context = context_of(&id)?;
+        let retried = self.room.owns_live_entry(&context, &id, now_ms);
+        if !retried {
+            let t = Millis::from_u64(now_ms);
+            let claim = Claim {
+                context: &context,
+                data: &member,
+                t: &t,
+                ttl_ms: RESUME_WINDOW_MS,
+                may_join: true,
+            };
+            self.room
+                .apply(&claim, Arrival::Poll, now_ms, max_members, new_key)?;
+        }
+        self.room.hold(&context, CONNECTED, now_ms);
+        self.changed = true;
+        let token = self.room.entry(&context).map(|e| e.dk.clone());
+        let mut attached = self.attach(&id, Cursors::new(), now_ms);
+        attached.token = token;
+        if !retried {
+            let joined = Push::Joined(member);
+            attached.pushes.extend(self.to_others(&id, &joined));
+        }
+        Ok(attached)
+    }
+
+    /// A member coming back on a new socket with its token and the cursors
+    /// it received up to. Refused with 410 once it left or its window ended.
+    pub fn resume(
+        &mut self,
+        id: &SessionId,
+        token: &DeleteKeyInput,
+        after: Cursors,
+        now_ms: u64,
+    ) -> Result<Attached<D>, Error> {
+        let context = context_of(id)?;
+        let entry = self
+            .room
+            .entry(&context)
+            .filter(|e| e.d.session() == id && e.is_live(now_ms))
+            .ok_or(Error::Left)?;
+        if !entry.dk.matches(token) {
+            return Err(Error::BadRequest("Bad token"));
+        }
+        if entry.expires_ms != CONNECTED {
+            self.room.hold(&context, CONNECTED, now_ms);
+            self.changed = true;
+        }
+        Ok(self.attach(id, after, now_ms))
+    }
+
+    /// Connects `id` with `after` and hands it what waits for it.
+    fn attach(&mut self, id: &SessionId, after: Cursors, now_ms: u64) -> Attached<D> {
+        self.connected.insert(id.clone(), after);
+        let senders: Vec<SessionId> = self
+            .room
+            .live_members(now_ms)
+            .map(|m| m.session().clone())
+            .filter(|s| s != id)
+            .collect();
+        let pushes = senders
+            .iter()
+            .filter_map(|from| self.letters_for(id, from, now_ms))
+            .collect();
+        Attached {
+            token: None,
+            peers: self
+                .room
+                .live_members(now_ms)
+                .filter(|m| m.session() != id)
+                .cloned()
+                .collect(),
+            pushes,
+        }
+    }
+
+    /// Letters from `from` that `to` has not been pushed, advancing its cursor.
+    fn letters_for(
+        &mut self,
+        to: &SessionId,
+        from: &SessionId,
+        now_ms: u64,
+    ) -> Option<(SessionId, Push<D>)> {
+        let cursors = self.connected.get_mut(to)?;
+        let after = cursors.get(from).copied().unwrap_or(0);
+        let mail = self.room.entry(&context_of(from).ok()?).map(|e| &e.mail)?;
+        let letters: Vec<Letter> = mail.for_reader(to, after, now_ms).cloned().collect();
+        let last = letters.last()?.seq;
+        cursors.insert(from.clone(), last);
+        let push = Push::Letters {
+            from: from.clone(),
+            letters,
+        };
+        Some((to.clone(), push))
+    }
+
+    /// `push` for every connected member but `except`.
+    fn to_others(&self, except: &SessionId, push: &Push<D>) -> Pushes<D> {
+        self.connected
+            .keys()
+            .filter(|id| *id != except)
+            .map(|id| (id.clone(), push.clone()))
+            .collect()
+    }
+
+    /// A batch from a connected member: accepted by the engine's rules
+    /// (numbers, retries, bytes held) or refused whole, then pushed to every
+    /// connected addressee.
+    pub fn send(
+        &mut self,
+        from: &SessionId,
+        batch: &[Message],
+        now_ms: u64,
+    ) -> Result<Delivered<D>, Error> {
+        if !self.connected.contains_key(from) {
+            return Err(Error::Left);
+        }
+        let context = context_of(from)?;
+        let others: Vec<SessionId> = self
+            .room
+            .live_members(now_ms)
+            .map(|m| m.session().clone())
+            .filter(|s| s != from)
+            .collect();
+        let mail = self.room.mail_mut(&context).ok_or(Error::Left)?;
+        let accepted = mail.accept(&Mailbox::default(), batch, &others, now_ms, MAX_HELD_BYTES)?;
+        if accepted.stored > 0 {
+            self.changed = true;
+        }
+        let pushes = accepted
+            .recipients
+            .iter()
+            .filter_map(|to| self.letters_for(to, from, now_ms))
+            .collect();
+        Ok(Delivered {
+            undeliverable: accepted.undeliverable,
+            pushes,
+        })
+    }
+
+    /// A leave, or a socket closed on purpose: the member is removed and
+    /// the others told at once.
+    pub fn leave(&mut self, id: &SessionId, now_ms: u64) -> Pushes<D> {
+        self.connected.remove(id);
+        let Ok(context) = context_of(id) else {
+            return Vec::new();
+        };
+        let Some(key) = self.room.entry(&context).map(|e| e.dk.as_str().to_owned()) else {
+            return Vec::new();
+        };
+        let Ok(key) = DeleteKeyInput::parse(&key) else {
+            return Vec::new();
+        };
+        if !self.room.remove(&context, Some(id), &key, now_ms) {
+            return Vec::new();
+        }
+        self.changed = true;
+        self.to_others(id, &Push::Left(id.clone()))
+    }
+
+    /// A socket that dropped (no close from the member): its member may
+    /// come back within [`RESUME_WINDOW_MS`].
+    pub fn dropped(&mut self, id: &SessionId, now_ms: u64) {
+        self.connected.remove(id);
+        if let Ok(context) = context_of(id) {
+            let until = now_ms.saturating_add(RESUME_WINDOW_MS);
+            if self.room.hold(&context, until, now_ms) {
+                self.changed = true;
+            }
+        }
+    }
+
+    /// Removes members whose resume window ended; the others are told who
+    /// left. (Expired letters go when their sender next sends.)
+    pub fn expire(&mut self, now_ms: u64) -> Pushes<D> {
+        let gone: Vec<SessionId> = self
+            .room
+            .expired_members(now_ms)
+            .map(|m| m.session().clone())
+            .collect();
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        self.room.prune(now_ms);
+        self.changed = true;
+        gone.iter()
+            .flat_map(|id| self.to_others(id, &Push::Left(id.clone())))
+            .collect()
+    }
+}
