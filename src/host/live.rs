@@ -15,8 +15,8 @@
 //!   until they expire, so a member that resumes with the cursors it
 //!   received up to gets the rest, and nothing twice.
 //! * What must survive an eviction is the room ([`LiveRoom::encode`]) and
-//!   each socket's cursors (its attachment); [`LiveRoom::restore`] rebuilds
-//!   the rest.
+//!   which member each open socket is (its attachment); [`LiveRoom::restore`]
+//!   rebuilds the rest.
 
 use std::collections::BTreeMap;
 
@@ -84,12 +84,15 @@ fn context_of(id: &SessionId) -> Result<ContextId, Error> {
 }
 
 impl<D: Member> LiveRoom<D> {
-    /// Rebuilds a room from what was stored and the sockets still open, with
-    /// the cursors each one carries. A member stored as connected whose
-    /// socket is gone (the object was reset) gets its resume window from now.
+    /// Rebuilds a room from what was stored and the members whose sockets
+    /// are still open. Their cursors need no storing: a connected member is
+    /// pushed every letter for it the moment it is stored (or when it
+    /// attaches), so each cursor is its sender's highest `seq`. A member
+    /// stored as connected whose socket is gone (the object was reset) gets
+    /// its resume window from now.
     pub fn restore(
         stored: Option<&[u8]>,
-        sockets: impl IntoIterator<Item = (SessionId, Cursors)>,
+        sockets: impl IntoIterator<Item = SessionId>,
         now_ms: u64,
     ) -> Result<Self, Unreadable> {
         let room = match stored {
@@ -101,11 +104,17 @@ impl<D: Member> LiveRoom<D> {
             connected: BTreeMap::new(),
             changed: false,
         };
-        for (id, cursors) in sockets {
+        let sent: Cursors = live
+            .room
+            .entries_live(now_ms)
+            .filter(|(_, e)| e.mail.last_seq > 0)
+            .map(|(_, e)| (e.d.session().clone(), e.mail.last_seq))
+            .collect();
+        for id in sockets {
             let owned = context_of(&id)
                 .is_ok_and(|context| live.room.owns_live_entry(&context, &id, now_ms));
             if owned {
-                live.connected.insert(id, cursors);
+                live.connected.insert(id, sent.clone());
             }
         }
         let orphans: Vec<SessionId> = live
@@ -128,11 +137,6 @@ impl<D: Member> LiveRoom<D> {
     /// Whether the room changed (and must be written) since the last call.
     pub fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
-    }
-
-    /// The cursors of a connected member (what its socket must remember).
-    pub fn cursors(&self, id: &SessionId) -> Option<&Cursors> {
-        self.connected.get(id)
     }
 
     pub fn is_connected(&self, id: &SessionId) -> bool {
