@@ -369,7 +369,8 @@ async fn read_index_and_outbox<S: Store, P: Platform>(
     Ok((index, own))
 }
 
-fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
+/// A new member secret from the platform's CSPRNG.
+pub fn new_delete_key<P: Platform>(platform: &P) -> DeleteKey {
     let mut bytes = [0u8; DELETE_KEY_BYTES];
     platform.fill_random(&mut bytes);
     DeleteKey::from_random(&bytes)

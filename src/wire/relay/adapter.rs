@@ -71,18 +71,29 @@ pub fn keys(room: &RoomId) -> Keys {
     Keys::new("relay", room, false)
 }
 
+/// A member as others see it: `{"id", "meta"}`.
 #[derive(Serialize)]
-struct PeerOut<'a> {
-    id: &'a SessionId,
+pub(super) struct PeerOut<'a> {
+    pub id: &'a SessionId,
     #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<&'a RawValue>,
+    pub meta: Option<&'a RawValue>,
 }
 
+impl<'a> From<&'a RelayMember> for PeerOut<'a> {
+    fn from(m: &'a RelayMember) -> Self {
+        Self {
+            id: &m.id,
+            meta: m.meta.as_deref(),
+        }
+    }
+}
+
+/// A message as its receiver gets it: `{"from", "seq", "data"}`.
 #[derive(Serialize)]
-struct MessageOut<'a> {
-    from: &'a SessionId,
-    seq: u64,
-    data: &'a RawValue,
+pub(super) struct MessageOut<'a> {
+    pub from: &'a SessionId,
+    pub seq: u64,
+    pub data: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -196,15 +207,7 @@ async fn join<S: Store, P: Platform>(
     meta: &Option<Box<RawValue>>,
     nonce: Option<&JoinNonce>,
 ) -> Result<Reply, Error> {
-    let id = match nonce {
-        Some(nonce) => nonce.member_id(&run.request.room),
-        None => {
-            let mut bytes = [0u8; 16];
-            run.room.platform.fill_random(&mut bytes);
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        }
-    };
-    let id = SessionId::parse(&id)?;
+    let id = new_member_id(nonce, &run.request.room, run.room.platform)?;
     let context = ContextId::parse(id.as_str())?;
     let member = RelayMember {
         id: id.clone(),
@@ -236,6 +239,24 @@ async fn join<S: Store, P: Platform>(
         .map(|e| e.dk.as_str().to_owned())
         .ok_or(Error::Left)?;
     answer(run, &id, &context, Some(token), joined, &[]).await
+}
+
+/// A joining member's id: derived from its nonce (a retried join is the
+/// same member), else 128 random bits, base64url.
+pub(super) fn new_member_id<P: Platform>(
+    nonce: Option<&JoinNonce>,
+    room: &RoomId,
+    platform: &P,
+) -> Result<SessionId, Error> {
+    let id = match nonce {
+        Some(nonce) => nonce.member_id(room),
+        None => {
+            let mut bytes = [0u8; 16];
+            platform.fill_random(&mut bytes);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+    };
+    SessionId::parse(&id)
 }
 
 async fn leave<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result<Reply, Error> {
@@ -485,10 +506,7 @@ async fn answer<S: Store, P: Platform>(
     let peers: Vec<PeerOut<'_>> = index
         .live_members(now)
         .filter(|m| m.id != *id)
-        .map(|m| PeerOut {
-            id: &m.id,
-            meta: m.meta.as_deref(),
-        })
+        .map(PeerOut::from)
         .collect();
     let after = &run.request.after;
     let (messages, more) = letters_for(&index, &look.outboxes, &wanted, id, after, now);

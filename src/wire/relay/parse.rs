@@ -120,11 +120,46 @@ struct WireMessage {
 
 /// Parses a relay request; every rule broken is a 4xx with its reason.
 pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
-    let wire: Wire = from_json(
-        body,
-        "Bad relay request: expected a JSON object with valid fields",
-    )?;
+    let wire: Wire = from_json(body, BAD_SHAPE)?;
     let room = RoomId::parse(wire.room.as_deref().unwrap_or_default())?;
+    request(wire, room)
+}
+
+const BAD_SHAPE: &str = "Bad relay request: expected a JSON object with valid fields";
+
+/// A frame on a relay WebSocket: the same JSON as a request, without the
+/// room (the socket's; if given it must match).
+#[derive(Debug)]
+pub enum Frame {
+    /// The socket's first frame: a join, or a member coming back (`id`,
+    /// `token`, `after`), which may also send.
+    Hello(RelayRequest),
+    /// A later frame: messages to send, or the leave.
+    Member { send: Vec<Message>, leave: bool },
+}
+
+/// Parses a frame of a socket in `room`; `joined` once its hello was taken.
+pub fn parse_frame(body: &[u8], room: &RoomId, joined: bool) -> Result<Frame, Error> {
+    let wire: Wire = from_json(body, BAD_SHAPE)?;
+    if wire.room.as_deref().is_some_and(|r| r != room.as_str()) {
+        return Err(Error::BadRequest("Room does not match the socket's"));
+    }
+    if !joined {
+        return request(wire, room.clone()).map(Frame::Hello);
+    }
+    let hello = wire.id.is_some() || wire.token.is_some() || wire.meta.is_some();
+    if hello || wire.nonce.is_some() || !wire.after.is_empty() {
+        return Err(Error::BadRequest(
+            "This socket has joined: later frames carry send or leave",
+        ));
+    }
+    Ok(Frame::Member {
+        send: messages(wire.send)?,
+        leave: wire.leave,
+    })
+}
+
+fn request(wire: Wire, room: RoomId) -> Result<RelayRequest, Error> {
     let caller = match (wire.id, wire.token) {
         (None, None) => {
             if let Some(meta) = &wire.meta {
@@ -147,11 +182,38 @@ pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
         },
         _ => return Err(Error::BadRequest("A member sends both id and token")),
     };
-    if wire.send.len() > MAX_SEND {
+    let send = messages(wire.send)?;
+    if matches!(caller, Caller::Joining { .. }) && (!send.is_empty() || wire.leave) {
+        return Err(Error::BadRequest(
+            "A join sends no messages and does not leave",
+        ));
+    }
+    let after = wire
+        .after
+        .into_iter()
+        .map(|(k, v)| {
+            Ok((
+                SessionId::parse(&k).map_err(|_| Error::BadRequest("Bad after"))?,
+                v,
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(RelayRequest {
+        room,
+        caller,
+        after,
+        send,
+        leave: wire.leave,
+    })
+}
+
+/// The messages of a request or frame, each within its limits, `seq` growing.
+fn messages(wire: Vec<WireMessage>) -> Result<Vec<Message>, Error> {
+    if wire.len() > MAX_SEND {
         return Err(Error::PayloadTooLarge("Too many messages"));
     }
-    let mut send = Vec::with_capacity(wire.send.len());
-    for m in wire.send {
+    let mut send = Vec::with_capacity(wire.len());
+    for m in wire {
         if m.data.get().len() > MAX_MESSAGE_BYTES {
             return Err(Error::PayloadTooLarge("Message too large"));
         }
@@ -175,28 +237,7 @@ pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
     if send.windows(2).any(|w| w[1].seq <= w[0].seq) {
         return Err(Error::BadRequest("Message seq must grow"));
     }
-    if matches!(caller, Caller::Joining { .. }) && (!send.is_empty() || wire.leave) {
-        return Err(Error::BadRequest(
-            "A join sends no messages and does not leave",
-        ));
-    }
-    let after = wire
-        .after
-        .into_iter()
-        .map(|(k, v)| {
-            Ok((
-                SessionId::parse(&k).map_err(|_| Error::BadRequest("Bad after"))?,
-                v,
-            ))
-        })
-        .collect::<Result<_, Error>>()?;
-    Ok(RelayRequest {
-        room,
-        caller,
-        after,
-        send,
-        leave: wire.leave,
-    })
+    Ok(send)
 }
 
 /// How deeply arrays and objects nest in valid JSON text (brackets inside
