@@ -97,6 +97,7 @@ impl Config {
             max_package_bytes: size("MAX_PACKAGE_BYTES", d.max_package_bytes, 1 << 20),
             max_peers: size("MAX_PEERS", d.max_peers, 256),
             max_room_bytes: size("MAX_ROOM_BYTES", d.max_room_bytes, 8 << 20),
+            max_live_members: size("MAX_LIVE_MEMBERS", d.max_live_members, 1024),
         };
         let without_origin = without_origin(&var, &mut warnings);
         let room_secrets = ["ROOM_SECRET", "ROOM_SECRET_PREVIOUS"]

@@ -42,6 +42,9 @@ pub enum Error {
     },
     /// The room's stored index is in a format this build cannot read; it is left untouched.
     Unreadable { retry_after_s: u32 },
+    /// A WebSocket upgrade where the `RELAY_ROOMS` binding (the push
+    /// transport's Durable Objects) is missing.
+    NoPush,
     /// The `BUCKET` binding is missing: the deployment is not configured.
     NoBucket,
     /// `GET /turn` without a TURN source configured.
@@ -71,6 +74,7 @@ impl Error {
             | Error::RateLimited
             | Error::Backlog { .. }
             | Error::TurnCapReached { .. } => 429,
+            Error::NoPush => 501,
             Error::TurnUpstream(_) => 502,
             Error::Busy { .. }
             | Error::Unreadable { .. }
@@ -126,6 +130,7 @@ impl fmt::Display for Error {
             }
             Error::Left => "This session left the room; a new session can join",
             Error::NoBucket => "R2 bucket binding BUCKET is not configured",
+            Error::NoPush => "No push transport here (no RELAY_ROOMS binding): use POST /relay/v1",
             Error::TurnNotConfigured => {
                 "TURN is not configured: set TURN_URLS and the secret TURN_SHARED_SECRET, \
                  or CF_TURN_KEY_ID and the secret CF_TURN_KEY_API_TOKEN (see INSTALL.md)"

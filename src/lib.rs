@@ -15,8 +15,9 @@
 //!   one authority that pushes (a Durable Object);
 //! * [`wire`]: the protocols (p2pcf, relay), each parse → engine → render;
 //! * [`edge`]: routing, CORS, origin rules and quotas, TURN, the status page;
-//! * `worker_entry` (wasm only): the only code that touches the Workers
-//!   runtime; [`testing`] (native only): the worker over the in-memory store
+//! * `worker_entry` and `room_object` (wasm only): the only code that
+//!   touches the Workers runtime (the fetch handler; the relay room's
+//!   Durable Object); [`testing`] (native only): the worker over the in-memory store
 //!   on a virtual clock, for `tests/` and `lab/`.
 
 pub mod config;
@@ -31,5 +32,7 @@ pub mod store;
 pub mod testing;
 pub mod wire;
 
+#[cfg(target_arch = "wasm32")]
+mod room_object;
 #[cfg(target_arch = "wasm32")]
 mod worker_entry;

@@ -10,14 +10,16 @@ use worker::{
 
 use crate::config::Config;
 use crate::edge::access::QuotaLedger;
-use crate::edge::serve::is_rate_limited;
+use crate::edge::isolate::room_tag;
+use crate::edge::serve::{admit_socket, is_rate_limited};
 use crate::edge::{error_response, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
 use crate::error::Error;
 use crate::host::r2::RetryPolicy;
 use crate::platform::{os_random, Platform};
 use crate::store::r2::R2Store;
 
-struct WorkerPlatform;
+/// The runtime's clock, timers and randomness (the room objects use it too).
+pub(crate) struct WorkerPlatform;
 
 impl Platform for WorkerPlatform {
     fn now_ms(&self) -> u64 {
@@ -83,6 +85,9 @@ thread_local! {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     console_error_panic_hook::set_once();
     let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
+    if is_upgrade(&req) {
+        return relay_socket(req, &env, &config).await;
+    }
     let (request, rest) = read_request(req, config.limits.max_body_bytes).await;
     if let Some(rest) = rest {
         // The rest of an oversized body is read (and dropped) before the
@@ -123,6 +128,62 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     // One JSON line per request, for `wrangler tail` and Workers Logs.
     worker::console_log!("{}", outcome.log_line(response.status, duration));
     write_response(response)
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get("upgrade")
+        .ok()
+        .flatten()
+        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+}
+
+/// A WebSocket upgrade: admitted by the edge's rules, then handed to its
+/// room's Durable Object (`RELAY_ROOMS`), which keeps the socket.
+async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Result<Response> {
+    let request = HttpRequest {
+        method: req.method().to_string(),
+        url: req.inner().url(),
+        headers: req.headers().entries().collect(),
+        body: Vec::new(),
+    };
+    let store = env.bucket("BUCKET").ok().map(R2Store::new);
+    let policy = RetryPolicy::default();
+    let services = Services {
+        store: store.as_ref(),
+        platform: &WorkerPlatform,
+        config,
+        ledger: LEDGER.with(|l| *l),
+        isolate: ISOLATE.with(|i| *i),
+        policy: &policy,
+        version: "",
+    };
+    let mut outcome = Outcome::new("socket");
+    let admitted = match rate_limit(env, &request).await {
+        Some(refused) => Err(refused),
+        None => admit_socket(&request, &services)
+            .await
+            .map_err(|e| error_response(&e)),
+    };
+    let target = admitted.and_then(|room| {
+        outcome.room = Some(room_tag(&room, services.isolate.log_key(config)));
+        let objects = env
+            .durable_object("RELAY_ROOMS")
+            .map_err(|_| error_response(&Error::NoPush))?;
+        Ok((room, objects))
+    });
+    let response = match target {
+        Ok((room, objects)) => {
+            let stub = objects.id_from_name(room.as_str())?.get_stub()?;
+            stub.fetch_with_request(req).await
+        }
+        Err(refused) => {
+            worker::console_log!("{}", outcome.log_line(refused.status, 0));
+            return write_response(refused);
+        }
+    };
+    worker::console_log!("{}", outcome.log_line(101, 0));
+    response
 }
 
 /// The optional per-client rate limit: when a `RATE_LIMITER` binding

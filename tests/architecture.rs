@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["host"],
     &["wire"],
     &["edge"],
-    &["testing", "worker_entry", "lib"],
+    &["testing", "worker_entry", "room_object", "lib"],
 ];
 
 fn sources() -> Vec<PathBuf> {

@@ -128,6 +128,7 @@ pub fn settings_for<'c>(
     }
     let mut capped = config.clone();
     capped.limits.max_peers = capped.limits.max_peers.min(SELF_TEST_MEMBERS);
+    capped.limits.max_live_members = capped.limits.max_live_members.min(SELF_TEST_MEMBERS);
     Ok(Cow::Owned(capped))
 }
 

@@ -20,6 +20,38 @@ use crate::wire::{relay, Reply};
 /// Where the relay API (v1) answers.
 pub const RELAY_PATH: &str = "/relay/v1";
 
+/// A WebSocket upgrade on the relay path (the push transport): the same
+/// origin rules, quota and room rules as a signalling call, decided before
+/// the socket is handed to its room's object. Returns the room.
+pub async fn admit_socket<S: Store, P: Platform>(
+    req: &HttpRequest,
+    svc: &Services<'_, S, P>,
+) -> Result<RoomId, Error> {
+    if path(&req.url) != RELAY_PATH {
+        return Err(Error::BadRequest("WebSocket upgrades go to /relay/v1"));
+    }
+    if let Access::Metered { origin, quota } = access(svc.config, req.header("origin"))? {
+        let store = svc.store.ok_or(Error::NoBucket)?;
+        let counting = Counting::new(store);
+        svc.ledger
+            .admit(&counting, svc.platform, origin, quota)
+            .await?;
+    }
+    let room = RoomId::parse(query(&req.url, "room").unwrap_or_default())?;
+    rooms::settings_for(&room, svc.config, svc.platform.now_ms())?;
+    Ok(room)
+}
+
+/// A query parameter, as written (ids need no decoding: `[A-Za-z0-9_-]`).
+pub fn query<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let query = url.split_once('?')?.1.split('#').next()?;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// Whether a request is a signalling call (the calls that rate limits count).
 pub fn is_signalling(req: &HttpRequest) -> bool {
     matches!(req.method.to_ascii_uppercase().as_str(), "POST" | "DELETE")

@@ -7,6 +7,7 @@
 //! | candidates per package | `MAX_CANDIDATES` | 32 | 413 |
 //! | bytes per package | `MAX_PACKAGE_BYTES` | 4 KiB | 413 |
 //! | peers per room | `MAX_PEERS` | 32 | 429 (room full) |
+//! | members per pushed relay room (on its Durable Object) | `MAX_LIVE_MEMBERS` | 256 | close 4429 (room full) |
 //! | stored bytes per room (index) | `MAX_ROOM_BYTES` | 128 KiB | 413 |
 //!
 //! Fixed by the protocol code: 8 reflexive IPs per peer (400), one package
@@ -25,6 +26,7 @@ pub struct Limits {
     pub max_package_bytes: usize,
     pub max_peers: usize,
     pub max_room_bytes: usize,
+    pub max_live_members: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +38,7 @@ impl Default for Limits {
             max_package_bytes: 4 * 1024,
             max_peers: 32,
             max_room_bytes: 128 * 1024,
+            max_live_members: 256,
         }
     }
 }

@@ -7,8 +7,12 @@ const root = new URL('../../', import.meta.url)
 const compatibilityDate = readFileSync(new URL('wrangler.toml', root), 'utf8')
   .match(/^compatibility_date\s*=\s*"([^"]+)"/m)[1]
 
-/** Starts the worker; `vars` become its [vars]. Returns { url, logs, stop, bucket }. */
-export async function startWorker ({ vars = {}, bucket = true, ratelimits } = {}) {
+/**
+ * Starts the worker; `vars` become its [vars]; `push` binds RELAY_ROOMS (the
+ * relay rooms' Durable Objects, SQLite-backed) as wrangler.toml does.
+ * Returns { url, logs, stop, bucket }.
+ */
+export async function startWorker ({ vars = {}, bucket = true, ratelimits, push = true } = {}) {
   const mf = new Miniflare({
     modules: true,
     scriptPath: new URL('build/index.js', root).pathname,
@@ -26,6 +30,7 @@ export async function startWorker ({ vars = {}, bucket = true, ratelimits } = {}
       assetConfig: { has_static_routing: true }
     },
     r2Buckets: bucket ? ['BUCKET'] : [],
+    durableObjects: push ? { RELAY_ROOMS: { className: 'RelayRoom', useSQLite: true } } : {},
     bindings: vars,
     ...(ratelimits ? { ratelimits } : {}),
     host: '127.0.0.1',

@@ -1,0 +1,301 @@
+//! The relay room's Durable Object (wasm only): the runtime glue around
+//! [`LiveRoom`] and [`socket`](crate::wire::relay::socket). One object per
+//! relay room (`RELAY_ROOMS.idFromName(room)`), SQLite-backed, holding the
+//! room's sockets with the WebSocket Hibernation API.
+//!
+//! What survives eviction: the room, one storage key written after each
+//! change (before the pushes leave: output gates), and each socket's
+//! attachment (its room and member). Everything in memory is rebuilt from
+//! those on wake. No timer runs in the object: a member whose socket
+//! dropped is checked by an alarm, set only while one is in its resume
+//! window. `ping` is answered by the runtime without waking the object.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use worker::{
+    durable_object, DurableObject, Env, Request, Response, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
+};
+
+use crate::config::Config;
+use crate::domain::{RoomId, SessionId};
+use crate::edge::rooms;
+use crate::edge::serve::query;
+use crate::error::Error;
+use crate::host::live::LiveRoom;
+use crate::platform::Platform;
+use crate::wire::relay::adapter::RelayMember;
+use crate::wire::relay::socket::{self, close_for, Effects, Out, SocketRoom};
+use crate::worker_entry::WorkerPlatform;
+
+/// The storage key of the room.
+const ROOM_KEY: &str = "room";
+
+/// What a socket carries through hibernation.
+#[derive(Clone, Serialize, Deserialize)]
+struct Attachment {
+    /// The room id.
+    r: String,
+    /// The member, once its first frame was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m: Option<String>,
+}
+
+#[durable_object]
+pub struct RelayRoom {
+    state: State,
+    env: Env,
+    live: RefCell<Option<LiveRoom<RelayMember>>>,
+    /// The alarm this object has set (ms), as far as it knows.
+    alarm: Cell<Option<Option<u64>>>,
+}
+
+impl DurableObject for RelayRoom {
+    fn new(state: State, env: Env) -> Self {
+        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
+            state.set_websocket_auto_response(&pair);
+        }
+        Self {
+            state,
+            env,
+            live: RefCell::new(None),
+            alarm: Cell::new(None),
+        }
+    }
+
+    /// A WebSocket upgrade the worker admitted (origin, quota, room rules).
+    async fn fetch(&self, req: Request) -> worker::Result<Response> {
+        // The raw string: `req.url()` would pull the `url` crate's IDNA tables into the wasm.
+        let url = req.inner().url();
+        let room = query(&url, "room").unwrap_or_default().to_owned();
+        if RoomId::parse(&room).is_err() {
+            return Response::error("Bad room id", 400);
+        }
+        let pair = WebSocketPair::new()?;
+        self.state.accept_web_socket(&pair.server);
+        pair.server
+            .serialize_attachment(Attachment { r: room, m: None })?;
+        Response::from_websocket(pair.client)
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        let Some(attachment) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
+            let _ = ws.close(Some(4400), Some("Unknown socket"));
+            return Ok(());
+        };
+        let WebSocketIncomingMessage::String(text) = message else {
+            let _ = ws.close(Some(1003), Some("Binary frames are not taken"));
+            return Ok(());
+        };
+        let Ok(room) = RoomId::parse(&attachment.r) else {
+            return Ok(());
+        };
+        let member = attachment
+            .m
+            .as_deref()
+            .and_then(|m| SessionId::parse(m).ok());
+        self.load(&room).await?;
+        let effects = {
+            let config = self.config();
+            let settings = rooms::settings_for(&room, &config, WorkerPlatform.now_ms());
+            let mut live = self.live.borrow_mut();
+            match (settings, live.as_mut()) {
+                (Ok(settings), Some(live)) => {
+                    let socket_room = SocketRoom {
+                        id: &room,
+                        platform: &WorkerPlatform,
+                        max_members: settings.limits.max_live_members,
+                        max_frame_bytes: settings.limits.max_body_bytes,
+                    };
+                    socket::on_frame(live, &socket_room, member.as_ref(), &text)
+                }
+                (Err(e), _) => closing(&e),
+                (_, None) => closing(&Error::Unreadable { retry_after_s: 10 }),
+            }
+        };
+        self.settle(&ws, &attachment, effects).await
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> worker::Result<()> {
+        self.gone(&ws, u16::try_from(code).unwrap_or(1006)).await
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> worker::Result<()> {
+        self.gone(&ws, 1006).await
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.alarm.set(Some(None));
+        let room = self.any_room();
+        if let Some(room) = room {
+            self.load(&room).await?;
+            let pushes = match self.live.borrow_mut().as_mut() {
+                Some(live) => socket::on_alarm(live, WorkerPlatform.now_ms()),
+                None => Vec::new(),
+            };
+            self.deliver(pushes);
+            self.persist().await?;
+        }
+        Response::ok("")
+    }
+}
+
+fn closing(error: &Error) -> Effects {
+    Effects {
+        close: Some(close_for(error)),
+        ..Effects::default()
+    }
+}
+
+impl RelayRoom {
+    fn config(&self) -> Config {
+        Config::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string()))
+    }
+
+    /// The room id any open socket carries (an alarm has no request).
+    fn any_room(&self) -> Option<RoomId> {
+        self.state.get_websockets().iter().find_map(|ws| {
+            let a = ws.deserialize_attachment::<Attachment>().ok().flatten()?;
+            RoomId::parse(&a.r).ok()
+        })
+    }
+
+    /// The open sockets by member.
+    fn sockets(&self) -> BTreeMap<SessionId, WebSocket> {
+        self.state
+            .get_websockets()
+            .into_iter()
+            .filter_map(|ws| {
+                let a = ws.deserialize_attachment::<Attachment>().ok().flatten()?;
+                let id = SessionId::parse(a.m.as_deref()?).ok()?;
+                Some((id, ws))
+            })
+            .collect()
+    }
+
+    /// Rebuilds the room from storage and the open sockets, once per wake.
+    async fn load(&self, room: &RoomId) -> worker::Result<()> {
+        if self.live.borrow().is_some() {
+            return Ok(());
+        }
+        let stored: Option<String> = self.state.storage().get(ROOM_KEY).await?;
+        let members: Vec<SessionId> = self.sockets().into_keys().collect();
+        let now = WorkerPlatform.now_ms();
+        match LiveRoom::restore(stored.as_deref().map(str::as_bytes), members, now) {
+            Ok(live) => *self.live.borrow_mut() = Some(live),
+            Err(_) => worker::console_error!("relay room {room}: stored room unreadable"),
+        }
+        Ok(())
+    }
+
+    /// Sends a frame's effects, remembers who the socket is, writes the
+    /// room if it changed and sets the alarm the room needs.
+    async fn settle(
+        &self,
+        ws: &WebSocket,
+        attachment: &Attachment,
+        effects: Effects,
+    ) -> worker::Result<()> {
+        if let Some(id) = &effects.became {
+            let mut a = attachment.clone();
+            a.m = Some(id.to_string());
+            ws.serialize_attachment(a)?;
+        }
+        self.persist().await?;
+        for frame in &effects.reply {
+            let _ = ws.send_with_str(frame);
+        }
+        self.deliver(effects.pushes);
+        if let Some((code, reason)) = &effects.close {
+            let _ = ws.close(Some(*code), Some(reason));
+        }
+        Ok(())
+    }
+
+    /// A socket closed or failed: a leave or a drop of its member, unless
+    /// another open socket is that member's (it came back already).
+    async fn gone(&self, ws: &WebSocket, code: u16) -> worker::Result<()> {
+        let _ = ws.close(Some(1000), Some("Closed"));
+        let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
+            return Ok(());
+        };
+        let (Ok(room), Some(Ok(member))) =
+            (RoomId::parse(&a.r), a.m.as_deref().map(SessionId::parse))
+        else {
+            return Ok(());
+        };
+        let still_open = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter(|other| *other != ws)
+            .filter_map(|other| other.deserialize_attachment::<Attachment>().ok().flatten())
+            .any(|other| other.m.as_deref() == Some(member.as_str()));
+        if still_open {
+            return Ok(());
+        }
+        self.load(&room).await?;
+        let pushes = match self.live.borrow_mut().as_mut() {
+            Some(live) => socket::on_close(live, &member, code, WorkerPlatform.now_ms()),
+            None => Vec::new(),
+        };
+        self.persist().await?;
+        self.deliver(pushes);
+        Ok(())
+    }
+
+    fn deliver(&self, pushes: Vec<Out>) {
+        if pushes.is_empty() {
+            return;
+        }
+        let sockets = self.sockets();
+        for (to, frame) in pushes {
+            if let Some(ws) = sockets.get(&to) {
+                let _ = ws.send_with_str(&frame);
+            }
+        }
+    }
+
+    /// Writes the room when it changed, and sets or clears the alarm.
+    async fn persist(&self) -> worker::Result<()> {
+        let (changed, next) = match self.live.borrow_mut().as_mut() {
+            Some(live) => {
+                let changed = live.take_changed().then(|| live.encode());
+                (changed, live.next_alarm(WorkerPlatform.now_ms()))
+            }
+            None => return Ok(()),
+        };
+        let storage = self.state.storage();
+        if let Some(bytes) = changed {
+            let text = String::from_utf8(bytes).unwrap_or_default();
+            storage.put(ROOM_KEY, text).await?;
+        }
+        let known = match self.alarm.get() {
+            Some(known) => known,
+            None => storage.get_alarm().await?.map(|ms| ms.max(0) as u64),
+        };
+        if known != next {
+            match next {
+                Some(at) => {
+                    let offset = at.saturating_sub(WorkerPlatform.now_ms()) as i64;
+                    storage.set_alarm(offset).await?;
+                }
+                None => storage.delete_alarm().await?,
+            }
+        }
+        self.alarm.set(Some(next));
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+// The relay's push transport in workerd: WebSocket upgrades on /relay/v1
+// handed to the room's Durable Object (SQLite-backed, hibernation API),
+// frames as in wire/relay/socket.rs: join, push, ack, resume after a drop,
+// leaves and closes, refusals at the upgrade and on bad frames.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import WebSocket from 'ws'
+import { startWorker } from './harness.mjs'
+
+let worker
+
+before(async () => { worker = await startWorker() })
+after(async () => { await worker?.stop() })
+
+/** A socket with a queue of parsed frames and its close. */
+function connect (base, room, headers = {}) {
+  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/relay/v1?room=${room}`, { headers })
+  const frames = []
+  const waiting = []
+  ws.on('message', (data, binary) => {
+    const text = data.toString()
+    let frame
+    try { frame = JSON.parse(text) } catch { frame = text }
+    const w = waiting.shift()
+    if (w) w(frame)
+    else frames.push(frame)
+  })
+  const closed = new Promise(resolve => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+  const opened = new Promise((resolve, reject) => {
+    ws.on('open', resolve)
+    ws.on('unexpected-response', (_, res) => {
+      let body = ''
+      res.on('data', c => { body += c })
+      res.on('end', () => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode} ${body}`), { status: res.statusCode, body })))
+    })
+    ws.on('error', reject)
+  })
+  return {
+    ws,
+    opened,
+    closed,
+    send: frame => ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
+    /** The next frame, within 5 s. */
+    next: () => frames.length
+      ? Promise.resolve(frames.shift())
+      : new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no frame within 5 s')), 5000)
+        waiting.push(f => { clearTimeout(timer); resolve(f) })
+      }),
+    pending: () => frames.length
+  }
+}
+
+async function join (room, name) {
+  const c = connect(worker.url, room)
+  await c.opened
+  c.send({ meta: { name } })
+  c.welcome = await c.next()
+  c.id = c.welcome.id
+  return c
+}
+
+test('members join, get each other\'s messages pushed, and see joins and leaves', async () => {
+  const ann = await join('push-room-1', 'ann')
+  assert.deepEqual(ann.welcome.peers, [])
+  assert.ok(ann.welcome.token.length >= 32)
+  const bob = await join('push-room-1', 'bob')
+  assert.deepEqual(bob.welcome.peers, [{ id: ann.id, meta: { name: 'ann' } }])
+  assert.deepEqual(await ann.next(), { joined: { id: bob.id, meta: { name: 'bob' } } })
+
+  const started = performance.now()
+  ann.send({ send: [{ to: bob.id, seq: 1, data: { type: 'offer', sdp: 'v=0' } }] })
+  assert.deepEqual(await bob.next(), { messages: [{ from: ann.id, seq: 1, data: { type: 'offer', sdp: 'v=0' } }] })
+  const pushedMs = performance.now() - started
+  assert.deepEqual(await ann.next(), { ack: 1 })
+  bob.send({ send: [{ to: '*', seq: 1, data: 'hi all' }] })
+  assert.deepEqual(await ann.next(), { messages: [{ from: bob.id, seq: 1, data: 'hi all' }] })
+  assert.deepEqual(await bob.next(), { ack: 1 })
+  console.log(`# workerd: a message pushed to its addressee in ${pushedMs.toFixed(1)} ms`)
+
+  bob.send({ leave: true })
+  assert.equal((await bob.closed).code, 1000)
+  assert.deepEqual(await ann.next(), { left: bob.id })
+  ann.ws.close(1000)
+  await ann.closed
+})
+
+test('a dropped socket resumes with its token and cursors and misses nothing', async () => {
+  const ann = await join('push-room-2', 'ann')
+  const bob = await join('push-room-2', 'bob')
+  await ann.next() // bob joined
+  ann.send({ send: [{ to: bob.id, seq: 1, data: 'one' }] })
+  assert.equal((await bob.next()).messages[0].seq, 1)
+  await ann.next() // ack
+  bob.ws.terminate() // no close frame: a network drop
+  await bob.closed
+  ann.send({ send: [{ to: bob.id, seq: 2, data: 'two' }, { to: bob.id, seq: 3, data: 'three' }] })
+  assert.deepEqual(await ann.next(), { ack: 3 })
+  const back = connect(worker.url, 'push-room-2')
+  await back.opened
+  back.send({ id: bob.id, token: bob.welcome.token, after: { [ann.id]: 1 } })
+  const welcome = await back.next()
+  assert.equal(welcome.id, bob.id)
+  assert.equal(welcome.token, undefined)
+  assert.deepEqual(welcome.peers.map(p => p.id), [ann.id])
+  assert.deepEqual((await back.next()).messages.map(m => m.data), ['two', 'three'])
+  assert.equal(ann.pending(), 0, 'a drop and a resume are not a leave and a join')
+  // A tab that closes (1001) leaves at once.
+  back.ws.close(1001)
+  assert.deepEqual(await ann.next(), { left: bob.id })
+  ann.ws.close()
+  await ann.closed
+})
+
+test('refusals: at the upgrade with a status, on a bad frame with a close code', async () => {
+  await assert.rejects(connect(worker.url, 'no').opened, e => e.status === 400 && /Bad room id/.test(e.body))
+  const elsewhere = new WebSocket(worker.url.replace(/^http/, 'ws') + '/other?room=push-room-3')
+  await new Promise(resolve => elsewhere.on('unexpected-response', (_, res) => { assert.equal(res.statusCode, 400); resolve() }))
+
+  const cases = [
+    ['not json', 4400, 'Bad JSON'],
+    [JSON.stringify({ send: [{ to: '*', seq: 1, data: 1 }] }), 4400, 'A join sends no messages and does not leave'],
+    [JSON.stringify({ id: 'nobody', token: 'nothing' }), 4410, 'This session left the room; a new session can join'],
+    ['x'.repeat(70 * 1024), 4413, 'Frame too large']
+  ]
+  for (const [frame, code, reason] of cases) {
+    const c = connect(worker.url, 'push-room-3')
+    await c.opened
+    c.send(frame)
+    assert.deepEqual(await c.closed, { code, reason }, frame.slice(0, 40))
+  }
+  const bin = connect(worker.url, 'push-room-3')
+  await bin.opened
+  bin.ws.send(Buffer.from([1, 2, 3]))
+  assert.deepEqual(await bin.closed, { code: 1003, reason: 'Binary frames are not taken' })
+
+  // A refused batch keeps the socket open.
+  const ann = await join('push-room-3', 'ann')
+  const bob = await join('push-room-3', 'bob')
+  ann.send({ send: [{ to: bob.id, seq: 5, data: 'a' }] })
+  ann.send({ send: [{ to: bob.id, seq: 5, data: 'b' }] })
+  await ann.next() // bob joined
+  assert.deepEqual(await ann.next(), { ack: 5 })
+  const refused = await ann.next()
+  assert.equal(refused.refused, 5)
+  assert.equal(refused.status, 409)
+  ann.send('ping')
+  assert.equal(await ann.next(), 'pong')
+  for (const c of [ann, bob]) { c.ws.close(); await c.closed }
+})
+
+test('the upgrade follows the deployment\'s rules: origins, signed rooms, no binding', async () => {
+  const strict = await startWorker({ vars: { ALLOWED_ORIGINS: 'https://app.example', ORIGIN_QUOTA: '0', ROOM_SECRET: 'push-secret' } })
+  const plain = await startWorker({ push: false })
+  try {
+    await assert.rejects(connect(strict.url, 'push-room-4', { Origin: 'https://evil.example' }).opened, e => e.status === 401)
+    await assert.rejects(connect(strict.url, 'push-room-4', { Origin: 'https://app.example' }).opened,
+      e => e.status === 403 && /not signed/.test(e.body))
+    await assert.rejects(connect(plain.url, 'push-room-4').opened,
+      e => e.status === 501 && /RELAY_ROOMS/.test(e.body))
+  } finally {
+    await strict.stop()
+    await plain.stop()
+  }
+})
