@@ -3,8 +3,9 @@
 //! relay room (`RELAY_ROOMS.idFromName(room)`), SQLite-backed, holding the
 //! room's sockets with the WebSocket Hibernation API.
 //!
-//! What survives eviction: the room, one storage key written after each
-//! change (before the pushes leave: output gates), and each socket's
+//! What survives eviction: the room, as a head and one row per member
+//! (storage keys `head` and `m:<id>`), the rows that changed written after
+//! each event (before its pushes leave: output gates), and each socket's
 //! attachment (its room and member). Everything in memory is rebuilt from
 //! those on wake. No timer runs in the object: a member whose socket
 //! dropped is checked by an alarm, set only while one is in its resume
@@ -15,12 +16,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, State, WebSocket,
+    durable_object, DurableObject, Env, ListOptions, Request, Response, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::config::Config;
-use crate::domain::{RoomId, SessionId};
+use crate::domain::{ContextId, RoomId, SessionId};
 use crate::edge::rooms;
 use crate::edge::serve::query;
 use crate::error::Error;
@@ -30,8 +31,14 @@ use crate::wire::relay::adapter::RelayMember;
 use crate::wire::relay::socket::{self, close_for, Effects, Out, SocketRoom};
 use crate::worker_entry::WorkerPlatform;
 
-/// The storage key of the room.
-const ROOM_KEY: &str = "room";
+/// The storage key of the room's head (what is not a member's row).
+const HEAD_KEY: &str = "head";
+/// Each member's row: this prefix and its id.
+const ROW_PREFIX: &str = "m:";
+
+fn row_key(context: &ContextId) -> String {
+    format!("{ROW_PREFIX}{context}")
+}
 
 /// What a socket carries through hibernation.
 #[derive(Clone, Serialize, Deserialize)]
@@ -100,7 +107,7 @@ impl DurableObject for RelayRoom {
             .m
             .as_deref()
             .and_then(|m| SessionId::parse(m).ok());
-        self.load(&room).await?;
+        self.load().await?;
         let effects = {
             let config = self.config();
             let settings = rooms::settings_for(&room, &config, WorkerPlatform.now_ms());
@@ -138,16 +145,13 @@ impl DurableObject for RelayRoom {
 
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm.set(Some(None));
-        let room = self.any_room();
-        if let Some(room) = room {
-            self.load(&room).await?;
-            let pushes = match self.live.borrow_mut().as_mut() {
-                Some(live) => socket::on_alarm(live, WorkerPlatform.now_ms()),
-                None => Vec::new(),
-            };
-            self.deliver(pushes);
-            self.persist().await?;
-        }
+        self.load().await?;
+        let pushes = match self.live.borrow_mut().as_mut() {
+            Some(live) => socket::on_alarm(live, WorkerPlatform.now_ms()),
+            None => Vec::new(),
+        };
+        self.persist().await?;
+        self.deliver(pushes);
         Response::ok("")
     }
 }
@@ -164,14 +168,6 @@ impl RelayRoom {
         Config::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string()))
     }
 
-    /// The room id any open socket carries (an alarm has no request).
-    fn any_room(&self) -> Option<RoomId> {
-        self.state.get_websockets().iter().find_map(|ws| {
-            let a = ws.deserialize_attachment::<Attachment>().ok().flatten()?;
-            RoomId::parse(&a.r).ok()
-        })
-    }
-
     /// The open sockets by member.
     fn sockets(&self) -> BTreeMap<SessionId, WebSocket> {
         self.state
@@ -185,17 +181,35 @@ impl RelayRoom {
             .collect()
     }
 
-    /// Rebuilds the room from storage and the open sockets, once per wake.
-    async fn load(&self, room: &RoomId) -> worker::Result<()> {
+    /// Rebuilds the room from storage (its head and one row per member) and
+    /// the open sockets, once per wake.
+    async fn load(&self) -> worker::Result<()> {
         if self.live.borrow().is_some() {
             return Ok(());
         }
-        let stored: Option<String> = self.state.storage().get(ROOM_KEY).await?;
+        let storage = self.state.storage();
+        let head: Option<String> = storage.get(HEAD_KEY).await?;
+        let listed = storage
+            .list_with_options(ListOptions::new().prefix(ROW_PREFIX))
+            .await?;
+        let mut rows = Vec::new();
+        for entry in listed.entries() {
+            let pair: worker::js_sys::Array = entry?.into();
+            let (key, row) = (pair.get(0).as_string(), pair.get(1).as_string());
+            let context = key
+                .as_deref()
+                .and_then(|k| k.strip_prefix(ROW_PREFIX))
+                .and_then(|k| ContextId::parse(k).ok());
+            if let (Some(context), Some(row)) = (context, row) {
+                rows.push((context, row));
+            }
+        }
         let members: Vec<SessionId> = self.sockets().into_keys().collect();
         let now = WorkerPlatform.now_ms();
-        match LiveRoom::restore(stored.as_deref().map(str::as_bytes), members, now) {
+        let rows = rows.iter().map(|(k, r)| (k.clone(), r.as_bytes()));
+        match LiveRoom::restore(head.as_deref().map(str::as_bytes), rows, members, now) {
             Ok(live) => *self.live.borrow_mut() = Some(live),
-            Err(_) => worker::console_error!("relay room {room}: stored room unreadable"),
+            Err(_) => worker::console_error!("relay room: stored rows unreadable"),
         }
         Ok(())
     }
@@ -231,9 +245,7 @@ impl RelayRoom {
         let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
             return Ok(());
         };
-        let (Ok(room), Some(Ok(member))) =
-            (RoomId::parse(&a.r), a.m.as_deref().map(SessionId::parse))
-        else {
+        let Some(Ok(member)) = a.m.as_deref().map(SessionId::parse) else {
             return Ok(());
         };
         let still_open = self
@@ -246,7 +258,7 @@ impl RelayRoom {
         if still_open {
             return Ok(());
         }
-        self.load(&room).await?;
+        self.load().await?;
         let pushes = match self.live.borrow_mut().as_mut() {
             Some(live) => socket::on_close(live, &member, code, WorkerPlatform.now_ms()),
             None => Vec::new(),
@@ -268,19 +280,26 @@ impl RelayRoom {
         }
     }
 
-    /// Writes the room when it changed, and sets or clears the alarm.
+    /// Writes what changed (the head, members' rows), and sets or clears the alarm.
     async fn persist(&self) -> worker::Result<()> {
-        let (changed, next) = match self.live.borrow_mut().as_mut() {
-            Some(live) => {
-                let changed = live.take_changed().then(|| live.encode());
-                (changed, live.next_alarm(WorkerPlatform.now_ms()))
-            }
+        let (changes, next) = match self.live.borrow_mut().as_mut() {
+            Some(live) => (
+                live.take_changes(),
+                live.next_alarm(WorkerPlatform.now_ms()),
+            ),
             None => return Ok(()),
         };
         let storage = self.state.storage();
-        if let Some(bytes) = changed {
-            let text = String::from_utf8(bytes).unwrap_or_default();
-            storage.put(ROOM_KEY, text).await?;
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap_or_default();
+        if let Some(head) = changes.head {
+            storage.put(HEAD_KEY, text(head)).await?;
+        }
+        for (context, row) in changes.put {
+            storage.put(&row_key(&context), text(row)).await?;
+        }
+        if !changes.delete.is_empty() {
+            let keys: Vec<String> = changes.delete.iter().map(row_key).collect();
+            storage.delete_multiple(keys).await?;
         }
         let known = match self.alarm.get() {
             Some(known) => known,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use p2pcf_rs::domain::{DeleteKey, DeleteKeyInput, SessionId};
+use p2pcf_rs::domain::{ContextId, DeleteKey, DeleteKeyInput, SessionId};
 use p2pcf_rs::engine::mailbox::{Message, Recipient, MAX_HELD_BYTES};
 use p2pcf_rs::error::Error;
 use p2pcf_rs::host::live::{Cursors, LiveRoom, Push, Pushes, RESUME_WINDOW_MS};
@@ -40,6 +40,36 @@ fn to(who: Option<&str>, seq: u64, data: &str) -> Message {
         to: who.map_or(Recipient::All, |w| Recipient::One(id(w))),
         seq,
         data: RawValue::from_string(format!("\"{data}\"")).unwrap(),
+    }
+}
+
+/// The object's storage as the glue keeps it: the head and one row per member.
+#[derive(Default)]
+struct Storage {
+    head: Option<Vec<u8>>,
+    rows: BTreeMap<ContextId, Vec<u8>>,
+}
+
+impl Storage {
+    /// Writes what changed; returns the number of rows written or deleted.
+    fn write(&mut self, room: &mut Room) -> usize {
+        let changes = room.take_changes();
+        let n = changes.put.len() + changes.delete.len() + usize::from(changes.head.is_some());
+        if let Some(head) = changes.head {
+            self.head = Some(head);
+        }
+        for (k, row) in changes.put {
+            self.rows.insert(k, row);
+        }
+        for k in changes.delete {
+            self.rows.remove(&k);
+        }
+        n
+    }
+
+    fn restore(&self, sockets: impl IntoIterator<Item = SessionId>, now: u64) -> Room {
+        let rows = self.rows.iter().map(|(k, v)| (k.clone(), v.as_slice()));
+        Room::restore(self.head.as_deref(), rows, sockets, now).unwrap()
     }
 }
 
@@ -89,9 +119,10 @@ fn pair(to: &str, from: &str, seq: u64, data: &str) -> (String, String, u64, Str
 
 #[test]
 fn joins_are_pushed_to_everyone_and_a_joiner_sees_who_is_here() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     let (_, pushes) = join(&mut room, "ann", T0);
     assert!(pushes.is_empty());
+    room.take_changes();
     let attached = room
         .join(member("bob"), || key("bob"), T0 + 1, MAX)
         .unwrap();
@@ -100,12 +131,14 @@ fn joins_are_pushed_to_everyone_and_a_joiner_sees_who_is_here() {
         notices(&attached.pushes),
         vec![("ann".into(), "joined bob".into())]
     );
-    assert!(room.take_changed(), "a join is written");
+    let written = room.take_changes();
+    assert_eq!(written.put.len(), 1, "a join writes the joiner's row");
+    assert!(written.delete.is_empty());
 }
 
 #[test]
 fn a_letter_is_pushed_once_to_its_connected_addressee_only() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     for who in ["ann", "bob", "cy"] {
         join(&mut room, who, T0);
     }
@@ -138,7 +171,7 @@ fn a_letter_is_pushed_once_to_its_connected_addressee_only() {
 
 #[test]
 fn the_engine_rules_hold_seq_reuse_and_bytes_held() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     join(&mut room, "ann", T0);
     join(&mut room, "bob", T0);
     room.send(&id("ann"), &[to(Some("bob"), 5, "a")], T0)
@@ -156,7 +189,7 @@ fn the_engine_rules_hold_seq_reuse_and_bytes_held() {
 
 #[test]
 fn a_dropped_member_resumes_with_its_cursors_and_misses_nothing() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     join(&mut room, "ann", T0);
     let (bob_token, _) = join(&mut room, "bob", T0);
     let first = room
@@ -203,7 +236,7 @@ fn a_dropped_member_resumes_with_its_cursors_and_misses_nothing() {
 
 #[test]
 fn past_its_resume_window_a_member_is_gone_and_the_others_are_told() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     join(&mut room, "ann", T0);
     let (bob_token, _) = join(&mut room, "bob", T0);
     room.dropped(&id("bob"), T0 + 1_000);
@@ -234,11 +267,11 @@ fn past_its_resume_window_a_member_is_gone_and_the_others_are_told() {
 
 #[test]
 fn a_leave_is_pushed_at_once_and_ends_the_membership() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     join(&mut room, "ann", T0);
     join(&mut room, "bob", T0);
     let (cy_token, _) = join(&mut room, "cy", T0);
-    room.take_changed();
+    room.take_changes();
     let mut told = notices(&room.leave(&id("cy"), T0 + 10));
     told.sort();
     assert_eq!(
@@ -248,7 +281,9 @@ fn a_leave_is_pushed_at_once_and_ends_the_membership() {
             ("bob".into(), "left cy".into())
         ]
     );
-    assert!(room.take_changed());
+    let written = room.take_changes();
+    assert_eq!(written.delete.len(), 1, "cy's row goes");
+    assert!(written.head.is_some(), "the departure is remembered");
     let token = DeleteKeyInput::parse(cy_token.as_str()).unwrap();
     assert!(matches!(
         room.resume(&id("cy"), &token, Cursors::new(), T0 + 11),
@@ -262,7 +297,7 @@ fn a_leave_is_pushed_at_once_and_ends_the_membership() {
 
 #[test]
 fn a_join_retried_with_its_derived_id_gets_the_same_member() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     join(&mut room, "ann", T0);
     let (first, _) = join(&mut room, "bob", T0);
     let again = room
@@ -274,7 +309,7 @@ fn a_join_retried_with_its_derived_id_gets_the_same_member() {
 
 #[test]
 fn a_full_room_refuses_a_join() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     room.join(member("ann"), || key("ann"), T0, 2).unwrap();
     room.join(member("bob"), || key("bob"), T0, 2).unwrap();
     let third = room.join(member("cy"), || key("cy"), T0, 2);
@@ -283,12 +318,13 @@ fn a_full_room_refuses_a_join() {
 
 #[test]
 fn a_member_stored_as_connected_without_a_socket_gets_its_resume_window() {
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
     join(&mut room, "ann", T0);
     join(&mut room, "bob", T0);
-    let stored = room.encode();
+    let mut storage = Storage::default();
+    storage.write(&mut room);
     // The object was reset; only ann's socket survived.
-    let mut rebuilt = Room::restore(Some(&stored), [id("ann")], T0 + 100).unwrap();
+    let mut rebuilt = storage.restore([id("ann")], T0 + 100);
     assert!(rebuilt.is_connected(&id("ann")) && !rebuilt.is_connected(&id("bob")));
     assert_eq!(
         rebuilt.next_alarm(T0 + 100),
@@ -312,7 +348,8 @@ fn evictions_and_drops_mid_conversation_lose_and_repeat_nothing() {
             .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
-    let mut room = Room::restore(None, [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut storage = Storage::default();
     let mut tokens = BTreeMap::new();
     let mut received: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     // What each member's client has actually received: its own cursors.
@@ -333,6 +370,7 @@ fn evictions_and_drops_mid_conversation_lose_and_repeat_nothing() {
         tokens.insert(who, token);
         take(&pushes, &mut received, &mut client_cursors);
     }
+    storage.write(&mut room);
     let mut seqs: BTreeMap<&str, u64> = BTreeMap::new();
     let mut sent: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     let mut now = T0;
@@ -342,14 +380,13 @@ fn evictions_and_drops_mid_conversation_lose_and_repeat_nothing() {
         match next(10) {
             0 => room.dropped(&id(who), now),
             1 => {
-                // Evicted: rebuilt from the stored room and the open sockets.
-                let stored = room.encode();
+                // Evicted: rebuilt from the stored rows and the open sockets.
                 let sockets: Vec<SessionId> = names
                     .iter()
                     .map(|n| id(n))
                     .filter(|n| room.is_connected(n))
                     .collect();
-                room = Room::restore(Some(&stored), sockets, now).unwrap();
+                room = storage.restore(sockets, now);
             }
             _ if !room.is_connected(&id(who)) => {
                 let token = DeleteKeyInput::parse(tokens[who].as_str()).unwrap();
@@ -367,6 +404,8 @@ fn evictions_and_drops_mid_conversation_lose_and_repeat_nothing() {
                     to(Some(target), *seq, "one")
                 };
                 let delivered = room.send(&id(who), &[m], now).unwrap();
+                let written = storage.write(&mut room);
+                assert_eq!(written, 1, "a send writes one row, the sender's");
                 for n in names
                     .iter()
                     .filter(|n| **n != who && (target == who || **n == target))
@@ -378,6 +417,7 @@ fn evictions_and_drops_mid_conversation_lose_and_repeat_nothing() {
                 take(&delivered.pushes, &mut received, &mut client_cursors);
             }
         }
+        storage.write(&mut room);
     }
     // Everyone comes back at the end and takes what is left.
     for who in names {

@@ -30,7 +30,7 @@ struct Object {
 impl Object {
     fn new() -> Self {
         let platform = SimPlatform::new(7);
-        let live = LiveRoom::restore(None, [], platform.now_ms()).unwrap();
+        let live = LiveRoom::restore(None, [], [], platform.now_ms()).unwrap();
         Self {
             live,
             platform,

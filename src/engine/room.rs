@@ -316,6 +316,46 @@ impl<D: Member> Room<D> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The room without its entries, for a host that stores one row per
+    /// member ([`Room::encode_entry`]); [`Room::from_rows`] puts it back together.
+    pub fn encode_head(&self) -> Vec<u8> {
+        let head = Room::<D> {
+            v: self.v,
+            entries: BTreeMap::new(),
+            membership_changed_ms: self.membership_changed_ms,
+            departures: self.departures.clone(),
+        };
+        serde_json::to_vec(&head).unwrap_or_default()
+    }
+
+    /// One member's entry as stored in its own row.
+    pub fn encode_entry(&self, context: &ContextId) -> Option<Vec<u8>> {
+        let entry = self.entries.get(context)?;
+        Some(serde_json::to_vec(entry).unwrap_or_default())
+    }
+
+    /// The contexts that have an entry, live or not.
+    pub fn contexts(&self) -> impl Iterator<Item = &ContextId> {
+        self.entries.keys()
+    }
+
+    /// A room from its head and its entries' rows; any row this build
+    /// cannot read makes the whole room [`Unreadable`].
+    pub fn from_rows<'a>(
+        head: Option<&[u8]>,
+        rows: impl IntoIterator<Item = (ContextId, &'a [u8])>,
+    ) -> Result<Self, Unreadable> {
+        let mut room = match head {
+            Some(bytes) => Self::decode(bytes)?,
+            None => Self::new(),
+        };
+        for (context, bytes) in rows {
+            let entry = serde_json::from_slice(bytes).map_err(|_| Unreadable)?;
+            room.entries.insert(context, entry);
+        }
+        Ok(room)
+    }
+
     pub fn entry(&self, context: &ContextId) -> Option<&Entry<D>> {
         self.entries.get(context)
     }

@@ -1,8 +1,9 @@
 //! A room held by one authority that pushes: the host a Durable Object
 //! runs, sans-IO. The room is the engine's value (members, tokens, each
 //! sender's letters with their byte caps, expiry and retry rules), kept in
-//! memory and written whole after every change; what is pushed to whom is
-//! decided here, sent by the glue.
+//! memory and stored one row per member plus a head ([`Changes`]: a send
+//! writes the sender's row, a join its own, whatever the room's size);
+//! what is pushed to whom is decided here, sent by the glue.
 //!
 //! * A connected member's entry never expires ([`CONNECTED`]); its socket
 //!   is its liveness. A socket that drops gives its member
@@ -14,11 +15,11 @@
 //!   in `seq` order, so each is pushed once per connection; letters stay
 //!   until they expire, so a member that resumes with the cursors it
 //!   received up to gets the rest, and nothing twice.
-//! * What must survive an eviction is the room ([`LiveRoom::encode`]) and
-//!   which member each open socket is (its attachment); [`LiveRoom::restore`]
-//!   rebuilds the rest.
+//! * What must survive an eviction is the room's rows and which member
+//!   each open socket is (its attachment); [`LiveRoom::restore`] rebuilds
+//!   the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::domain::{ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
 use crate::engine::mailbox::{Letter, Mailbox, Message, MAX_HELD_BYTES};
@@ -70,13 +71,32 @@ pub struct Delivered<D> {
     pub pushes: Pushes<D>,
 }
 
+/// What to write after a change: the head if it changed, the rows of the
+/// members changed, the rows of the members gone.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    pub head: Option<Vec<u8>>,
+    pub put: Vec<(ContextId, Vec<u8>)>,
+    pub delete: Vec<ContextId>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none() && self.put.is_empty() && self.delete.is_empty()
+    }
+}
+
 /// One room, held in memory by the object that owns it.
 #[derive(Debug)]
 pub struct LiveRoom<D> {
     room: Room<D>,
     connected: BTreeMap<SessionId, Cursors>,
-    /// The room changed since the last [`LiveRoom::take_changed`].
-    changed: bool,
+    /// Members whose row changed since the last [`LiveRoom::take_changes`].
+    touched: BTreeSet<ContextId>,
+    /// Members that have a row.
+    stored: BTreeSet<ContextId>,
+    /// The head as last stored.
+    head: Vec<u8>,
 }
 
 fn context_of(id: &SessionId) -> Result<ContextId, Error> {
@@ -90,19 +110,19 @@ impl<D: Member> LiveRoom<D> {
     /// attaches), so each cursor is its sender's highest `seq`. A member
     /// stored as connected whose socket is gone (the object was reset) gets
     /// its resume window from now.
-    pub fn restore(
-        stored: Option<&[u8]>,
+    pub fn restore<'a>(
+        head: Option<&[u8]>,
+        rows: impl IntoIterator<Item = (ContextId, &'a [u8])>,
         sockets: impl IntoIterator<Item = SessionId>,
         now_ms: u64,
     ) -> Result<Self, Unreadable> {
-        let room = match stored {
-            Some(bytes) => Room::decode(bytes)?,
-            None => Room::new(),
-        };
+        let room = Room::from_rows(head, rows)?;
         let mut live = Self {
+            stored: room.contexts().cloned().collect(),
+            head: room.encode_head(),
             room,
             connected: BTreeMap::new(),
-            changed: false,
+            touched: BTreeSet::new(),
         };
         let sent: Cursors = live
             .room
@@ -129,14 +149,22 @@ impl<D: Member> LiveRoom<D> {
         Ok(live)
     }
 
-    /// The room as stored.
-    pub fn encode(&self) -> Vec<u8> {
-        self.room.encode()
-    }
-
-    /// Whether the room changed (and must be written) since the last call.
-    pub fn take_changed(&mut self) -> bool {
-        std::mem::take(&mut self.changed)
+    /// What changed since the last call, to be written before anything
+    /// pushed since then leaves.
+    pub fn take_changes(&mut self) -> Changes {
+        let current: BTreeSet<ContextId> = self.room.contexts().cloned().collect();
+        let delete = self.stored.difference(&current).cloned().collect();
+        let put = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter_map(|k| self.room.encode_entry(&k).map(|row| (k, row)))
+            .collect();
+        self.stored = current;
+        let head = self.room.encode_head();
+        let head = (head != self.head).then(|| {
+            self.head = head.clone();
+            head
+        });
+        Changes { head, put, delete }
     }
 
     pub fn is_connected(&self, id: &SessionId) -> bool {
@@ -179,7 +207,7 @@ impl<D: Member> LiveRoom<D> {
                 .apply(&claim, Arrival::Poll, now_ms, max_members, new_key)?;
         }
         self.room.hold(&context, CONNECTED, now_ms);
-        self.changed = true;
+        self.touched.insert(context.clone());
         let token = self.room.entry(&context).map(|e| e.dk.clone());
         let mut attached = self.attach(&id, Cursors::new(), now_ms);
         attached.token = token;
@@ -210,7 +238,7 @@ impl<D: Member> LiveRoom<D> {
         }
         if entry.expires_ms != CONNECTED {
             self.room.hold(&context, CONNECTED, now_ms);
-            self.changed = true;
+            self.touched.insert(context);
         }
         Ok(self.attach(id, after, now_ms))
     }
@@ -291,7 +319,7 @@ impl<D: Member> LiveRoom<D> {
         let mail = self.room.mail_mut(&context).ok_or(Error::Left)?;
         let accepted = mail.accept(&Mailbox::default(), batch, &others, now_ms, MAX_HELD_BYTES)?;
         if accepted.stored > 0 {
-            self.changed = true;
+            self.touched.insert(context);
         }
         let pushes = accepted
             .recipients
@@ -320,7 +348,6 @@ impl<D: Member> LiveRoom<D> {
         if !self.room.remove(&context, Some(id), &key, now_ms) {
             return Vec::new();
         }
-        self.changed = true;
         self.to_others(id, &Push::Left(id.clone()))
     }
 
@@ -331,7 +358,7 @@ impl<D: Member> LiveRoom<D> {
         if let Ok(context) = context_of(id) {
             let until = now_ms.saturating_add(RESUME_WINDOW_MS);
             if self.room.hold(&context, until, now_ms) {
-                self.changed = true;
+                self.touched.insert(context);
             }
         }
     }
@@ -348,7 +375,6 @@ impl<D: Member> LiveRoom<D> {
             return Vec::new();
         }
         self.room.prune(now_ms);
-        self.changed = true;
         gone.iter()
             .flat_map(|id| self.to_others(id, &Push::Left(id.clone())))
             .collect()

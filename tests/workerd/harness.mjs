@@ -9,10 +9,11 @@ const compatibilityDate = readFileSync(new URL('wrangler.toml', root), 'utf8')
 
 /**
  * Starts the worker; `vars` become its [vars]; `push` binds RELAY_ROOMS (the
- * relay rooms' Durable Objects, SQLite-backed) as wrangler.toml does.
+ * relay rooms' Durable Objects, SQLite-backed) as wrangler.toml does;
+ * `persist`, a directory, keeps their storage across restarts.
  * Returns { url, logs, stop, bucket }.
  */
-export async function startWorker ({ vars = {}, bucket = true, ratelimits, push = true } = {}) {
+export async function startWorker ({ vars = {}, bucket = true, ratelimits, push = true, persist } = {}) {
   const mf = new Miniflare({
     modules: true,
     scriptPath: new URL('build/index.js', root).pathname,
@@ -31,6 +32,8 @@ export async function startWorker ({ vars = {}, bucket = true, ratelimits, push 
     },
     r2Buckets: bucket ? ['BUCKET'] : [],
     durableObjects: push ? { RELAY_ROOMS: { className: 'RelayRoom', useSQLite: true } } : {},
+    // A directory keeps the objects' storage across a restart (a deploy).
+    ...(persist ? { durableObjectsPersist: persist } : {}),
     bindings: vars,
     ...(ratelimits ? { ratelimits } : {}),
     host: '127.0.0.1',

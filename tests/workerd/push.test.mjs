@@ -4,6 +4,9 @@
 // leaves and closes, refusals at the upgrade and on bad frames.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join as joinPath } from 'node:path'
 import WebSocket from 'ws'
 import { startWorker } from './harness.mjs'
 
@@ -51,8 +54,8 @@ function connect (base, room, headers = {}) {
   }
 }
 
-async function join (room, name) {
-  const c = connect(worker.url, room)
+async function join (room, name, base = worker.url) {
+  const c = connect(base, room)
   await c.opened
   c.send({ meta: { name } })
   c.welcome = await c.next()
@@ -161,5 +164,40 @@ test('the upgrade follows the deployment\'s rules: origins, signed rooms, no bin
   } finally {
     await strict.stop()
     await plain.stop()
+  }
+})
+
+test('a restart (a deploy) in mid-conversation: members resume from the stored rows and lose nothing', async () => {
+  const dir = mkdtempSync(joinPath(tmpdir(), 'p2pcf-push-'))
+  let first = await startWorker({ persist: dir })
+  try {
+    const ann = await join('push-room-5', 'ann', first.url)
+    const bob = await join('push-room-5', 'bob', first.url)
+    await ann.next() // bob joined
+    ann.send({ send: [{ to: bob.id, seq: 1, data: 'one' }] })
+    assert.equal((await bob.next()).messages[0].data, 'one')
+    await ann.next() // ack
+    bob.ws.terminate()
+    await bob.closed
+    ann.send({ send: [{ to: bob.id, seq: 2, data: 'two' }] })
+    assert.deepEqual(await ann.next(), { ack: 2 })
+    await first.stop() // every socket goes, the storage stays
+    await ann.closed
+    first = await startWorker({ persist: dir })
+    const annBack = connect(first.url, 'push-room-5')
+    await annBack.opened
+    annBack.send({ id: ann.id, token: ann.welcome.token })
+    assert.deepEqual((await annBack.next()).peers.map(p => p.id), [bob.id])
+    const bobBack = connect(first.url, 'push-room-5')
+    await bobBack.opened
+    bobBack.send({ id: bob.id, token: bob.welcome.token, after: { [ann.id]: 1 } })
+    assert.equal((await bobBack.next()).id, bob.id)
+    assert.deepEqual(await bobBack.next(), { messages: [{ from: ann.id, seq: 2, data: 'two' }] })
+    annBack.send({ send: [{ to: bob.id, seq: 3, data: 'three' }] })
+    assert.deepEqual(await bobBack.next(), { messages: [{ from: ann.id, seq: 3, data: 'three' }] })
+    for (const c of [annBack, bobBack]) { c.ws.close(); await c.closed }
+  } finally {
+    await first.stop()
+    rmSync(dir, { recursive: true, force: true })
   }
 })
