@@ -1,5 +1,5 @@
 //! What the core needs from its runtime besides storage: a clock, a timer,
-//! randomness and one kind of outbound request. The Worker implementation is in `worker_entry`; tests use a
+//! randomness, one kind of outbound request and the relay rooms' objects. The Worker implementation is in `worker_entry`; tests use a
 //! virtual clock.
 
 use std::future::Future;
@@ -27,6 +27,22 @@ pub trait Platform {
         std::future::ready(Err("no outbound requests on this platform".to_owned()))
     }
 
+    /// Whether relay rooms live on room objects (the `RELAY_ROOMS` Durable
+    /// Object binding); without them they live on R2.
+    fn has_room_objects(&self) -> bool {
+        false
+    }
+
+    /// Sends a relay call's body to its room's object; the object's answer.
+    fn call_room(
+        &self,
+        room: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Result<Forwarded, String>> {
+        let _ = (room, body);
+        std::future::ready(Err("no room objects on this platform".to_owned()))
+    }
+
     /// A uniformly distributed number in `0..n` (0 when `n` is 0), for jitter.
     fn random_below(&self, n: u64) -> u64 {
         if n == 0 {
@@ -35,6 +51,23 @@ pub trait Platform {
         let mut b = [0u8; 8];
         self.fill_random(&mut b);
         u64::from_le_bytes(b) % n
+    }
+}
+
+/// A call answered by a room's object: its status, headers and body.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Forwarded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -66,6 +99,18 @@ impl<T: Platform> Platform for &T {
         body: &[u8],
     ) -> impl Future<Output = Result<(u16, Vec<u8>), String>> {
         (**self).post_json(url, bearer, body)
+    }
+
+    fn has_room_objects(&self) -> bool {
+        (**self).has_room_objects()
+    }
+
+    fn call_room(
+        &self,
+        room: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Result<Forwarded, String>> {
+        (**self).call_room(room, body)
     }
 }
 

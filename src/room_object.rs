@@ -27,7 +27,9 @@ use crate::edge::serve::query;
 use crate::error::Error;
 use crate::host::live::LiveRoom;
 use crate::platform::Platform;
+use crate::wire::relay;
 use crate::wire::relay::adapter::RelayMember;
+use crate::wire::relay::object;
 use crate::wire::relay::socket::{self, close_for, Effects, Out, SocketRoom};
 use crate::worker_entry::WorkerPlatform;
 
@@ -72,8 +74,13 @@ impl DurableObject for RelayRoom {
         }
     }
 
-    /// A WebSocket upgrade the worker admitted (origin, quota, room rules).
-    async fn fetch(&self, req: Request) -> worker::Result<Response> {
+    /// A relay call (POST, the worker checked it) or a WebSocket upgrade the
+    /// worker admitted (origin, quota, room rules).
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        if req.method() == worker::Method::Post {
+            let body = req.bytes().await?;
+            return self.relay_call(&body).await;
+        }
         // The raw string: `req.url()` would pull the `url` crate's IDNA tables into the wasm.
         let url = req.inner().url();
         let room = query(&url, "room").unwrap_or_default().to_owned();
@@ -110,13 +117,13 @@ impl DurableObject for RelayRoom {
         self.load().await?;
         let effects = {
             let config = self.config();
-            let settings = rooms::settings_for(&room, &config, WorkerPlatform.now_ms());
+            let settings = rooms::settings_for(&room, &config, WorkerPlatform::BARE.now_ms());
             let mut live = self.live.borrow_mut();
             match (settings, live.as_mut()) {
                 (Ok(settings), Some(live)) => {
                     let socket_room = SocketRoom {
                         id: &room,
-                        platform: &WorkerPlatform,
+                        platform: &WorkerPlatform::BARE,
                         max_members: settings.limits.max_live_members,
                         max_frame_bytes: settings.limits.max_body_bytes,
                     };
@@ -147,13 +154,21 @@ impl DurableObject for RelayRoom {
         self.alarm.set(Some(None));
         self.load().await?;
         let pushes = match self.live.borrow_mut().as_mut() {
-            Some(live) => socket::on_alarm(live, WorkerPlatform.now_ms()),
+            Some(live) => socket::on_alarm(live, WorkerPlatform::BARE.now_ms()),
             None => Vec::new(),
         };
         self.persist().await?;
         self.deliver(pushes);
         Response::ok("")
     }
+}
+
+fn refusal(error: &Error) -> worker::Result<Response> {
+    let headers = worker::Headers::new();
+    if let Some(s) = error.retry_after_s() {
+        headers.set("Retry-After", &s.to_string())?;
+    }
+    Ok(Response::error(error.to_string(), error.status())?.with_headers(headers))
 }
 
 fn closing(error: &Error) -> Effects {
@@ -166,6 +181,42 @@ fn closing(error: &Error) -> Effects {
 impl RelayRoom {
     fn config(&self) -> Config {
         Config::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string()))
+    }
+
+    /// A relay call over HTTP: run on the room held here, answered as the
+    /// worker answers it (its refusals with status, text and `Retry-After`).
+    async fn relay_call(&self, body: &[u8]) -> worker::Result<Response> {
+        let request = match relay::parse(body) {
+            Ok(request) => request,
+            Err(e) => return refusal(&e),
+        };
+        self.load().await?;
+        let config = self.config();
+        let now = WorkerPlatform::BARE.now_ms();
+        let (result, pushes) = match (
+            rooms::settings_for(&request.room, &config, now),
+            self.live.borrow_mut().as_mut(),
+        ) {
+            (Ok(settings), Some(live)) => {
+                object::handle(live, &request, &WorkerPlatform::BARE, &settings)
+            }
+            (Err(e), _) => (Err(e), Vec::new()),
+            (_, None) => (Err(Error::Unreadable { retry_after_s: 10 }), Vec::new()),
+        };
+        self.persist().await?;
+        self.deliver(pushes);
+        match result {
+            Ok(reply) => {
+                let headers = worker::Headers::new();
+                headers.set("Content-Type", "application/json")?;
+                headers.set("X-Members", &reply.members.to_string())?;
+                if let Some(hint) = reply.hint {
+                    headers.set("X-Poll-Hint", &hint.header())?;
+                }
+                Ok(Response::from_bytes(reply.body)?.with_headers(headers))
+            }
+            Err(e) => refusal(&e),
+        }
     }
 
     /// The open sockets by member.
@@ -205,7 +256,7 @@ impl RelayRoom {
             }
         }
         let members: Vec<SessionId> = self.sockets().into_keys().collect();
-        let now = WorkerPlatform.now_ms();
+        let now = WorkerPlatform::BARE.now_ms();
         let rows = rows.iter().map(|(k, r)| (k.clone(), r.as_bytes()));
         match LiveRoom::restore(head.as_deref().map(str::as_bytes), rows, members, now) {
             Ok(live) => *self.live.borrow_mut() = Some(live),
@@ -260,7 +311,7 @@ impl RelayRoom {
         }
         self.load().await?;
         let pushes = match self.live.borrow_mut().as_mut() {
-            Some(live) => socket::on_close(live, &member, code, WorkerPlatform.now_ms()),
+            Some(live) => socket::on_close(live, &member, code, WorkerPlatform::BARE.now_ms()),
             None => Vec::new(),
         };
         self.persist().await?;
@@ -285,7 +336,7 @@ impl RelayRoom {
         let (changes, next) = match self.live.borrow_mut().as_mut() {
             Some(live) => (
                 live.take_changes(),
-                live.next_alarm(WorkerPlatform.now_ms()),
+                live.next_alarm(WorkerPlatform::BARE.now_ms()),
             ),
             None => return Ok(()),
         };
@@ -301,19 +352,21 @@ impl RelayRoom {
             let keys: Vec<String> = changes.delete.iter().map(row_key).collect();
             storage.delete_multiple(keys).await?;
         }
+        // Only ever moved earlier: a later or needless alarm just fires and
+        // finds nothing (each `setAlarm` is a row written; pollers renew often).
         let known = match self.alarm.get() {
             Some(known) => known,
             None => storage.get_alarm().await?.map(|ms| ms.max(0) as u64),
         };
-        if known != next {
-            match next {
-                Some(at) => {
-                    let offset = at.saturating_sub(WorkerPlatform.now_ms()) as i64;
-                    storage.set_alarm(offset).await?;
-                }
-                None => storage.delete_alarm().await?,
+        let next = match (known, next) {
+            (Some(k), Some(n)) if k <= n => Some(k),
+            (_, Some(n)) => {
+                let offset = n.saturating_sub(WorkerPlatform::BARE.now_ms()) as i64;
+                storage.set_alarm(offset).await?;
+                Some(n)
             }
-        }
+            (known, None) => known,
+        };
         self.alarm.set(Some(next));
         Ok(())
     }

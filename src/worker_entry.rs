@@ -15,11 +15,19 @@ use crate::edge::serve::{admit_socket, is_rate_limited};
 use crate::edge::{error_response, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
 use crate::error::Error;
 use crate::host::r2::RetryPolicy;
-use crate::platform::{os_random, Platform};
+use crate::platform::{os_random, Forwarded, Platform};
 use crate::store::r2::R2Store;
 
-/// The runtime's clock, timers and randomness (the room objects use it too).
-pub(crate) struct WorkerPlatform;
+/// The runtime's clock, timers, randomness and, when bound, the relay
+/// rooms' objects (`RELAY_ROOMS`).
+pub(crate) struct WorkerPlatform {
+    pub(crate) rooms: Option<worker::ObjectNamespace>,
+}
+
+impl WorkerPlatform {
+    /// Without room objects (what the objects themselves use).
+    pub(crate) const BARE: WorkerPlatform = WorkerPlatform { rooms: None };
+}
 
 impl Platform for WorkerPlatform {
     fn now_ms(&self) -> u64 {
@@ -65,6 +73,46 @@ impl Platform for WorkerPlatform {
             }
         }
     }
+
+    fn has_room_objects(&self) -> bool {
+        self.rooms.is_some()
+    }
+
+    fn call_room(
+        &self,
+        room: &str,
+        body: &[u8],
+    ) -> impl Future<Output = Result<Forwarded, String>> {
+        let call = self.rooms.as_ref().map(|rooms| {
+            (
+                rooms.id_from_name(room).and_then(|id| id.get_stub()),
+                body.to_vec(),
+            )
+        });
+        async move {
+            let (stub, body) = call.ok_or("no room objects")?;
+            let answer = async {
+                let mut init = RequestInit::new();
+                let body = worker::js_sys::Uint8Array::from(&body[..]);
+                init.with_method(Method::Post).with_body(Some(body.into()));
+                let request = Request::new_with_init("https://room.internal/relay", &init)?;
+                let mut response = stub?.fetch_with_request(request).await?;
+                let headers = ["retry-after", "x-poll-hint", "x-members"]
+                    .iter()
+                    .filter_map(|name| {
+                        let value = response.headers().get(name).ok().flatten()?;
+                        Some(((*name).to_owned(), value))
+                    })
+                    .collect();
+                Ok::<_, worker::Error>(Forwarded {
+                    status: response.status_code(),
+                    headers,
+                    body: response.bytes().await?,
+                })
+            };
+            answer.await.map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// How long the TURN API may take before `/turn` answers 503.
@@ -100,9 +148,12 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let ledger = LEDGER.with(|l| *l);
     let isolate = ISOLATE.with(|i| *i);
     let policy = RetryPolicy::default();
+    let platform = WorkerPlatform {
+        rooms: env.durable_object("RELAY_ROOMS").ok(),
+    };
     let services = Services {
         store: store.as_ref(),
-        platform: &WorkerPlatform,
+        platform: &platform,
         config: &config,
         ledger,
         isolate,
@@ -114,7 +165,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
             ")"
         ),
     };
-    let started = WorkerPlatform.now_ms();
+    let started = WorkerPlatform::BARE.now_ms();
     if let Some(refused) = rate_limit(&env, &request).await {
         let outcome = Outcome {
             op: "limited",
@@ -124,7 +175,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
         return write_response(refused);
     }
     let (response, outcome) = serve(&request, &services).await;
-    let duration = WorkerPlatform.now_ms().saturating_sub(started);
+    let duration = WorkerPlatform::BARE.now_ms().saturating_sub(started);
     // One JSON line per request, for `wrangler tail` and Workers Logs.
     worker::console_log!("{}", outcome.log_line(response.status, duration));
     write_response(response)
@@ -151,7 +202,7 @@ async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Resul
     let policy = RetryPolicy::default();
     let services = Services {
         store: store.as_ref(),
-        platform: &WorkerPlatform,
+        platform: &WorkerPlatform::BARE,
         config,
         ledger: LEDGER.with(|l| *l),
         isolate: ISOLATE.with(|i| *i),

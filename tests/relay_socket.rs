@@ -12,6 +12,7 @@ use p2pcf_rs::host::live::{LiveRoom, RESUME_WINDOW_MS};
 use p2pcf_rs::platform::Platform;
 use p2pcf_rs::testing::SimPlatform;
 use p2pcf_rs::wire::relay::adapter::RelayMember;
+use p2pcf_rs::wire::relay::object;
 use p2pcf_rs::wire::relay::socket::{on_alarm, on_close, on_frame, Effects, SocketRoom};
 use serde_json::{json, Value};
 
@@ -292,4 +293,100 @@ async fn a_dropped_socket_resumes_and_a_closed_tab_leaves_at_once() {
     o.connect("cy");
     o.send("cy", json!({"id": cy_id, "token": cy["token"]}));
     assert_eq!(o.closed["cy"].0, 4410);
+}
+
+/// A relay call over HTTP on the object (`wire::relay::object`).
+fn call(o: &mut Object, body: Value) -> (u16, Value) {
+    let config = p2pcf_rs::config::Config::default();
+    let request = p2pcf_rs::wire::relay::parse(body.to_string().as_bytes()).unwrap();
+    let (result, pushes) = object::handle(&mut o.live, &request, &o.platform, &config);
+    o.apply(
+        "http",
+        Effects {
+            pushes,
+            ..Effects::default()
+        },
+    );
+    match result {
+        Ok(reply) => (reply.status, serde_json::from_slice(&reply.body).unwrap()),
+        Err(e) => (e.status(), json!(e.to_string())),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poller_and_a_socket_member_share_the_room() {
+    let mut o = Object::new();
+    o.connect("http"); // frames pushed to the poller's name never come: it polls
+    joined(&mut o, "ann");
+    let ann_id = o.id("ann");
+    let (status, bob) = call(
+        &mut o,
+        json!({"room": "socket-room", "meta": {"name": "bob"}}),
+    );
+    assert_eq!(status, 200);
+    let (bob_id, token) = (bob["id"].clone(), bob["token"].clone());
+    assert_eq!(
+        bob["peers"],
+        json!([{"id": ann_id, "meta": {"name": "ann"}}])
+    );
+    assert_eq!(
+        o.take("ann"),
+        vec![json!({"joined": {"id": bob_id, "meta": {"name": "bob"}}})]
+    );
+    o.live.take_changes();
+
+    let send = json!({"room": "socket-room", "id": bob_id, "token": token,
+        "send": [{"to": ann_id, "seq": 1, "data": "hi"}]});
+    assert_eq!(call(&mut o, send).0, 200);
+    assert_eq!(
+        o.take("ann"),
+        vec![json!({"messages": [{"from": bob_id, "seq": 1, "data": "hi"}]})]
+    );
+    assert_eq!(
+        o.live.take_changes().put.len(),
+        1,
+        "a send writes the sender's row"
+    );
+
+    o.send(
+        "ann",
+        json!({"send": [{"to": bob_id, "seq": 1, "data": "back"}]}),
+    );
+    assert_eq!(o.take("ann"), vec![json!({"ack": 1})]);
+    let poll = json!({"room": "socket-room", "id": bob_id, "token": token, "after": {}});
+    let (_, got) = call(&mut o, poll.clone());
+    assert_eq!(
+        got["messages"],
+        json!([{"from": ann_id, "seq": 1, "data": "back"}])
+    );
+    o.live.take_changes();
+    let (_, again) = call(
+        &mut o,
+        json!({"room": "socket-room", "id": bob_id, "token": token, "after": {ann_id.clone(): 1}}),
+    );
+    assert_eq!(again["messages"], json!([]));
+    assert!(
+        o.live.take_changes().is_empty(),
+        "a poll writes nothing until its renewal is due"
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    call(&mut o, poll.clone());
+    assert_eq!(
+        o.live.take_changes().put.len(),
+        1,
+        "renewed once half its life passed"
+    );
+
+    // A poller that stops polling expires; the alarm tells the sockets.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let pushes = on_alarm(&mut o.live, o.platform.now_ms());
+    o.apply(
+        "http",
+        Effects {
+            pushes,
+            ..Effects::default()
+        },
+    );
+    assert_eq!(o.take("ann"), vec![json!({"left": bob_id})]);
+    assert_eq!(call(&mut o, poll).0, 410);
 }

@@ -10,6 +10,7 @@ use crate::edge::isolate::{room_tag, Isolate, Outcome, PROBE_EVERY_MS};
 use crate::edge::responses::{options, HttpRequest, HttpResponse};
 use crate::edge::rooms;
 use crate::edge::status::{self, BucketState};
+use crate::engine::hints::Hint;
 use crate::error::Error;
 use crate::host::r2::RetryPolicy;
 use crate::platform::{Boxed, Platform};
@@ -113,6 +114,17 @@ pub async fn serve<S: Store, P: Platform>(
             let result = boxed(signal(req, &method, &counting, svc, &mut outcome)).await;
             outcome.ops = counting.counts();
             let mut resp = match result {
+                Ok(reply) if reply.status != 200 => {
+                    let mut resp = HttpResponse::new(
+                        reply.status,
+                        Some("text/plain; charset=utf-8"),
+                        reply.body,
+                    );
+                    if let Some(after) = reply.retry_after {
+                        resp.headers.push(("Retry-After", after));
+                    }
+                    resp
+                }
                 Ok(reply) => {
                     let mut resp = HttpResponse::json(reply.body);
                     if let Some(hint) = reply.hint {
@@ -160,6 +172,9 @@ async fn signal<S: Store, P: Platform>(
         outcome.room = Some(room_tag(&request.room, svc.isolate.log_key(svc.config)));
         outcome.op = "relay";
         let config = rooms::settings_for(&request.room, svc.config, svc.platform.now_ms())?;
+        if svc.platform.has_room_objects() {
+            return boxed(on_object(&request.room, &req.body, svc.platform)).await;
+        }
         return boxed(relay::handle(
             store,
             svc.platform,
@@ -194,6 +209,28 @@ async fn signal<S: Store, P: Platform>(
         &request,
     ))
     .await
+}
+
+/// A relay call for a room that lives on its object: the object runs it
+/// and answers (its refusals too).
+async fn on_object<P: Platform>(room: &RoomId, body: &[u8], platform: &P) -> Result<Reply, Error> {
+    let answer = platform
+        .call_room(room.as_str(), body)
+        .await
+        .map_err(|_| Error::Busy {
+            retry_after_s: 1,
+            stored: "the room did not answer; retry with the same seq (a message is stored once)",
+        })?;
+    Ok(Reply {
+        status: answer.status,
+        retry_after: answer.header("retry-after").map(str::to_owned),
+        hint: answer.header("x-poll-hint").and_then(Hint::parse_header),
+        members: answer
+            .header("x-members")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0),
+        body: answer.body,
+    })
 }
 
 /// Boxes a future (see [`Boxed`]).

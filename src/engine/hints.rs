@@ -76,6 +76,21 @@ impl Hint {
         format!("{}; ms={}", self.mode.as_str(), self.ms)
     }
 
+    /// Reads an `X-Poll-Hint` value back (a room's object answered it).
+    pub fn parse_header(value: &str) -> Option<Self> {
+        let (mode, ms) = value.split_once("; ms=")?;
+        let mode = match mode {
+            "fast" => Mode::Fast,
+            "slow" => Mode::Slow,
+            "idle" => Mode::Idle,
+            _ => return None,
+        };
+        Some(Self {
+            ms: ms.parse().ok()?,
+            mode,
+        })
+    }
+
     /// The same hint as a `Server-Timing` metric, which a page reads from
     /// its Resource Timing entries (`PerformanceObserver`) without touching
     /// `fetch` (client/hints.js).

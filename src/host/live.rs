@@ -22,8 +22,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::domain::{ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
+use crate::engine::hints::{PollSettings, Situation};
 use crate::engine::mailbox::{Letter, Mailbox, Message, MAX_HELD_BYTES};
-use crate::engine::room::{Arrival, Claim, Member, Room, Unreadable};
+use crate::engine::room::{Arrival, Claim, Member, Outboxes, Room, Unreadable};
 use crate::error::Error;
 
 /// The expiry of a connected member's entry: never, while its socket is open.
@@ -192,6 +193,41 @@ impl<D: Member> LiveRoom<D> {
         max_members: usize,
     ) -> Result<Attached<D>, Error> {
         let id = member.session().clone();
+        let (context, token, joined) = self.admit(member, new_key, now_ms, max_members)?;
+        self.room.hold(&context, CONNECTED, now_ms);
+        let mut attached = self.attach(&id, Cursors::new(), now_ms);
+        attached.token = Some(token);
+        attached.pushes.extend(joined);
+        Ok(attached)
+    }
+
+    /// A new member that polls (the HTTP relay API): live for `ttl_ms` after
+    /// each call ([`LiveRoom::renew`]). Returns its token and the pushes
+    /// that tell the connected members.
+    pub fn join_polling(
+        &mut self,
+        member: D,
+        new_key: impl FnOnce() -> DeleteKey,
+        ttl_ms: u64,
+        now_ms: u64,
+        max_members: usize,
+    ) -> Result<(DeleteKey, Pushes<D>), Error> {
+        let (context, token, joined) = self.admit(member, new_key, now_ms, max_members)?;
+        self.room
+            .hold(&context, now_ms.saturating_add(ttl_ms), now_ms);
+        Ok((token, joined))
+    }
+
+    /// Registers `member` (or finds it again, for a retried join), with the
+    /// pushes that announce a new one.
+    fn admit(
+        &mut self,
+        member: D,
+        new_key: impl FnOnce() -> DeleteKey,
+        now_ms: u64,
+        max_members: usize,
+    ) -> Result<(ContextId, DeleteKey, Pushes<D>), Error> {
+        let id = member.session().clone();
         let context = context_of(&id)?;
         let retried = self.room.owns_live_entry(&context, &id, now_ms);
         if !retried {
@@ -206,16 +242,56 @@ impl<D: Member> LiveRoom<D> {
             self.room
                 .apply(&claim, Arrival::Poll, now_ms, max_members, new_key)?;
         }
-        self.room.hold(&context, CONNECTED, now_ms);
         self.touched.insert(context.clone());
-        let token = self.room.entry(&context).map(|e| e.dk.clone());
-        let mut attached = self.attach(&id, Cursors::new(), now_ms);
-        attached.token = token;
-        if !retried {
-            let joined = Push::Joined(member);
-            attached.pushes.extend(self.to_others(&id, &joined));
+        let token = self
+            .room
+            .entry(&context)
+            .map(|e| e.dk.clone())
+            .ok_or(Error::Left)?;
+        let pushes = if retried {
+            Vec::new()
+        } else {
+            self.to_others(&id, &Push::Joined(member))
+        };
+        Ok((context, token, pushes))
+    }
+
+    /// Proves `id` with its token: 410 once it left or expired, 400 for a
+    /// wrong token.
+    pub fn authenticate(
+        &self,
+        id: &SessionId,
+        token: &DeleteKeyInput,
+        now_ms: u64,
+    ) -> Result<(), Error> {
+        let entry = self
+            .room
+            .entry(&context_of(id)?)
+            .filter(|e| e.d.session() == id && e.is_live(now_ms))
+            .ok_or(Error::Left)?;
+        if entry.dk.matches(token) {
+            Ok(())
+        } else {
+            Err(Error::BadRequest("Bad token"))
         }
-        Ok(attached)
+    }
+
+    /// A polling member's call: it lives `ttl_ms` more, written once half of
+    /// that has passed (one row write per half-life, not one per poll).
+    pub fn renew(&mut self, id: &SessionId, ttl_ms: u64, now_ms: u64) {
+        let Ok(context) = context_of(id) else {
+            return;
+        };
+        let due = self.room.entry(&context).is_some_and(|e| {
+            e.expires_ms != CONNECTED && e.expires_ms < now_ms.saturating_add(ttl_ms / 2)
+        });
+        if due
+            && self
+                .room
+                .hold(&context, now_ms.saturating_add(ttl_ms), now_ms)
+        {
+            self.touched.insert(context);
+        }
     }
 
     /// A member coming back on a new socket with its token and the cursors
@@ -227,20 +303,62 @@ impl<D: Member> LiveRoom<D> {
         after: Cursors,
         now_ms: u64,
     ) -> Result<Attached<D>, Error> {
+        self.authenticate(id, token, now_ms)?;
         let context = context_of(id)?;
-        let entry = self
-            .room
-            .entry(&context)
-            .filter(|e| e.d.session() == id && e.is_live(now_ms))
-            .ok_or(Error::Left)?;
-        if !entry.dk.matches(token) {
-            return Err(Error::BadRequest("Bad token"));
-        }
-        if entry.expires_ms != CONNECTED {
-            self.room.hold(&context, CONNECTED, now_ms);
+        if self.room.hold(&context, CONNECTED, now_ms) {
             self.touched.insert(context);
         }
         Ok(self.attach(id, after, now_ms))
+    }
+
+    /// The other live members.
+    pub fn peers(&self, me: &SessionId, now_ms: u64) -> impl Iterator<Item = &D> + '_ {
+        let me = me.clone();
+        self.room
+            .live_members(now_ms)
+            .filter(move |m| *m.session() != me)
+    }
+
+    /// Letters for `reader` after its cursors, each sender's in `seq` order,
+    /// at most `max_bytes` of data (at least one letter); `true` when more wait.
+    pub fn letters_after<'a>(
+        &'a self,
+        reader: &'a SessionId,
+        after: &Cursors,
+        max_bytes: usize,
+        now_ms: u64,
+    ) -> (Vec<(&'a SessionId, &'a Letter)>, bool) {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (_, sender) in self.room.entries_live(now_ms) {
+            let from = sender.d.session();
+            if from == reader {
+                continue;
+            }
+            let seen = after.get(from).copied().unwrap_or(0);
+            for letter in sender.mail.for_reader(reader, seen, now_ms) {
+                bytes += letter.data.get().len() + 64;
+                if bytes > max_bytes && !out.is_empty() {
+                    return (out, true);
+                }
+                out.push((from, letter));
+            }
+        }
+        (out, false)
+    }
+
+    /// What a polling member's hint is computed from.
+    pub fn situation(&self, id: &SessionId, settings: &PollSettings, now_ms: u64) -> Situation {
+        match context_of(id) {
+            Ok(context) => self.room.situation(
+                &context,
+                Some(id),
+                &Outboxes::new(),
+                settings.fast_window_ms,
+                now_ms,
+            ),
+            Err(_) => Situation::default(),
+        }
     }
 
     /// Connects `id` with `after` and hands it what waits for it.
@@ -297,19 +415,19 @@ impl<D: Member> LiveRoom<D> {
             .collect()
     }
 
-    /// A batch from a connected member: accepted by the engine's rules
-    /// (numbers, retries, bytes held) or refused whole, then pushed to every
-    /// connected addressee.
+    /// A batch from a member (connected, or proven by its token): accepted
+    /// by the engine's rules (numbers, retries, bytes held) or refused
+    /// whole, then pushed to every connected addressee.
     pub fn send(
         &mut self,
         from: &SessionId,
         batch: &[Message],
         now_ms: u64,
     ) -> Result<Delivered<D>, Error> {
-        if !self.connected.contains_key(from) {
+        let context = context_of(from)?;
+        if !self.room.owns_live_entry(&context, from, now_ms) {
             return Err(Error::Left);
         }
-        let context = context_of(from)?;
         let others: Vec<SessionId> = self
             .room
             .live_members(now_ms)

@@ -7,9 +7,13 @@ pub mod relay;
 use crate::engine::hints::Hint;
 use crate::error::Error;
 
-/// A successful answer: the JSON body and facts for logs and tests.
+/// An answer: the JSON body and facts for logs and tests. Its status is
+/// 200 unless it came from a room's object, which answers refusals itself.
 #[derive(Debug)]
 pub struct Reply {
+    pub status: u16,
+    /// For a refusal from a room's object, its `Retry-After`.
+    pub retry_after: Option<String>,
     pub body: Vec<u8>,
     /// How many members the room holds after the request, the caller included.
     pub members: usize,

@@ -201,3 +201,42 @@ test('a restart (a deploy) in mid-conversation: members resume from the stored r
     rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('a client that polls (POST /relay/v1) and one on a WebSocket meet in one room, on its object', async () => {
+  const post = async body => {
+    const res = await fetch(worker.url + '/relay/v1', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
+    return { status: res.status, headers: res.headers, json: res.status === 200 ? await res.json() : await res.text() }
+  }
+  const ann = await join('push-room-6', 'ann')
+  const bob = await post({ room: 'push-room-6', meta: { name: 'bob' } })
+  assert.equal(bob.status, 200)
+  assert.equal(bob.headers.get('x-r2-ops'), 'A=0 B=0', 'the room lives on its object, not in R2')
+  assert.deepEqual(bob.json.peers, [{ id: ann.id, meta: { name: 'ann' } }])
+  const { id, token } = bob.json
+  assert.deepEqual(await ann.next(), { joined: { id, meta: { name: 'bob' } } })
+  // Poller -> socket: pushed at once.
+  const sent = await post({ room: 'push-room-6', id, token, send: [{ to: ann.id, seq: 1, data: 'from bob' }] })
+  assert.equal(sent.status, 200)
+  assert.match(sent.headers.get('x-poll-hint'), /^(fast|slow|idle); ms=\d+$/)
+  assert.deepEqual(await ann.next(), { messages: [{ from: id, seq: 1, data: 'from bob' }] })
+  // Socket -> poller: taken with the next poll, by its cursor, once.
+  ann.send({ send: [{ to: id, seq: 1, data: 'from ann' }] })
+  assert.deepEqual(await ann.next(), { ack: 1 })
+  const polled = await post({ room: 'push-room-6', id, token, after: {} })
+  assert.deepEqual(polled.json.messages, [{ from: ann.id, seq: 1, data: 'from ann' }])
+  const again = await post({ room: 'push-room-6', id, token, after: { [ann.id]: 1 } })
+  assert.deepEqual(again.json.messages, [])
+  // Refusals keep their status, text and CORS.
+  const reused = await post({ room: 'push-room-6', id, token, send: [{ to: ann.id, seq: 1, data: 'other' }] })
+  assert.equal(reused.status, 409)
+  assert.equal(reused.headers.get('access-control-allow-origin'), '*')
+  assert.match(reused.json, /seq already used/)
+  const wrong = await post({ room: 'push-room-6', id, token: 'x'.repeat(32) })
+  assert.deepEqual([wrong.status, wrong.json], [400, 'Bad token'])
+  // The poller leaves: the socket hears it at once.
+  assert.equal((await post({ room: 'push-room-6', id, token, leave: true })).status, 200)
+  assert.deepEqual(await ann.next(), { left: id })
+  assert.equal((await post({ room: 'push-room-6', id, token })).status, 410)
+  ann.ws.close()
+  await ann.closed
+})

@@ -7,9 +7,13 @@ import { startWorker } from './harness.mjs'
 import { SignalRelay } from 'p2pcf-rs-client/relay'
 import { peerMessageSignal } from 'p2pcf-rs-client/peer-message'
 
-let worker
-before(async () => { worker = await startWorker() })
-after(async () => { await worker?.stop() })
+// Both hosts of a relay room: R2 (no RELAY_ROOMS binding) and the room's object.
+const hosts = {}
+before(async () => {
+  hosts.r2 = await startWorker({ push: false })
+  hosts.object = await startWorker()
+})
+after(async () => { for (const w of Object.values(hosts)) await w.stop() })
 
 const until = async (what, fn, ms = 20000) => {
   const start = Date.now()
@@ -19,88 +23,92 @@ const until = async (what, fn, ms = 20000) => {
   }
 }
 
-test('two SignalRelays: join events, ordered exactly-once messages, Peer Message shape, leave', async () => {
-  const room = `relay-client-${Date.now()}`
-  const ann = new SignalRelay({ url: worker.url, room, meta: { name: 'ann' } })
-  const bob = new SignalRelay({ url: worker.url, room, meta: { name: 'bob' } })
-  const seen = { ann: [], bob: [] }
-  const joins = { ann: [], bob: [] }
-  const leaves = []
-  ann.on('signal', (from, data) => seen.ann.push([from, data]))
-  bob.on('signal', (from, data) => seen.bob.push([from, data]))
-  ann.on('join', (id, meta) => joins.ann.push([id, meta]))
-  bob.on('join', (id, meta) => joins.bob.push([id, meta]))
-  ann.on('leave', id => leaves.push(id))
-  // A failure must not leave the two polling forever (the test file would never end).
-  try {
-    await ann.start()
-    await bob.start()
-    assert.deepEqual(joins.bob, [[ann.id, { name: 'ann' }]], 'peers already there are joins too')
-    await until('ann sees bob', () => joins.ann.length === 1)
-    assert.deepEqual(joins.ann, [[bob.id, { name: 'bob' }]])
+for (const host of ['r2', 'object']) {
+  test(`[${host}] two SignalRelays: join events, ordered exactly-once messages, Peer Message shape, leave`, async () => {
+    const worker = hosts[host]
+    const room = `relay-client-${Date.now()}`
+    const ann = new SignalRelay({ url: worker.url, room, meta: { name: 'ann' } })
+    const bob = new SignalRelay({ url: worker.url, room, meta: { name: 'bob' } })
+    const seen = { ann: [], bob: [] }
+    const joins = { ann: [], bob: [] }
+    const leaves = []
+    ann.on('signal', (from, data) => seen.ann.push([from, data]))
+    bob.on('signal', (from, data) => seen.bob.push([from, data]))
+    ann.on('join', (id, meta) => joins.ann.push([id, meta]))
+    bob.on('join', (id, meta) => joins.bob.push([id, meta]))
+    ann.on('leave', id => leaves.push(id))
+    // A failure must not leave the two polling forever (the test file would never end).
+    try {
+      await ann.start()
+      await bob.start()
+      assert.deepEqual(joins.bob, [[ann.id, { name: 'ann' }]], 'peers already there are joins too')
+      await until('ann sees bob', () => joins.ann.length === 1)
+      assert.deepEqual(joins.ann, [[bob.id, { name: 'bob' }]])
 
-    // 200 messages each way, sent without waiting (batched by the client).
-    const sends = []
-    for (let i = 0; i < 200; i++) {
-      sends.push(ann.send(bob.id, { i }))
-      sends.push(bob.send(ann.id, { i }))
+      // 200 messages each way, sent without waiting (batched by the client).
+      const sends = []
+      for (let i = 0; i < 200; i++) {
+        sends.push(ann.send(bob.id, { i }))
+        sends.push(bob.send(ann.id, { i }))
+      }
+      await Promise.all(sends)
+      await until('all delivered', () => seen.ann.length === 200 && seen.bob.length === 200)
+      assert.deepEqual(seen.bob.map(([from, d]) => [from, d.i]), Array.from({ length: 200 }, (_, i) => [ann.id, i]))
+      assert.deepEqual(seen.ann.map(([, d]) => d.i), Array.from({ length: 200 }, (_, i) => i))
+
+      // Peer Message's `signal: { channel, send, receive }`, strings both ways.
+      const a = peerMessageSignal(ann, bob.id)
+      const b = peerMessageSignal(bob, ann.id)
+      const got = []
+      b.receive(message => got.push(message))
+      assert.equal(typeof a.channel, 'string')
+      a.send('{"type":"offer"}')
+      a.send('{"candidate":"x"}')
+      await until('peer message strings', () => got.length === 2)
+      assert.deepEqual(got, ['{"type":"offer"}', '{"candidate":"x"}'])
+
+      // bob leaves: ann sees it at her next poll.
+      bob.stop()
+      await until('ann sees bob leave', () => leaves.includes(bob.id), 30000)
+      assert.equal(ann.peers.size, 0)
+    } finally {
+      ann.stop()
+      bob.stop()
     }
-    await Promise.all(sends)
-    await until('all delivered', () => seen.ann.length === 200 && seen.bob.length === 200)
-    assert.deepEqual(seen.bob.map(([from, d]) => [from, d.i]), Array.from({ length: 200 }, (_, i) => [ann.id, i]))
-    assert.deepEqual(seen.ann.map(([, d]) => d.i), Array.from({ length: 200 }, (_, i) => i))
+  })
 
-    // Peer Message's `signal: { channel, send, receive }`, strings both ways.
-    const a = peerMessageSignal(ann, bob.id)
-    const b = peerMessageSignal(bob, ann.id)
-    const got = []
-    b.receive(message => got.push(message))
-    assert.equal(typeof a.channel, 'string')
-    a.send('{"type":"offer"}')
-    a.send('{"candidate":"x"}')
-    await until('peer message strings', () => got.length === 2)
-    assert.deepEqual(got, ['{"type":"offer"}', '{"candidate":"x"}'])
-
-    // bob leaves: ann sees it at her next poll.
-    bob.stop()
-    await until('ann sees bob leave', () => leaves.includes(bob.id), 30000)
-    assert.equal(ann.peers.size, 0)
-  } finally {
-    ann.stop()
-    bob.stop()
-  }
-})
-
-test('SignalRelay under network errors, lost answers and 503s: 300 messages, in order, once', async () => {
-  const room = `relay-flaky-${Date.now()}`
-  // Every 5th request fails before it leaves, every 7th loses its answer
-  // after the worker handled it, every 9th gets a 503 with Retry-After.
-  let n = 0
-  const flaky = async (url, init) => {
-    n++
-    if (n % 5 === 0) throw new TypeError('network down')
-    if (n % 9 === 0) return new Response('Storage busy', { status: 503, headers: { 'Retry-After': '1' } })
-    const res = await fetch(url, init)
-    if (n % 7 === 0) throw new TypeError('answer lost')
-    return res
-  }
-  const ann = new SignalRelay({ url: worker.url, room, fetch: flaky })
-  const bob = new SignalRelay({ url: worker.url, room, fetch: flaky })
-  // A failure must not leave the two polling forever (the test file would never end).
-  try {
-    const got = []
-    bob.on('signal', (from, data) => got.push(data))
-    await ann.start()
-    await bob.start()
-    await until('ann sees bob', () => ann.peers.has(bob.id))
-    const sends = []
-    for (let i = 0; i < 300; i++) sends.push(ann.send(bob.id, i))
-    await Promise.all(sends)
-    await until('all 300', () => got.length >= 300, 60000)
-    await new Promise(resolve => setTimeout(resolve, 1500))
-    assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i))
-  } finally {
-    ann.stop()
-    bob.stop()
-  }
-})
+  test(`[${host}] SignalRelay under network errors, lost answers and 503s: 300 messages, in order, once`, async () => {
+    const worker = hosts[host]
+    const room = `relay-flaky-${Date.now()}`
+    // Every 5th request fails before it leaves, every 7th loses its answer
+    // after the worker handled it, every 9th gets a 503 with Retry-After.
+    let n = 0
+    const flaky = async (url, init) => {
+      n++
+      if (n % 5 === 0) throw new TypeError('network down')
+      if (n % 9 === 0) return new Response('Storage busy', { status: 503, headers: { 'Retry-After': '1' } })
+      const res = await fetch(url, init)
+      if (n % 7 === 0) throw new TypeError('answer lost')
+      return res
+    }
+    const ann = new SignalRelay({ url: worker.url, room, fetch: flaky })
+    const bob = new SignalRelay({ url: worker.url, room, fetch: flaky })
+    // A failure must not leave the two polling forever (the test file would never end).
+    try {
+      const got = []
+      bob.on('signal', (from, data) => got.push(data))
+      await ann.start()
+      await bob.start()
+      await until('ann sees bob', () => ann.peers.has(bob.id))
+      const sends = []
+      for (let i = 0; i < 300; i++) sends.push(ann.send(bob.id, i))
+      await Promise.all(sends)
+      await until('all 300', () => got.length >= 300, 60000)
+      await new Promise(resolve => setTimeout(resolve, 1500))
+      assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i))
+    } finally {
+      ann.stop()
+      bob.stop()
+    }
+  })
+}

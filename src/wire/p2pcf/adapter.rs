@@ -84,6 +84,8 @@ pub async fn handle<S: Store, P: Platform>(
             };
             let members = room(id).leave(LEAVE_NOT_STORED, removed).await?;
             Ok(Reply {
+                status: 200,
+                retry_after: None,
                 body: b"{}".to_vec(),
                 members,
                 hint: None,
@@ -190,6 +192,8 @@ async fn respond<S: Store, P: Platform>(
     let mut view = index.view(who.context, who.session, who.dk, &look.outboxes, look.now);
     view.hint = Some(look.hint);
     Ok(Reply {
+        status: 200,
+        retry_after: None,
         body: to_json(&view),
         members: index.live_count(look.now),
         hint: Some(look.hint),

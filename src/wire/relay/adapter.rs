@@ -96,20 +96,21 @@ pub(super) struct MessageOut<'a> {
     pub data: &'a RawValue,
 }
 
+/// The answer to a relay call (a join, poll or send), on either host.
 #[derive(Serialize)]
-struct Answer<'a> {
-    id: &'a SessionId,
+pub(super) struct Answer<'a> {
+    pub id: &'a SessionId,
     #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<&'a str>,
-    peers: Vec<PeerOut<'a>>,
-    messages: Vec<MessageOut<'a>>,
+    pub token: Option<&'a str>,
+    pub peers: Vec<PeerOut<'a>>,
+    pub messages: Vec<MessageOut<'a>>,
     /// More messages wait than one answer carries: poll again now.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    more: bool,
+    pub more: bool,
     /// Numbers of messages sent now that had nobody to go to (not stored).
     #[serde(skip_serializing_if = "<[u64]>::is_empty")]
-    undeliverable: &'a [u64],
-    hint: Hint,
+    pub undeliverable: &'a [u64],
+    pub hint: Hint,
 }
 
 /// One request's surroundings.
@@ -266,6 +267,8 @@ async fn leave<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Resul
     };
     let members = run.room.leave("the leave was not stored", remove).await?;
     Ok(Reply {
+        status: 200,
+        retry_after: None,
         body: b"{}".to_vec(),
         members,
         hint: None,
@@ -520,6 +523,8 @@ async fn answer<S: Store, P: Platform>(
         hint: look.hint,
     };
     Ok(Reply {
+        status: 200,
+        retry_after: None,
         body: to_json(&answer),
         members: index.live_count(now),
         hint: Some(look.hint),
