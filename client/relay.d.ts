@@ -9,11 +9,20 @@ export interface SignalRelayOptions {
   /** Small JSON the other peers see with this peer (at most 1 KiB). */
   meta?: Json
   fetch?: typeof fetch
+  /** `'auto'` (default): pushed over a WebSocket where the deployment offers
+   *  it, else (or when the socket cannot be opened) polling; `'push'`: the
+   *  socket only (`start()` rejects without it); `'poll'`: HTTP polling only. */
+  transport?: 'auto' | 'push' | 'poll'
+  /** A WebSocket class where there is no global one (Node 20: the `ws` package). */
+  WebSocket?: new (url: string) => WebSocket
 }
 
 export interface RelayError extends Error {
-  /** HTTP status, when the worker answered. */
+  /** HTTP status, when the worker answered (for a socket closed with
+   *  `4000 + status`, that status). */
   status?: number
+  /** The close code, for an error from the socket. */
+  code?: number
   /** The request is retried (network error, 429, 5xx). */
   retry?: boolean
   /** The relay stopped after refusals in a row (`cause`: the last one). */

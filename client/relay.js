@@ -1,5 +1,7 @@
 // SignalRelay: signalling for any WebRTC library through the worker's relay
-// API (`POST <worker>/relay/v1`). Plain ES module, no dependencies.
+// API: pushed over a WebSocket where the deployment offers it (its relay
+// rooms' Durable Objects), else by polling `POST <worker>/relay/v1`. Plain
+// ES module, no dependencies.
 //
 //   const relay = new SignalRelay({ url, room, meta })
 //   relay.on('join', (peerId, meta) => {})   // every peer, those already there included
@@ -23,15 +25,27 @@
 // lost answer is the same join. On `pagehide` it leaves; when the browser
 // restores the page from its back/forward cache (`pageshow`, `persisted`)
 // it joins again as a new peer.
+//
+// Push (`transport: 'auto'`, the default): the socket's first frame joins or
+// comes back (id, token, cursors), messages and joins/leaves arrive the
+// moment they happen, and a batch is done when the worker acks it. A socket
+// that drops is reopened with back-off and resumes where it was; one that
+// cannot be opened (no WebSocket, a 501 from a deployment without push, a
+// proxy) falls back to polling, which reaches the same room.
 
 const RELAY_PATH = '/relay/v1'
 const MAX_BATCH = 64
+/** Socket failures in a row after which the relay polls instead. */
+const MAX_SOCKET_FAILURES = 3
+/** Keep-alive: answered by the worker without waking the room. */
+const PING_MS = 30000
 /** Refusals in a row after which the relay stops (`error` with `fatal`). */
 const MAX_REFUSALS = 3
 
 export class SignalRelay {
-  constructor ({ url, room, meta = null, fetch: doFetch } = {}) {
+  constructor ({ url, room, meta = null, fetch: doFetch, transport = 'auto', WebSocket: Socket } = {}) {
     if (!url || !room) throw new Error('SignalRelay needs { url, room }')
+    if (!['auto', 'push', 'poll'].includes(transport)) throw new Error("transport is 'auto', 'push' or 'poll'")
     this.url = url.replace(/\/+$/, '') + RELAY_PATH
     this.room = room
     this.meta = meta
@@ -50,6 +64,14 @@ export class SignalRelay {
     this._suspended = false
     this._listening = false
     this._handlers = new Map()
+    this._transport = transport
+    this._Socket = Socket || globalThis.WebSocket
+    this._push = transport !== 'poll' && typeof this._Socket === 'function'
+    this._ws = null
+    this._wsBatch = null
+    this._wsFailures = 0
+    this._ping = null
+    this._nonce = null
     // A page that may come back (back/forward cache) leaves and rejoins on return.
     this._onPageHide = event => { if (event?.persisted) this._suspend(); else this.stop() }
     this._onPageShow = event => { if (event?.persisted) this._resume() }
@@ -76,7 +98,18 @@ export class SignalRelay {
   async start () {
     if (this.id) return this
     // The same nonce for every attempt: a retry after a lost answer is the same join.
-    const nonce = randomNonce()
+    const nonce = this._nonce = randomNonce()
+    if (this._push) {
+      try {
+        await this._openSocket()
+        this._listen()
+        return this
+      } catch (err) {
+        if (this._transport === 'push' || this._stopped) throw err
+        this._emit('error', err)
+        this._push = false // polling reaches the same room
+      }
+    }
     for (;;) {
       if (this._stopped) throw new Error('stopped')
       try {
@@ -92,13 +125,17 @@ export class SignalRelay {
       }
     }
     this._failures = 0
+    this._listen()
+    this._schedule(0)
+    return this
+  }
+
+  _listen () {
     if (!this._listening && typeof addEventListener === 'function') {
       addEventListener('pagehide', this._onPageHide)
       addEventListener('pageshow', this._onPageShow)
       this._listening = true
     }
-    this._schedule(0)
-    return this
   }
 
   /** Queues `data` (any JSON value) for `peerId`; resolves when the worker stored it. */
@@ -128,7 +165,14 @@ export class SignalRelay {
     clearTimeout(this._timer)
     for (const m of this._queue) m.reject(reason)
     this._queue = []
-    if (this.id) {
+    this._wsBatch = null
+    const ws = this._ws
+    if (ws) {
+      this._ws = null
+      clearInterval(this._ping)
+      try { ws.send(JSON.stringify({ leave: true })) } catch {}
+      try { ws.close(1000) } catch {}
+    } else if (this.id) {
       const body = JSON.stringify({ room: this.room, id: this.id, token: this._token, leave: true })
       this._fetch(this.url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body, keepalive: true }).catch(() => {})
     }
@@ -170,6 +214,7 @@ export class SignalRelay {
   }
 
   async _sync () {
+    if (this._ws) return this._flushSocket()
     if (this._stopped || this._suspended || this._inFlight || !this.id) return
     // The same batch goes again after a failure: same seqs, stored once.
     const batch = this._queue.slice(0, MAX_BATCH)
@@ -233,18 +278,136 @@ export class SignalRelay {
 
   /** Applies an answer: peers that came and went, messages not taken before. */
   _take (answer) {
-    const now = new Map((answer.peers || []).map(p => [p.id, p.meta ?? null]))
-    for (const id of [...this.peers.keys()]) {
-      if (!now.has(id)) { this.peers.delete(id); this._emit('leave', id) }
-    }
-    for (const [id, meta] of now) {
-      if (!this.peers.has(id)) { this.peers.set(id, meta); this._emit('join', id, meta) }
+    if (Array.isArray(answer.peers)) {
+      const now = new Map(answer.peers.map(p => [p.id, p.meta ?? null]))
+      for (const id of [...this.peers.keys()]) {
+        if (!now.has(id)) { this.peers.delete(id); this._emit('leave', id) }
+      }
+      for (const [id, meta] of now) {
+        if (!this.peers.has(id)) { this.peers.set(id, meta); this._emit('join', id, meta) }
+      }
     }
     for (const m of answer.messages || []) {
       if (m.seq <= (this._after[m.from] ?? 0)) continue
       this._after[m.from] = m.seq
       this._emit('signal', m.from, m.data)
     }
+  }
+
+  /** Opens the socket; resolves once the worker welcomed this member. */
+  _openSocket () {
+    return new Promise((resolve, reject) => {
+      const url = this.url.replace(/^http/, 'ws') + '?room=' + encodeURIComponent(this.room)
+      let ws
+      try { ws = new this._Socket(url) } catch (err) { reject(err); return }
+      this._ws = ws
+      let welcomed = false
+      const hello = this.id
+        ? { id: this.id, token: this._token, after: this._after }
+        : { meta: this.meta ?? undefined, nonce: this._nonce }
+      ws.onopen = () => ws.send(JSON.stringify(hello))
+      ws.onmessage = event => {
+        if (typeof event.data !== 'string' || event.data === 'pong') return
+        let frame
+        try { frame = JSON.parse(event.data) } catch { return }
+        if (welcomed) return this._onFrame(frame)
+        welcomed = true
+        this.id = frame.id
+        if (frame.token) this._token = frame.token
+        this._wsFailures = 0
+        this._failures = 0
+        this._take({ peers: frame.peers })
+        clearInterval(this._ping)
+        this._ping = setInterval(() => { try { ws.send('ping') } catch {} }, PING_MS)
+        resolve()
+        this._flushSocket()
+      }
+      ws.onclose = event => {
+        if (this._ws !== ws) return
+        this._ws = null
+        clearInterval(this._ping)
+        const err = Object.assign(new Error(`relay: socket closed: ${event.code} ${event.reason || ''}`.trim()), {
+          code: event.code,
+          status: event.code >= 4000 && event.code < 5000 ? event.code - 4000 : undefined
+        })
+        err.retry = !err.status || err.status === 429 || err.status >= 500
+        if (welcomed) this._socketLost(err)
+        else reject(err)
+      }
+    })
+  }
+
+  /** Sends the next batch on the socket, one at a time (acked or refused). */
+  _flushSocket () {
+    const ws = this._ws
+    if (!ws || ws.readyState !== 1 || this._wsBatch || !this._queue.length || this._stopped) return
+    const batch = this._queue.slice(0, MAX_BATCH)
+    this._wsBatch = batch
+    ws.send(JSON.stringify({ send: batch.map(({ to, seq, data }) => ({ to, seq, data })) }))
+  }
+
+  /** A pushed frame: messages, joins, leaves, or the answer to our batch. */
+  _onFrame (frame) {
+    if (frame.messages) this._take({ messages: frame.messages })
+    if (frame.joined && !this.peers.has(frame.joined.id)) {
+      this.peers.set(frame.joined.id, frame.joined.meta ?? null)
+      this._emit('join', frame.joined.id, frame.joined.meta ?? null)
+    }
+    if (frame.left && this.peers.delete(frame.left)) this._emit('leave', frame.left)
+    const batch = this._wsBatch
+    if (!batch || (frame.ack === undefined && frame.refused === undefined)) return
+    this._wsBatch = null
+    if (frame.ack !== undefined || (frame.status === 409 && batch[0]?.unsure)) {
+      // Stored (a 409 for a batch sent before a drop: that try was stored).
+      this._refusals = 0
+      this._queue.splice(0, batch.length)
+      for (const m of batch) m.resolve()
+      return this._flushSocket()
+    }
+    const err = Object.assign(new Error(`relay: ${frame.status} ${frame.error}`), {
+      status: frame.status,
+      retry: frame.status === 429 || frame.status >= 500,
+      retryAfterMs: (frame.retryAfter || 0) * 1000
+    })
+    this._emit('error', err)
+    if (err.retry) {
+      clearTimeout(this._timer)
+      this._timer = setTimeout(() => this._flushSocket(), this._backoff(err))
+      return
+    }
+    this._queue.splice(0, batch.length)
+    for (const m of batch) m.reject(err)
+    if (++this._refusals >= MAX_REFUSALS) return this._fatal(err)
+    this._flushSocket()
+  }
+
+  /** The socket went after the welcome: come back, join anew, or poll. */
+  _socketLost (err) {
+    if (this._stopped || this._suspended) return
+    if (this._wsBatch?.[0]) this._wsBatch[0].unsure = true
+    this._wsBatch = null
+    this._emit('error', err)
+    if (err.status === 410) {
+      this._forget()
+      this.start().catch(e => this._emit('error', e))
+      return
+    }
+    if (!err.retry) return this._fatal(err)
+    if (++this._wsFailures > MAX_SOCKET_FAILURES) {
+      // Polling with the same id and token reaches the same member.
+      this._push = false
+      return this._schedule(0)
+    }
+    clearTimeout(this._timer)
+    this._timer = setTimeout(() => {
+      if (this._stopped || this._suspended) return
+      this._openSocket().catch(e => this._socketLost(e))
+    }, this._backoff(err))
+  }
+
+  _fatal (err) {
+    this._emit('error', Object.assign(new Error(`relay: stopped after ${this._refusals || 1} refusals (last: ${err.message})`), { fatal: true, cause: err }))
+    this.stop()
   }
 
   _backoff (err) {

@@ -37,7 +37,13 @@ class WsRelay {
 
 const relay = params.get('transport') === 'ws'
   ? new WsRelay({ url: params.get('ws'), room: params.get('room') })
-  : new SignalRelay({ url: params.get('worker'), room: params.get('room'), meta: { name: params.get('name') } })
+  : new SignalRelay({
+    url: params.get('worker'),
+    room: params.get('room'),
+    meta: { name: params.get('name') },
+    // `transport=poll`: HTTP polling only (the timing's other baseline).
+    transport: params.get('transport') === 'poll' ? 'poll' : 'auto'
+  })
 const peers = new Map()
 
 function connect (id, initiator) {

@@ -52,7 +52,7 @@ after(async () => {
 })
 
 /** Three simple-peer pages in `room` on `url`: a full mesh, data both ways, one leaves. */
-async function meshOfThree (url, room, label) {
+async function meshOfThree (url, room, label, { push = true } = {}) {
   const started = Date.now()
   const names = ['ann', 'bob', 'cy']
   const pages = []
@@ -65,6 +65,8 @@ async function meshOfThree (url, room, label) {
   }, 60000)
   console.log(`three simple-peer browsers in a full mesh through the relay${label} in ${Date.now() - started} ms`)
   const ids = await Promise.all(pages.map(p => p.page.evaluate(() => window.relay.id)))
+  const onSocket = await Promise.all(pages.map(p => p.page.evaluate(() => !!window.relay._ws)))
+  assert.deepEqual(onSocket, [push, push, push], push ? 'pushed over WebSockets' : 'polling')
   for (const [i, p] of pages.entries()) {
     const others = ids.filter((_, j) => j !== i).sort()
     assert.deepEqual((await connectedTo(p)).sort(), others)
@@ -112,6 +114,15 @@ test('the same mesh in a signed room on a deployment with ROOM_SECRET', async ()
   }
 })
 
+test('the same mesh on a deployment without RELAY_ROOMS: the socket is refused (501), SignalRelay polls', async () => {
+  const pollOnly = await startWorker({ push: false })
+  try {
+    await meshOfThree(pollOnly.url, `mesh-poll-${Date.now()}`, ' (no push: polling)', { push: false })
+  } finally {
+    await pollOnly.stop()
+  }
+})
+
 test('three fast-rtc-swarm browsers form the swarm through the relay and exchange data', async () => {
   const room = `relay-swarm-${Date.now()}`
   const started = Date.now()
@@ -128,6 +139,8 @@ test('three fast-rtc-swarm browsers form the swarm through the relay and exchang
   })
   console.log(`three fast-rtc-swarm browsers in a swarm through the relay in ${Date.now() - started} ms`)
   const ids = await Promise.all(pages.map(p => p.page.evaluate(() => window.relay.id)))
+  const onSocket = await Promise.all(pages.map(p => p.page.evaluate(() => !!window.relay._ws)))
+  assert.deepEqual(onSocket, [true, true, true], 'pushed over WebSockets')
   for (const [i, p] of pages.entries()) {
     // One connection per other member (fast-rtc-peer may report 'open' again
     // for the same connection when it renegotiates).
@@ -146,9 +159,9 @@ test('three fast-rtc-swarm browsers form the swarm through the relay and exchang
   for (const p of pages) await p.context.close()
 })
 
-test('time from start() to open data channels: the relay next to a WebSocket relay (2 and 3 simple-peer browsers)', async () => {
+test('time from start() to open data channels: the relay pushed and polling, next to a WebSocket relay (2 and 3 simple-peer browsers)', async () => {
   const results = []
-  for (const transport of ['relay', 'ws']) {
+  for (const transport of ['relay', 'poll', 'ws']) {
     for (const n of [2, 3]) {
       const room = `timing-${transport}-${n}-${Date.now()}`
       const pages = []
@@ -167,6 +180,7 @@ test('time from start() to open data channels: the relay next to a WebSocket rel
       for (const p of pages) await p.context.close()
     }
   }
-  for (const r of results) console.log(`${r.n} simple-peer browsers over ${r.transport === 'ws' ? 'a WebSocket relay' : 'the worker relay'}: all data channels open ${r.ms} ms after start()`)
-  assert.equal(results.length, 4)
+  const over = { relay: 'the worker relay, pushed (Durable Object)', poll: 'the worker relay, polling', ws: 'a Node WebSocket relay' }
+  for (const r of results) console.log(`${r.n} simple-peer browsers over ${over[r.transport]}: all data channels open ${r.ms} ms after start()`)
+  assert.equal(results.length, 6)
 })

@@ -3,17 +3,38 @@
 // order and once, the Peer Message `signal` shape, and a leave.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import WebSocket from 'ws'
 import { startWorker } from './harness.mjs'
 import { SignalRelay } from 'p2pcf-rs-client/relay'
 import { peerMessageSignal } from 'p2pcf-rs-client/peer-message'
 
-// Both hosts of a relay room: R2 (no RELAY_ROOMS binding) and the room's object.
+// Both hosts of a relay room: R2 (no RELAY_ROOMS binding) and the room's
+// object, polled; and the object over WebSockets (`push`: Node 20 has no
+// global WebSocket, so SignalRelay is given the `ws` package's).
 const hosts = {}
 before(async () => {
   hosts.r2 = await startWorker({ push: false })
   hosts.object = await startWorker()
+  hosts.push = hosts.object
 })
-after(async () => { for (const w of Object.values(hosts)) await w.stop() })
+
+/** A `ws` socket that drops (no close frame) after every `every`th frame it sends. */
+function droppingSocket (every) {
+  let sent = 0
+  return class Dropping extends WebSocket {
+    static opened = 0
+    constructor (...args) {
+      super(...args)
+      Dropping.opened++
+    }
+
+    send (data) {
+      super.send(data)
+      if (++sent % every === 0) setTimeout(() => this.terminate(), 0)
+    }
+  }
+}
+after(async () => { for (const w of new Set(Object.values(hosts))) await w.stop() })
 
 const until = async (what, fn, ms = 20000) => {
   const start = Date.now()
@@ -23,12 +44,13 @@ const until = async (what, fn, ms = 20000) => {
   }
 }
 
-for (const host of ['r2', 'object']) {
+for (const host of ['r2', 'object', 'push']) {
   test(`[${host}] two SignalRelays: join events, ordered exactly-once messages, Peer Message shape, leave`, async () => {
     const worker = hosts[host]
     const room = `relay-client-${Date.now()}`
-    const ann = new SignalRelay({ url: worker.url, room, meta: { name: 'ann' } })
-    const bob = new SignalRelay({ url: worker.url, room, meta: { name: 'bob' } })
+    const push = host === 'push' ? { transport: 'push', WebSocket } : {}
+    const ann = new SignalRelay({ url: worker.url, room, meta: { name: 'ann' }, ...push })
+    const bob = new SignalRelay({ url: worker.url, room, meta: { name: 'bob' }, ...push })
     const seen = { ann: [], bob: [] }
     const joins = { ann: [], bob: [] }
     const leaves = []
@@ -91,8 +113,12 @@ for (const host of ['r2', 'object']) {
       if (n % 7 === 0) throw new TypeError('answer lost')
       return res
     }
-    const ann = new SignalRelay({ url: worker.url, room, fetch: flaky })
-    const bob = new SignalRelay({ url: worker.url, room, fetch: flaky })
+    // Over push: each socket drops after every 3rd frame it sends (and
+    // comes back with its cursors), with polling under the same failures
+    // should it fall back.
+    const push = host === 'push' ? { WebSocket: droppingSocket(3) } : {}
+    const ann = new SignalRelay({ url: worker.url, room, fetch: flaky, ...push })
+    const bob = new SignalRelay({ url: worker.url, room, fetch: flaky, ...push })
     // A failure must not leave the two polling forever (the test file would never end).
     try {
       const got = []
@@ -106,6 +132,10 @@ for (const host of ['r2', 'object']) {
       await until('all 300', () => got.length >= 300, 60000)
       await new Promise(resolve => setTimeout(resolve, 1500))
       assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i))
+      if (push.WebSocket) {
+        assert.ok(push.WebSocket.opened > 4, `sockets were dropped and reopened (${push.WebSocket.opened} opened)`)
+        assert.ok(ann._ws && bob._ws, 'both still on push, not polling')
+      }
     } finally {
       ann.stop()
       bob.stop()
