@@ -35,6 +35,8 @@ pub enum Error {
     OverQuota,
     /// The optional per-client rate limit (the `RATE_LIMITER` binding) refused the request.
     RateLimited,
+    /// A relay socket sent more frames than its per-socket rate allows.
+    RateLimitedFrames,
     /// R2 kept refusing or failing; the text says what was and was not stored.
     Busy {
         retry_after_s: u32,
@@ -72,6 +74,7 @@ impl Error {
             Error::OverQuota
             | Error::RoomFull
             | Error::RateLimited
+            | Error::RateLimitedFrames
             | Error::Backlog { .. }
             | Error::TurnCapReached { .. } => 429,
             Error::NoPush => 501,
@@ -124,6 +127,7 @@ impl fmt::Display for Error {
             Error::OriginRequired => "Requests without an Origin header are not served here",
             Error::OverQuota => "Origin over quota",
             Error::RateLimited => "Too many requests from this client",
+            Error::RateLimitedFrames => "Too many frames: at most 100 per 10 s per socket",
             Error::Busy { .. } => "Storage busy",
             Error::Unreadable { .. } => {
                 "Room data is in a format this version cannot read; nothing was changed"

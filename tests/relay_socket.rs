@@ -390,3 +390,21 @@ async fn a_poller_and_a_socket_member_share_the_room() {
     assert_eq!(o.take("ann"), vec![json!({"left": bob_id})]);
     assert_eq!(call(&mut o, poll).0, 410);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_that_floods_frames_is_closed() {
+    let mut o = Object::new();
+    joined(&mut o, "ann");
+    for _ in 0..99 {
+        o.frame("ann", "ping");
+    }
+    assert!(o.sockets.contains_key("ann"), "100 frames in 10 s are fine");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    for _ in 0..100 {
+        o.frame("ann", "ping");
+    }
+    assert!(o.sockets.contains_key("ann"), "a new window");
+    o.frame("ann", "ping");
+    let reason = "Too many frames: at most 100 per 10 s per socket".to_owned();
+    assert_eq!(o.closed["ann"], (4429, reason));
+}

@@ -92,6 +92,9 @@ impl Changes {
 pub struct LiveRoom<D> {
     room: Room<D>,
     connected: BTreeMap<SessionId, Cursors>,
+    /// Per connected member: the start of its current rate window and the
+    /// frames counted in it (in memory only: a quiet object may forget).
+    meters: BTreeMap<SessionId, (u64, u32)>,
     /// Members whose row changed since the last [`LiveRoom::take_changes`].
     touched: BTreeSet<ContextId>,
     /// Members that have a row.
@@ -123,6 +126,7 @@ impl<D: Member> LiveRoom<D> {
             head: room.encode_head(),
             room,
             connected: BTreeMap::new(),
+            meters: BTreeMap::new(),
             touched: BTreeSet::new(),
         };
         let sent: Cursors = live
@@ -406,6 +410,17 @@ impl<D: Member> LiveRoom<D> {
         Some((to.clone(), push))
     }
 
+    /// Counts one frame of `id`; `false` once it sent more than `max` in
+    /// the current `window_ms` (one member must not make a room's object busy).
+    pub fn meter(&mut self, id: &SessionId, max: u32, window_ms: u64, now_ms: u64) -> bool {
+        let (start, count) = self.meters.entry(id.clone()).or_insert((now_ms, 0));
+        if now_ms >= start.saturating_add(window_ms) {
+            (*start, *count) = (now_ms, 0);
+        }
+        *count += 1;
+        *count <= max
+    }
+
     /// `push` for every connected member but `except`.
     fn to_others(&self, except: &SessionId, push: &Push<D>) -> Pushes<D> {
         self.connected
@@ -454,6 +469,7 @@ impl<D: Member> LiveRoom<D> {
     /// the others told at once.
     pub fn leave(&mut self, id: &SessionId, now_ms: u64) -> Pushes<D> {
         self.connected.remove(id);
+        self.meters.remove(id);
         let Ok(context) = context_of(id) else {
             return Vec::new();
         };
@@ -473,6 +489,7 @@ impl<D: Member> LiveRoom<D> {
     /// come back within [`RESUME_WINDOW_MS`].
     pub fn dropped(&mut self, id: &SessionId, now_ms: u64) {
         self.connected.remove(id);
+        self.meters.remove(id);
         if let Ok(context) = context_of(id) {
             let until = now_ms.saturating_add(RESUME_WINDOW_MS);
             if self.room.hold(&context, until, now_ms) {

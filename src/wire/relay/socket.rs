@@ -16,8 +16,9 @@
 //! ```
 //!
 //! A frame that breaks the protocol closes the socket with `4000 + status`
-//! and the reason (e.g. `4400 Bad JSON`, `4410` past the resume window);
-//! a refused batch leaves it open. `ping` is answered `pong`.
+//! and the reason (e.g. `4400 Bad JSON`, `4410` past the resume window,
+//! `4429` over [`MAX_FRAMES`] frames in [`FRAME_WINDOW_MS`]); a refused
+//! batch leaves it open. `ping` is answered `pong`.
 
 use serde::Serialize;
 
@@ -30,6 +31,11 @@ use crate::host::live::{Attached, LiveRoom, Push};
 use crate::host::r2::new_delete_key;
 use crate::platform::Platform;
 use crate::wire::to_json;
+
+/// Most frames one member's socket may send in [`FRAME_WINDOW_MS`] (a
+/// handshake is a few dozen; a batch carries up to 64 messages).
+pub const MAX_FRAMES: u32 = 100;
+pub const FRAME_WINDOW_MS: u64 = 10_000;
 
 /// The room a socket belongs to and its limits.
 pub struct SocketRoom<'a, P> {
@@ -148,6 +154,10 @@ pub fn on_frame<P: Platform>(
 ) -> Effects {
     if frame.len() > room.max_frame_bytes {
         return Effects::closing(&Error::PayloadTooLarge("Frame too large"));
+    }
+    let now = room.platform.now_ms();
+    if member.is_some_and(|me| !live.meter(me, MAX_FRAMES, FRAME_WINDOW_MS, now)) {
+        return Effects::closing(&Error::RateLimitedFrames);
     }
     if frame == "ping" {
         return Effects {
