@@ -57,6 +57,9 @@ pub struct RelayRoom {
     state: State,
     env: Env,
     live: RefCell<Option<LiveRoom<RelayMember>>>,
+    /// The open sockets by member, scanned once per wake and dropped when
+    /// a socket joins or goes (a push must not read every attachment).
+    by_member: RefCell<Option<BTreeMap<SessionId, WebSocket>>>,
     /// The alarm this object has set (ms), as far as it knows.
     alarm: Cell<Option<Option<u64>>>,
 }
@@ -70,6 +73,7 @@ impl DurableObject for RelayRoom {
             state,
             env,
             live: RefCell::new(None),
+            by_member: RefCell::new(None),
             alarm: Cell::new(None),
         }
     }
@@ -277,6 +281,7 @@ impl RelayRoom {
             let mut a = attachment.clone();
             a.m = Some(id.to_string());
             ws.serialize_attachment(a)?;
+            self.by_member.replace(None);
         }
         self.persist().await?;
         for frame in &effects.reply {
@@ -293,6 +298,7 @@ impl RelayRoom {
     /// another open socket is that member's (it came back already).
     async fn gone(&self, ws: &WebSocket, code: u16) -> worker::Result<()> {
         let _ = ws.close(Some(1000), Some("Closed"));
+        self.by_member.replace(None);
         let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
             return Ok(());
         };
@@ -323,7 +329,8 @@ impl RelayRoom {
         if pushes.is_empty() {
             return;
         }
-        let sockets = self.sockets();
+        let mut cache = self.by_member.borrow_mut();
+        let sockets = cache.get_or_insert_with(|| self.sockets());
         for (to, frame) in pushes {
             if let Some(ws) = sockets.get(&to) {
                 let _ = ws.send_with_str(&frame);
