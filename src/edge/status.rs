@@ -188,6 +188,8 @@ pub struct Page<'a> {
     pub turn_last: Option<Result<(), &'a str>>,
     /// With signed rooms, the room the worker signed for the self-test.
     pub self_test_room: Option<&'a str>,
+    /// Relay rooms live on Durable Objects (`RELAY_ROOMS`), pushed.
+    pub room_objects: bool,
 }
 
 /// Renders the page.
@@ -197,7 +199,17 @@ pub fn render(state: &BucketState, config: &Config, page: &Page<'_>) -> String {
         url,
         turn_last,
         self_test_room,
+        room_objects,
     } = *page;
+    let relay = if room_objects {
+        format!(
+            "pushed over WebSockets, one Durable Object per room (<code>RELAY_ROOMS</code>), at most {} members; HTTP polling reaches the same rooms",
+            config.limits.max_live_members
+        )
+    } else {
+        "in R2, HTTP polling only (no <code>RELAY_ROOMS</code> binding: WebSocket upgrades get 501)"
+            .to_owned()
+    };
     let (class, badge, headline, detail) = bucket_card(state);
     let warnings: String = config
         .warnings
@@ -245,6 +257,7 @@ p2pcf.start()</code></pre>
 <dt>Entry lifetime</dt><dd>as the client asks, at most {max_ttl}</dd>
 <dt>Request body</dt><dd>at most {body_kib} KiB, {max_packages} packages of {package_kib} KiB</dd>
 <dt>Room size</dt><dd>at most {max_peers} peers</dd>
+<dt>Relay rooms</dt><dd id="relay">{relay}</dd>
 <dt>TURN</dt><dd id="turn">{turn}</dd>
 </dl>
 </div>

@@ -161,6 +161,9 @@ test('the upgrade follows the deployment\'s rules: origins, signed rooms, no bin
       e => e.status === 403 && /not signed/.test(e.body))
     await assert.rejects(connect(plain.url, 'push-room-4').opened,
       e => e.status === 501 && /RELAY_ROOMS/.test(e.body))
+    // The status page says which host serves relay rooms.
+    assert.match(await (await fetch(plain.url)).text(), /<dd id="relay">in R2, HTTP polling only/)
+    assert.match(await (await fetch(worker.url)).text(), /<dd id="relay">pushed over WebSockets, one Durable Object per room \(<code>RELAY_ROOMS<\/code>\), at most 256 members/)
   } finally {
     await strict.stop()
     await plain.stop()
