@@ -178,6 +178,20 @@ fn access_lines(config: &Config) -> (String, String, String, &'static str) {
     (origins, quota, without_origin, rooms)
 }
 
+/// Which host serves relay rooms.
+fn relay_line(config: &Config, room_objects: bool) -> String {
+    if room_objects {
+        format!(
+            "pushed over WebSockets, one Durable Object per room (<code>RELAY_ROOMS</code>), \
+             at most {} members; HTTP polling reaches the same rooms",
+            config.limits.max_live_members
+        )
+    } else {
+        "in R2, HTTP polling only (no <code>RELAY_ROOMS</code> binding: WebSocket upgrades get 501)"
+            .to_owned()
+    }
+}
+
 /// What the page shows besides the bucket and the configuration.
 pub struct Page<'a> {
     /// Shown in the footer, e.g. the crate version.
@@ -201,15 +215,7 @@ pub fn render(state: &BucketState, config: &Config, page: &Page<'_>) -> String {
         self_test_room,
         room_objects,
     } = *page;
-    let relay = if room_objects {
-        format!(
-            "pushed over WebSockets, one Durable Object per room (<code>RELAY_ROOMS</code>), at most {} members; HTTP polling reaches the same rooms",
-            config.limits.max_live_members
-        )
-    } else {
-        "in R2, HTTP polling only (no <code>RELAY_ROOMS</code> binding: WebSocket upgrades get 501)"
-            .to_owned()
-    };
+    let relay = relay_line(config, room_objects);
     let (class, badge, headline, detail) = bucket_card(state);
     let warnings: String = config
         .warnings
