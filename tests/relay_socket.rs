@@ -83,8 +83,19 @@ impl Object {
     fn close(&mut self, name: &'static str, code: u16) {
         let member = self.sockets.remove(name).flatten().unwrap();
         let pushes = on_close(&mut self.live, &member, code, self.platform.now_ms());
+        self.deliver(pushes);
+    }
+
+    /// The room's alarm fires.
+    fn alarm(&mut self) {
+        let pushes = on_alarm(&mut self.live, self.platform.now_ms());
+        self.deliver(pushes);
+    }
+
+    /// Frames for members, each to its socket.
+    fn deliver(&mut self, pushes: Vec<(SessionId, String)>) {
         self.apply(
-            name,
+            "nobody",
             Effects {
                 pushes,
                 ..Effects::default()
@@ -281,14 +292,7 @@ async fn a_dropped_socket_resumes_and_a_closed_tab_leaves_at_once() {
     o.take("ann");
     o.close("cy", 1006);
     tokio::time::advance(Duration::from_millis(RESUME_WINDOW_MS)).await;
-    let pushes = on_alarm(&mut o.live, o.platform.now_ms());
-    o.apply(
-        "cy",
-        Effects {
-            pushes,
-            ..Effects::default()
-        },
-    );
+    o.alarm();
     assert_eq!(o.take("ann"), vec![json!({"left": cy_id})]);
     o.connect("cy");
     o.send("cy", json!({"id": cy_id, "token": cy["token"]}));
@@ -300,13 +304,7 @@ fn call(o: &mut Object, body: Value) -> (u16, Value) {
     let config = p2pcf_rs::config::Config::default();
     let request = p2pcf_rs::wire::relay::parse(body.to_string().as_bytes()).unwrap();
     let (result, pushes) = object::handle(&mut o.live, &request, &o.platform, &config);
-    o.apply(
-        "http",
-        Effects {
-            pushes,
-            ..Effects::default()
-        },
-    );
+    o.deliver(pushes);
     match result {
         Ok(reply) => (reply.status, serde_json::from_slice(&reply.body).unwrap()),
         Err(e) => (e.status(), json!(e.to_string())),
@@ -379,14 +377,7 @@ async fn a_poller_and_a_socket_member_share_the_room() {
 
     // A poller that stops polling expires; the alarm tells the sockets.
     tokio::time::advance(Duration::from_secs(61)).await;
-    let pushes = on_alarm(&mut o.live, o.platform.now_ms());
-    o.apply(
-        "http",
-        Effects {
-            pushes,
-            ..Effects::default()
-        },
-    );
+    o.alarm();
     assert_eq!(o.take("ann"), vec![json!({"left": bob_id})]);
     assert_eq!(call(&mut o, poll).0, 410);
 }

@@ -365,16 +365,18 @@ impl<D: Member> LiveRoom<D> {
         }
     }
 
+    /// The ids of the live members but `me`.
+    fn ids_but(&self, me: &SessionId, now_ms: u64) -> Vec<SessionId> {
+        self.peers(me, now_ms)
+            .map(|m| m.session().clone())
+            .collect()
+    }
+
     /// Connects `id` with `after` and hands it what waits for it.
     fn attach(&mut self, id: &SessionId, after: Cursors, now_ms: u64) -> Attached<D> {
         self.connected.insert(id.clone(), after);
-        let senders: Vec<SessionId> = self
-            .room
-            .live_members(now_ms)
-            .map(|m| m.session().clone())
-            .filter(|s| s != id)
-            .collect();
-        let pushes = senders
+        let pushes = self
+            .ids_but(id, now_ms)
             .iter()
             .filter_map(|from| self.letters_for(id, from, now_ms))
             .collect();
@@ -443,12 +445,7 @@ impl<D: Member> LiveRoom<D> {
         if !self.room.owns_live_entry(&context, from, now_ms) {
             return Err(Error::Left);
         }
-        let others: Vec<SessionId> = self
-            .room
-            .live_members(now_ms)
-            .map(|m| m.session().clone())
-            .filter(|s| s != from)
-            .collect();
+        let others = self.ids_but(from, now_ms);
         let mail = self.room.mail_mut(&context).ok_or(Error::Left)?;
         let accepted = mail.accept(&Mailbox::default(), batch, &others, now_ms, MAX_HELD_BYTES)?;
         if accepted.stored > 0 {
