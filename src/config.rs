@@ -98,6 +98,8 @@ impl Config {
             max_peers: size("MAX_PEERS", d.max_peers, 256),
             max_room_bytes: size("MAX_ROOM_BYTES", d.max_room_bytes, 8 << 20),
             max_live_members: size("MAX_LIVE_MEMBERS", d.max_live_members, 1024),
+            resume_window_s: size("RESUME_WINDOW_S", d.resume_window_s, 600),
+            socket_idle_s: size("SOCKET_IDLE_S", d.socket_idle_s, 3600),
         };
         let without_origin = without_origin(&var, &mut warnings);
         let room_secrets = ["ROOM_SECRET", "ROOM_SECRET_PREVIOUS"]

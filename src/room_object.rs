@@ -15,6 +15,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsCast;
 use worker::{
     durable_object, DurableObject, Env, ListOptions, Request, Response, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
@@ -50,7 +52,27 @@ struct Attachment {
     /// The member, once its first frame was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     m: Option<String>,
+    /// When the socket was accepted, ms (its liveness before its first `ping`).
+    #[serde(default)]
+    t: u64,
 }
+
+#[wasm_bindgen]
+extern "C" {
+    /// The object's state (`ctx`), for what workers-rs 0.8.7 does not bind.
+    type RawState;
+    /// `ctx.getWebSocketAutoResponseTimestamp(ws)`: when the runtime last
+    /// answered this socket's `ping`.
+    #[wasm_bindgen(method, js_name = getWebSocketAutoResponseTimestamp)]
+    fn auto_response_at(
+        this: &RawState,
+        ws: &worker::web_sys::WebSocket,
+    ) -> Option<worker::js_sys::Date>;
+}
+
+/// The close of a socket silent for longer than `SOCKET_IDLE_S`: a crashed
+/// tab or a dead network. Its member gets its resume window, as for a drop.
+const SILENT: (u16, &str) = (4408, "No frame or ping for too long: send ping every 30 s");
 
 #[durable_object]
 pub struct RelayRoom {
@@ -62,6 +84,8 @@ pub struct RelayRoom {
     by_member: RefCell<Option<BTreeMap<SessionId, WebSocket>>>,
     /// The alarm this object has set (ms), as far as it knows.
     alarm: Cell<Option<Option<u64>>>,
+    /// The last frame of each member's socket since this object woke.
+    heard: RefCell<BTreeMap<SessionId, u64>>,
 }
 
 impl DurableObject for RelayRoom {
@@ -75,6 +99,7 @@ impl DurableObject for RelayRoom {
             live: RefCell::new(None),
             by_member: RefCell::new(None),
             alarm: Cell::new(None),
+            heard: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -93,8 +118,12 @@ impl DurableObject for RelayRoom {
         }
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
-        pair.server
-            .serialize_attachment(Attachment { r: room, m: None })?;
+        let t = WorkerPlatform::BARE.now_ms();
+        pair.server.serialize_attachment(Attachment {
+            r: room,
+            m: None,
+            t,
+        })?;
         Response::from_websocket(pair.client)
     }
 
@@ -118,6 +147,10 @@ impl DurableObject for RelayRoom {
             .m
             .as_deref()
             .and_then(|m| SessionId::parse(m).ok());
+        if let Some(m) = &member {
+            let now = WorkerPlatform::BARE.now_ms();
+            self.heard.borrow_mut().insert(m.clone(), now);
+        }
         self.load().await?;
         let effects = {
             let config = self.config();
@@ -157,8 +190,15 @@ impl DurableObject for RelayRoom {
     async fn alarm(&self) -> worker::Result<Response> {
         self.alarm.set(Some(None));
         self.load().await?;
+        let silent = self.close_silent();
+        let now = WorkerPlatform::BARE.now_ms();
         let pushes = match self.live.borrow_mut().as_mut() {
-            Some(live) => socket::on_alarm(live, WorkerPlatform::BARE.now_ms()),
+            Some(live) => {
+                for member in &silent {
+                    live.dropped(member, now);
+                }
+                socket::on_alarm(live, now)
+            }
             None => Vec::new(),
         };
         self.persist().await?;
@@ -223,6 +263,40 @@ impl RelayRoom {
         }
     }
 
+    /// Closes the sockets silent for longer than `SOCKET_IDLE_S` (no frame
+    /// and no answered `ping`); returns their members.
+    fn close_silent(&self) -> Vec<SessionId> {
+        let idle_ms = self.config().limits.socket_idle_s as u64 * 1000;
+        let now = WorkerPlatform::BARE.now_ms();
+        let heard = self.heard.borrow();
+        let mut silent = Vec::new();
+        for ws in self.state.get_websockets() {
+            let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
+                continue;
+            };
+            let member = a.m.as_deref().and_then(|m| SessionId::parse(m).ok());
+            let pinged = self
+                .state
+                .as_raw()
+                .unchecked_ref::<RawState>()
+                .auto_response_at(ws.as_ref())
+                .map_or(0, |d| d.get_time() as u64);
+            let framed = member
+                .as_ref()
+                .and_then(|m| heard.get(m))
+                .copied()
+                .unwrap_or(0);
+            if now.saturating_sub(a.t.max(pinged).max(framed)) > idle_ms {
+                let _ = ws.close(Some(SILENT.0), Some(SILENT.1));
+                silent.extend(member);
+            }
+        }
+        if !silent.is_empty() {
+            self.by_member.replace(None);
+        }
+        silent
+    }
+
     /// The open sockets by member.
     fn sockets(&self) -> BTreeMap<SessionId, WebSocket> {
         self.state
@@ -261,8 +335,10 @@ impl RelayRoom {
         }
         let members: Vec<SessionId> = self.sockets().into_keys().collect();
         let now = WorkerPlatform::BARE.now_ms();
+        let window = self.config().limits.resume_window_s as u64 * 1000;
         let rows = rows.iter().map(|(k, r)| (k.clone(), r.as_bytes()));
-        match LiveRoom::restore(head.as_deref().map(str::as_bytes), rows, members, now) {
+        let head = head.as_deref().map(str::as_bytes);
+        match LiveRoom::restore(head, rows, members, window, now) {
             Ok(live) => *self.live.borrow_mut() = Some(live),
             Err(_) => worker::console_error!("relay room: stored rows unreadable"),
         }
@@ -364,6 +440,15 @@ impl RelayRoom {
         let known = match self.alarm.get() {
             Some(known) => known,
             None => storage.get_alarm().await?.map(|ms| ms.max(0) as u64),
+        };
+        // While sockets are open, an alarm every `SOCKET_IDLE_S` closes the
+        // silent ones (a crashed tab, a dead network).
+        let idle_ms = self.config().limits.socket_idle_s as u64 * 1000;
+        let watch = (!self.state.get_websockets().is_empty())
+            .then(|| WorkerPlatform::BARE.now_ms().saturating_add(idle_ms));
+        let next = match (next, watch) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let next = match (known, next) {
             (Some(k), Some(n)) if k <= n => Some(k),

@@ -69,7 +69,7 @@ impl Storage {
 
     fn restore(&self, sockets: impl IntoIterator<Item = SessionId>, now: u64) -> Room {
         let rows = self.rows.iter().map(|(k, v)| (k.clone(), v.as_slice()));
-        Room::restore(self.head.as_deref(), rows, sockets, now).unwrap()
+        Room::restore(self.head.as_deref(), rows, sockets, RESUME_WINDOW_MS, now).unwrap()
     }
 }
 
@@ -119,7 +119,7 @@ fn pair(to: &str, from: &str, seq: u64, data: &str) -> (String, String, u64, Str
 
 #[test]
 fn joins_are_pushed_to_everyone_and_a_joiner_sees_who_is_here() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     let (_, pushes) = join(&mut room, "ann", T0);
     assert!(pushes.is_empty());
     room.take_changes();
@@ -138,7 +138,7 @@ fn joins_are_pushed_to_everyone_and_a_joiner_sees_who_is_here() {
 
 #[test]
 fn a_letter_is_pushed_once_to_its_connected_addressee_only() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     for who in ["ann", "bob", "cy"] {
         join(&mut room, who, T0);
     }
@@ -171,7 +171,7 @@ fn a_letter_is_pushed_once_to_its_connected_addressee_only() {
 
 #[test]
 fn the_engine_rules_hold_seq_reuse_and_bytes_held() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     join(&mut room, "ann", T0);
     join(&mut room, "bob", T0);
     room.send(&id("ann"), &[to(Some("bob"), 5, "a")], T0)
@@ -189,7 +189,7 @@ fn the_engine_rules_hold_seq_reuse_and_bytes_held() {
 
 #[test]
 fn a_dropped_member_resumes_with_its_cursors_and_misses_nothing() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     join(&mut room, "ann", T0);
     let (bob_token, _) = join(&mut room, "bob", T0);
     let first = room
@@ -236,7 +236,7 @@ fn a_dropped_member_resumes_with_its_cursors_and_misses_nothing() {
 
 #[test]
 fn past_its_resume_window_a_member_is_gone_and_the_others_are_told() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     join(&mut room, "ann", T0);
     let (bob_token, _) = join(&mut room, "bob", T0);
     room.dropped(&id("bob"), T0 + 1_000);
@@ -267,7 +267,7 @@ fn past_its_resume_window_a_member_is_gone_and_the_others_are_told() {
 
 #[test]
 fn a_leave_is_pushed_at_once_and_ends_the_membership() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     join(&mut room, "ann", T0);
     join(&mut room, "bob", T0);
     let (cy_token, _) = join(&mut room, "cy", T0);
@@ -297,7 +297,7 @@ fn a_leave_is_pushed_at_once_and_ends_the_membership() {
 
 #[test]
 fn a_join_retried_with_its_derived_id_gets_the_same_member() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     join(&mut room, "ann", T0);
     let (first, _) = join(&mut room, "bob", T0);
     let again = room
@@ -309,7 +309,7 @@ fn a_join_retried_with_its_derived_id_gets_the_same_member() {
 
 #[test]
 fn a_full_room_refuses_a_join() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     room.join(member("ann"), || key("ann"), T0, 2).unwrap();
     room.join(member("bob"), || key("bob"), T0, 2).unwrap();
     let third = room.join(member("cy"), || key("cy"), T0, 2);
@@ -318,7 +318,7 @@ fn a_full_room_refuses_a_join() {
 
 #[test]
 fn a_member_stored_as_connected_without_a_socket_gets_its_resume_window() {
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     join(&mut room, "ann", T0);
     join(&mut room, "bob", T0);
     let mut storage = Storage::default();
@@ -348,7 +348,7 @@ fn evictions_and_drops_mid_conversation_lose_and_repeat_nothing() {
             .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
-    let mut room = Room::restore(None, [], [], T0).unwrap();
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
     let mut storage = Storage::default();
     let mut tokens = BTreeMap::new();
     let mut received: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();

@@ -31,7 +31,7 @@ struct Object {
 impl Object {
     fn new() -> Self {
         let platform = SimPlatform::new(7);
-        let live = LiveRoom::restore(None, [], [], platform.now_ms()).unwrap();
+        let live = LiveRoom::restore(None, [], [], RESUME_WINDOW_MS, platform.now_ms()).unwrap();
         Self {
             live,
             platform,

@@ -8,6 +8,8 @@
 //! | bytes per package | `MAX_PACKAGE_BYTES` | 4 KiB | 413 |
 //! | peers per room | `MAX_PEERS` | 32 | 429 (room full) |
 //! | members per pushed relay room (on its Durable Object) | `MAX_LIVE_MEMBERS` | 256 | close 4429 (room full) |
+//! | how long a pushed member whose socket dropped may come back | `RESUME_WINDOW_S` | 60 | then it is gone; a resume is 4410 |
+//! | how long a socket may stay silent (no frame, no `ping`) | `SOCKET_IDLE_S` | 75 | closed 4408, its member dropped |
 //! | stored bytes per room (index) | `MAX_ROOM_BYTES` | 128 KiB | 413 |
 //!
 //! Fixed by the protocol code: 8 reflexive IPs per peer (400), one package
@@ -27,6 +29,8 @@ pub struct Limits {
     pub max_peers: usize,
     pub max_room_bytes: usize,
     pub max_live_members: usize,
+    pub resume_window_s: usize,
+    pub socket_idle_s: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +43,8 @@ impl Default for Limits {
             max_peers: 32,
             max_room_bytes: 128 * 1024,
             max_live_members: 256,
+            resume_window_s: 60,
+            socket_idle_s: 75,
         }
     }
 }

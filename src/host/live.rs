@@ -6,8 +6,8 @@
 //! what is pushed to whom is decided here, sent by the glue.
 //!
 //! * A connected member's entry never expires ([`CONNECTED`]); its socket
-//!   is its liveness. A socket that drops gives its member
-//!   [`RESUME_WINDOW_MS`] to come back with its id, token and cursors; a
+//!   is its liveness. A socket that drops gives its member a window
+//!   ([`RESUME_WINDOW_MS`] by default) to come back with its id, token and cursors; a
 //!   clean close or a leave removes it at once. Only then (or when the
 //!   window ends, [`LiveRoom::expire`]) do the others hear that it left.
 //! * Each connected member has [`Cursors`]: per sender, the highest `seq`
@@ -29,7 +29,8 @@ use crate::error::Error;
 
 /// The expiry of a connected member's entry: never, while its socket is open.
 pub const CONNECTED: u64 = u64::MAX / 4;
-/// How long a member whose socket dropped (not closed) may come back.
+/// How long a member whose socket dropped (not closed) may come back, by
+/// default (`RESUME_WINDOW_S`).
 pub const RESUME_WINDOW_MS: u64 = 60_000;
 
 /// Per sender, the highest `seq` a member has been pushed (or, on resume,
@@ -101,6 +102,8 @@ pub struct LiveRoom<D> {
     stored: BTreeSet<ContextId>,
     /// The head as last stored.
     head: Vec<u8>,
+    /// How long a dropped member may come back.
+    window_ms: u64,
 }
 
 fn context_of(id: &SessionId) -> Result<ContextId, Error> {
@@ -118,6 +121,7 @@ impl<D: Member> LiveRoom<D> {
         head: Option<&[u8]>,
         rows: impl IntoIterator<Item = (ContextId, &'a [u8])>,
         sockets: impl IntoIterator<Item = SessionId>,
+        window_ms: u64,
         now_ms: u64,
     ) -> Result<Self, Unreadable> {
         let room = Room::from_rows(head, rows)?;
@@ -128,6 +132,7 @@ impl<D: Member> LiveRoom<D> {
             connected: BTreeMap::new(),
             meters: BTreeMap::new(),
             touched: BTreeSet::new(),
+            window_ms,
         };
         let sent: Cursors = live
             .room
@@ -240,7 +245,7 @@ impl<D: Member> LiveRoom<D> {
                 context: &context,
                 data: &member,
                 t: &t,
-                ttl_ms: RESUME_WINDOW_MS,
+                ttl_ms: self.window_ms,
                 may_join: true,
             };
             self.room
@@ -483,12 +488,12 @@ impl<D: Member> LiveRoom<D> {
     }
 
     /// A socket that dropped (no close from the member): its member may
-    /// come back within [`RESUME_WINDOW_MS`].
+    /// come back within the resume window.
     pub fn dropped(&mut self, id: &SessionId, now_ms: u64) {
         self.connected.remove(id);
         self.meters.remove(id);
         if let Ok(context) = context_of(id) {
-            let until = now_ms.saturating_add(RESUME_WINDOW_MS);
+            let until = now_ms.saturating_add(self.window_ms);
             if self.room.hold(&context, until, now_ms) {
                 self.touched.insert(context);
             }

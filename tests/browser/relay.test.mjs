@@ -184,3 +184,31 @@ test('time from start() to open data channels: the relay pushed and polling, nex
   for (const r of results) console.log(`${r.n} simple-peer browsers over ${over[r.transport]}: all data channels open ${r.ms} ms after start()`)
   assert.equal(results.length, 6)
 })
+
+test('time until the others see a leave, pushed: a closed tab, a killed renderer', async () => {
+  const quick = await startWorker({ vars: { RESUME_WINDOW_S: '5' } })
+  const pages = []
+  try {
+    const room = `leave-${Date.now()}`
+    for (const name of ['ann', 'bob', 'cy']) pages.push(await chromium.openClient({ worker: quick.url, room, name }, '/relay'))
+    await until('everyone sees everyone', async () => {
+      for (const p of pages) if ((await p.page.evaluate(() => window.relay.peers.size)) < 2) return false
+      return true
+    })
+    const ids = await Promise.all(pages.map(p => p.page.evaluate(() => window.relay.id)))
+    const annSees = id => async () => (await pages[0].page.evaluate(() => window.events)).some(e => e[0] === 'leave' && e[1] === id)
+    let started = Date.now()
+    await pages[1].page.close({ runBeforeUnload: true })
+    await until('the closed tab seen leaving', annSees(ids[1]), 20000)
+    const closedTab = Date.now() - started
+    const cdp = await pages[2].context.newCDPSession(pages[2].page)
+    started = Date.now()
+    cdp.send('Page.crash').catch(() => {})
+    await until('the killed renderer seen leaving', annSees(ids[2]), 60000)
+    const killed = Date.now() - started
+    console.log(`a leave seen by the others: closed tab ${closedTab} ms, killed renderer ${killed} ms (RESUME_WINDOW_S=5; 60 s by default)`)
+  } finally {
+    for (const p of pages) await p.context.close().catch(() => {})
+    await quick.stop()
+  }
+})

@@ -243,3 +243,31 @@ test('a client that polls (POST /relay/v1) and one on a WebSocket meet in one ro
   ann.ws.close()
   await ann.closed
 })
+
+test('a silent socket (a crashed tab, a dead network) is closed and its member gone after its window; a pinging one stays', async () => {
+  const quick = await startWorker({ vars: { SOCKET_IDLE_S: '1', RESUME_WINDOW_S: '1' } })
+  try {
+    const silent = await join('push-room-7', 'silent', quick.url)
+    const alive = await join('push-room-7', 'alive', quick.url)
+    const pinger = setInterval(() => alive.send('ping'), 300)
+    const started = performance.now()
+    try {
+      assert.deepEqual(await silent.next().catch(() => null), { joined: { id: alive.id, meta: { name: 'alive' } } })
+      const closed = await silent.closed
+      const closedMs = performance.now() - started
+      assert.equal(closed.code, 4408)
+      let frame
+      do frame = await alive.next(); while (frame === 'pong')
+      const leftMs = performance.now() - started
+      assert.deepEqual(frame, { left: silent.id })
+      console.log(`# workerd: a silent socket closed after ${(closedMs / 1000).toFixed(1)} s (SOCKET_IDLE_S=1), its member gone for the others after ${(leftMs / 1000).toFixed(1)} s (RESUME_WINDOW_S=1)`)
+      assert.equal(alive.ws.readyState, WebSocket.OPEN, 'the pinging socket stays')
+    } finally {
+      clearInterval(pinger)
+    }
+    alive.ws.close()
+    await alive.closed
+  } finally {
+    await quick.stop()
+  }
+})
