@@ -79,8 +79,8 @@ pub struct RelayRoom {
     state: State,
     env: Env,
     live: RefCell<Option<LiveRoom<RelayMember>>>,
-    /// The open sockets by member, scanned once per wake and dropped when
-    /// a socket joins or goes (a push must not read every attachment).
+    /// The open sockets by member, scanned once per wake and kept as
+    /// sockets join and go (a push must not read every attachment).
     by_member: RefCell<Option<BTreeMap<SessionId, WebSocket>>>,
     /// The alarm this object has set (ms), as far as it knows.
     alarm: Cell<Option<Option<u64>>>,
@@ -357,7 +357,10 @@ impl RelayRoom {
             let mut a = attachment.clone();
             a.m = Some(id.to_string());
             ws.serialize_attachment(a)?;
-            self.by_member.replace(None);
+            // The new member's socket joins the map (no rescan per join).
+            if let Some(sockets) = self.by_member.borrow_mut().as_mut() {
+                sockets.insert(id.clone(), ws.clone());
+            }
         }
         self.persist().await?;
         for frame in &effects.reply {
@@ -374,7 +377,9 @@ impl RelayRoom {
     /// another open socket is that member's (it came back already).
     async fn gone(&self, ws: &WebSocket, code: u16) -> worker::Result<()> {
         let _ = ws.close(Some(1000), Some("Closed"));
-        self.by_member.replace(None);
+        if let Some(sockets) = self.by_member.borrow_mut().as_mut() {
+            sockets.retain(|_, open| open != ws);
+        }
         let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
             return Ok(());
         };
