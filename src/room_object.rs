@@ -11,7 +11,7 @@
 //! dropped is checked by an alarm, set only while one is in its resume
 //! window. `ping` is answered by the runtime without waking the object.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,7 @@ pub struct RelayRoom {
     alarm: Cell<Option<Option<u64>>>,
     /// The last frame of each member's socket since this object woke.
     heard: RefCell<BTreeMap<SessionId, u64>>,
+    config: OnceCell<Config>,
 }
 
 impl DurableObject for RelayRoom {
@@ -100,6 +101,7 @@ impl DurableObject for RelayRoom {
             by_member: RefCell::new(None),
             alarm: Cell::new(None),
             heard: RefCell::new(BTreeMap::new()),
+            config: OnceCell::new(),
         }
     }
 
@@ -154,7 +156,7 @@ impl DurableObject for RelayRoom {
         self.load().await?;
         let effects = {
             let config = self.config();
-            let settings = rooms::settings_for(&room, &config, WorkerPlatform::BARE.now_ms());
+            let settings = rooms::settings_for(&room, config, WorkerPlatform::BARE.now_ms());
             let mut live = self.live.borrow_mut();
             match (settings, live.as_mut()) {
                 (Ok(settings), Some(live)) => {
@@ -223,8 +225,11 @@ fn closing(error: &Error) -> Effects {
 }
 
 impl RelayRoom {
-    fn config(&self) -> Config {
-        Config::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string()))
+    /// The deployment's settings, read once per instance (not per event).
+    fn config(&self) -> &Config {
+        self.config.get_or_init(|| {
+            Config::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string()))
+        })
     }
 
     /// A relay call over HTTP: run on the room held here, answered as the
@@ -238,7 +243,7 @@ impl RelayRoom {
         let config = self.config();
         let now = WorkerPlatform::BARE.now_ms();
         let (result, pushes) = match (
-            rooms::settings_for(&request.room, &config, now),
+            rooms::settings_for(&request.room, config, now),
             self.live.borrow_mut().as_mut(),
         ) {
             (Ok(settings), Some(live)) => {
@@ -421,10 +426,11 @@ impl RelayRoom {
 
     /// Writes what changed (the head, members' rows), and sets or clears the alarm.
     async fn persist(&self) -> worker::Result<()> {
-        let (changes, next) = match self.live.borrow_mut().as_mut() {
+        let (changes, next, connected) = match self.live.borrow_mut().as_mut() {
             Some(live) => (
                 live.take_changes(),
                 live.next_alarm(WorkerPlatform::BARE.now_ms()),
+                live.has_connected(),
             ),
             None => return Ok(()),
         };
@@ -449,8 +455,7 @@ impl RelayRoom {
         // While sockets are open, an alarm every `SOCKET_IDLE_S` closes the
         // silent ones (a crashed tab, a dead network).
         let idle_ms = self.config().limits.socket_idle_s as u64 * 1000;
-        let watch = (!self.state.get_websockets().is_empty())
-            .then(|| WorkerPlatform::BARE.now_ms().saturating_add(idle_ms));
+        let watch = connected.then(|| WorkerPlatform::BARE.now_ms().saturating_add(idle_ms));
         let next = match (next, watch) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

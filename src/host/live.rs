@@ -177,6 +177,11 @@ impl<D: Member> LiveRoom<D> {
         Changes { head, put, delete }
     }
 
+    /// Whether any member is connected (its socket open).
+    pub fn has_connected(&self) -> bool {
+        !self.connected.is_empty()
+    }
+
     pub fn is_connected(&self, id: &SessionId) -> bool {
         self.connected.contains_key(id)
     }
