@@ -5,18 +5,20 @@
 //!
 //! What survives eviction: the room, as a head and one row per member
 //! (storage keys `head` and `m:<id>`), the rows that changed written after
-//! each event (before its pushes leave: output gates), and each socket's
+//! each event (pushes leave at once; the caller's ack or welcome once the
+//! write is confirmed, anything else for it held behind), and each socket's
 //! attachment (its room and member). Everything in memory is rebuilt from
 //! those on wake. No timer runs in the object: a member whose socket
 //! dropped is checked by an alarm, set only while one is in its resume
 //! window. `ping` is answered by the runtime without waking the object.
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
     durable_object, DurableObject, Env, ListOptions, Request, Response, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
@@ -68,6 +70,37 @@ extern "C" {
         this: &RawState,
         ws: &worker::web_sys::WebSocket,
     ) -> Option<worker::js_sys::Date>;
+
+    /// The object's storage (`ctx.storage`), for the write options
+    /// workers-rs 0.8.7 does not take.
+    type RawStorage;
+    /// `storage.put(entries, options)`.
+    #[wasm_bindgen(method, catch, js_name = put)]
+    fn put_entries(
+        this: &RawStorage,
+        entries: &worker::js_sys::Object,
+        options: &worker::js_sys::Object,
+    ) -> Result<worker::js_sys::Promise, wasm_bindgen::JsValue>;
+    /// `storage.delete(keys, options)`.
+    #[wasm_bindgen(method, catch, js_name = delete)]
+    fn delete_keys(
+        this: &RawStorage,
+        keys: &worker::js_sys::Array,
+        options: &worker::js_sys::Object,
+    ) -> Result<worker::js_sys::Promise, wasm_bindgen::JsValue>;
+}
+
+/// `{allowUnconfirmed: true}`: pushes leave without waiting for the write
+/// to be confirmed; what a member relies on (an ack, a welcome, a relay
+/// answer) waits for `storage.sync()` instead.
+fn unconfirmed() -> worker::js_sys::Object {
+    let options = worker::js_sys::Object::new();
+    let _ = worker::js_sys::Reflect::set(
+        &options,
+        &"allowUnconfirmed".into(),
+        &wasm_bindgen::JsValue::TRUE,
+    );
+    options
 }
 
 /// The close of a socket silent for longer than `SOCKET_IDLE_S`: a crashed
@@ -87,6 +120,26 @@ pub struct RelayRoom {
     /// The last frame of each member's socket since this object woke.
     heard: RefCell<BTreeMap<SessionId, u64>>,
     config: OnceCell<Config>,
+    /// Writes issued (unconfirmed) and writes known confirmed, counted.
+    writes: Cell<u64>,
+    confirmed: Cell<u64>,
+    /// The promises of unconfirmed writes, awaited by [`Self::confirm`].
+    pending: RefCell<Vec<worker::js_sys::Promise>>,
+    /// Per member whose socket waits for a write to be confirmed (its ack
+    /// or welcome): what it is sent meanwhile, in order, after that.
+    held: RefCell<BTreeMap<SessionId, VecDeque<Held>>>,
+}
+
+/// A frame or close held for a member's socket until `after` writes are
+/// confirmed (0: only behind what is ahead of it).
+struct Held {
+    after: u64,
+    out: Outgoing,
+}
+
+enum Outgoing {
+    Frame(String),
+    Close(u16, String),
 }
 
 impl DurableObject for RelayRoom {
@@ -102,6 +155,10 @@ impl DurableObject for RelayRoom {
             alarm: Cell::new(None),
             heard: RefCell::new(BTreeMap::new()),
             config: OnceCell::new(),
+            writes: Cell::new(0),
+            confirmed: Cell::new(0),
+            pending: RefCell::new(Vec::new()),
+            held: RefCell::new(BTreeMap::new()),
         }
     }
 
@@ -172,7 +229,7 @@ impl DurableObject for RelayRoom {
                 (_, None) => closing(&Error::Unreadable { retry_after_s: 10 }),
             }
         };
-        self.settle(&ws, &attachment, effects).await
+        self.settle(&ws, &attachment, member, effects).await
     }
 
     async fn websocket_close(
@@ -203,10 +260,19 @@ impl DurableObject for RelayRoom {
             }
             None => Vec::new(),
         };
-        self.persist().await?;
+        self.persist()?;
         self.deliver(pushes);
+        self.confirm().await?;
         Response::ok("")
     }
+}
+
+/// Sends a frame on a socket, or closes it.
+fn send(ws: &WebSocket, out: Outgoing) {
+    let _ = match out {
+        Outgoing::Frame(frame) => ws.send_with_str(&frame),
+        Outgoing::Close(code, reason) => ws.close(Some(code), Some(&reason)),
+    };
 }
 
 fn refusal(error: &Error) -> worker::Result<Response> {
@@ -252,8 +318,10 @@ impl RelayRoom {
             (Err(e), _) => (Err(e), Vec::new()),
             (_, None) => (Err(Error::Unreadable { retry_after_s: 10 }), Vec::new()),
         };
-        self.persist().await?;
+        // The answer says "stored": it leaves once the writes are confirmed.
+        self.persist()?;
         self.deliver(pushes);
+        self.confirm().await?;
         match result {
             Ok(reply) => {
                 let headers = worker::Headers::new();
@@ -298,6 +366,8 @@ impl RelayRoom {
         }
         if !silent.is_empty() {
             self.by_member.replace(None);
+            let mut held = self.held.borrow_mut();
+            silent.iter().for_each(|m| drop(held.remove(m)));
         }
         silent
     }
@@ -318,10 +388,14 @@ impl RelayRoom {
     /// Rebuilds the room from storage (its head and one row per member) and
     /// the open sockets, once per wake.
     async fn load(&self) -> worker::Result<()> {
+        let storage = self.state.storage();
+        if self.alarm.get().is_none() {
+            let at = storage.get_alarm().await?.map(|ms| ms.max(0) as u64);
+            self.alarm.set(Some(at));
+        }
         if self.live.borrow().is_some() {
             return Ok(());
         }
-        let storage = self.state.storage();
         let head: Option<String> = storage.get(HEAD_KEY).await?;
         let listed = storage
             .list_with_options(ListOptions::new().prefix(ROW_PREFIX))
@@ -351,11 +425,15 @@ impl RelayRoom {
     }
 
     /// Sends a frame's effects, remembers who the socket is, writes the
-    /// room if it changed and sets the alarm the room needs.
+    /// room if it changed and sets the alarm the room needs. The others get
+    /// their pushes at once; this member's ack or welcome says "stored", so
+    /// it leaves once the write is confirmed, and whatever else is sent to
+    /// this member meanwhile leaves after it.
     async fn settle(
         &self,
         ws: &WebSocket,
         attachment: &Attachment,
+        member: Option<SessionId>,
         effects: Effects,
     ) -> worker::Result<()> {
         if let Some(id) = &effects.became {
@@ -367,15 +445,26 @@ impl RelayRoom {
                 sockets.insert(id.clone(), ws.clone());
             }
         }
-        self.persist().await?;
-        for frame in &effects.reply {
-            let _ = ws.send_with_str(frame);
+        let wrote = self.persist()?;
+        let mut out: VecDeque<Outgoing> = effects.reply.into_iter().map(Outgoing::Frame).collect();
+        out.extend(
+            effects
+                .close
+                .map(|(code, reason)| Outgoing::Close(code, reason)),
+        );
+        let member = effects.became.or(member);
+        let hold = member.filter(|m| wrote || self.held.borrow().contains_key(m));
+        match hold {
+            Some(member) if !out.is_empty() => {
+                let after = self.writes.get();
+                let mut held = self.held.borrow_mut();
+                let queue = held.entry(member).or_default();
+                queue.extend(out.into_iter().map(|out| Held { after, out }));
+            }
+            _ => out.into_iter().for_each(|o| send(ws, o)),
         }
         self.deliver(effects.pushes);
-        if let Some((code, reason)) = &effects.close {
-            let _ = ws.close(Some(*code), Some(reason));
-        }
-        Ok(())
+        self.confirm().await
     }
 
     /// A socket closed or failed: a leave or a drop of its member, unless
@@ -391,6 +480,7 @@ impl RelayRoom {
         let Some(Ok(member)) = a.m.as_deref().map(SessionId::parse) else {
             return Ok(());
         };
+        self.held.borrow_mut().remove(&member);
         let still_open = self
             .state
             .get_websockets()
@@ -406,9 +496,9 @@ impl RelayRoom {
             Some(live) => socket::on_close(live, &member, code, WorkerPlatform::BARE.now_ms()),
             None => Vec::new(),
         };
-        self.persist().await?;
+        self.persist()?;
         self.deliver(pushes);
-        Ok(())
+        self.confirm().await
     }
 
     fn deliver(&self, pushes: Vec<Out>) {
@@ -417,41 +507,98 @@ impl RelayRoom {
         }
         let mut cache = self.by_member.borrow_mut();
         let sockets = cache.get_or_insert_with(|| self.sockets());
+        let mut held = self.held.borrow_mut();
         for (to, frame) in pushes {
-            if let Some(ws) = sockets.get(&to) {
+            if let Some(queue) = held.get_mut(&to) {
+                queue.push_back(Held {
+                    after: 0,
+                    out: Outgoing::Frame(frame),
+                });
+            } else if let Some(ws) = sockets.get(&to) {
                 let _ = ws.send_with_str(&frame);
             }
         }
     }
 
-    /// Writes what changed (the head, members' rows), and sets or clears the alarm.
-    async fn persist(&self) -> worker::Result<()> {
+    /// Waits until every write issued so far is confirmed (on disk; on
+    /// Cloudflare, replicated), then sends what was held for it.
+    async fn confirm(&self) -> worker::Result<()> {
+        let target = self.writes.get();
+        if target > self.confirmed.get() {
+            let pending = std::mem::take(&mut *self.pending.borrow_mut());
+            for promise in pending {
+                JsFuture::from(promise).await?;
+            }
+            self.state.storage().sync().await?;
+            self.confirmed.set(self.confirmed.get().max(target));
+        }
+        self.release();
+        Ok(())
+    }
+
+    /// Sends, in order, what is held for members up to the first frame
+    /// still waiting for a write.
+    fn release(&self) {
+        let confirmed = self.confirmed.get();
+        let mut held = self.held.borrow_mut();
+        if held.is_empty() {
+            return;
+        }
+        let mut cache = self.by_member.borrow_mut();
+        let sockets = cache.get_or_insert_with(|| self.sockets());
+        held.retain(|member, queue| {
+            while queue.front().is_some_and(|h| h.after <= confirmed) {
+                let Some(h) = queue.pop_front() else { break };
+                if let Some(ws) = sockets.get(member) {
+                    send(ws, h.out);
+                }
+            }
+            !queue.is_empty()
+        });
+    }
+
+    /// Issues the writes of what changed (the head, members' rows) and
+    /// moves the alarm earlier if the room needs it, without holding pushes
+    /// until they are confirmed (`allowUnconfirmed`); returns whether it
+    /// wrote. [`Self::confirm`] waits for them.
+    fn persist(&self) -> worker::Result<bool> {
         let (changes, next, connected) = match self.live.borrow_mut().as_mut() {
             Some(live) => (
                 live.take_changes(),
                 live.next_alarm(WorkerPlatform::BARE.now_ms()),
                 live.has_connected(),
             ),
-            None => return Ok(()),
+            None => return Ok(false),
         };
         let storage = self.state.storage();
+        let raw = storage.as_raw().unchecked_ref::<RawStorage>();
         let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap_or_default();
-        if let Some(head) = changes.head {
-            storage.put(HEAD_KEY, text(head)).await?;
+        let mut pending = Vec::new();
+        let entries = worker::js_sys::Object::new();
+        let rows = changes.head.map(|h| (HEAD_KEY.to_owned(), h));
+        let rows = rows
+            .into_iter()
+            .chain(changes.put.into_iter().map(|(c, r)| (row_key(&c), r)));
+        let mut puts = 0;
+        for (key, row) in rows {
+            worker::js_sys::Reflect::set(&entries, &key.into(), &text(row).into())?;
+            puts += 1;
         }
-        for (context, row) in changes.put {
-            storage.put(&row_key(&context), text(row)).await?;
+        if puts > 0 {
+            pending.push(raw.put_entries(&entries, &unconfirmed())?);
         }
         if !changes.delete.is_empty() {
-            let keys: Vec<String> = changes.delete.iter().map(row_key).collect();
-            storage.delete_multiple(keys).await?;
+            let keys: worker::js_sys::Array = changes
+                .delete
+                .iter()
+                .map(|c| wasm_bindgen::JsValue::from(row_key(c)))
+                .collect();
+            pending.push(raw.delete_keys(&keys, &unconfirmed())?);
         }
         // Only ever moved earlier: a later or needless alarm just fires and
         // finds nothing (each `setAlarm` is a row written; pollers renew often).
-        let known = match self.alarm.get() {
-            Some(known) => known,
-            None => storage.get_alarm().await?.map(|ms| ms.max(0) as u64),
-        };
+        // (`load` read it on wake.)
+        let known = self.alarm.get().flatten();
         // While sockets are open, an alarm every `SOCKET_IDLE_S` closes the
         // silent ones (a crashed tab, a dead network).
         let idle_ms = self.config().limits.socket_idle_s as u64 * 1000;
@@ -463,13 +610,18 @@ impl RelayRoom {
         let next = match (known, next) {
             (Some(k), Some(n)) if k <= n => Some(k),
             (_, Some(n)) => {
-                let offset = n.saturating_sub(WorkerPlatform::BARE.now_ms()) as i64;
-                storage.set_alarm(offset).await?;
+                let at = worker::js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(n as f64));
+                pending.push(storage.as_raw().set_alarm(at, unconfirmed())?);
                 Some(n)
             }
             (known, None) => known,
         };
         self.alarm.set(Some(next));
-        Ok(())
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        self.pending.borrow_mut().extend(pending);
+        self.writes.set(self.writes.get() + 1);
+        Ok(true)
     }
 }

@@ -65,5 +65,11 @@ relay.on('error', err => events.push(['relay-error', String(err)]))
 
 window.relay = relay
 window.sendAll = text => { for (const p of peers.values()) if (p.connected) p.send(text) }
-window.startedAt = Math.round(performance.now() - t0)
-relay.start().then(() => events.push(['started', relay.id]))
+/** Starts the relay; `startedAt` is ms after the page's start, `t0Wall` that start on the wall clock. */
+window.begin = () => {
+  window.startedAt = Math.round(performance.now() - t0)
+  relay.start().then(() => events.push(['started', relay.id]))
+}
+window.t0Wall = performance.timeOrigin + t0
+// `defer=1`: the test calls begin() on every page at once (the timing).
+if (!params.get('defer')) window.begin()

@@ -88,6 +88,38 @@ test('members join, get each other\'s messages pushed, and see joins and leaves'
   await ann.closed
 })
 
+test('members joining at once: each socket hears its welcome first, and every join before its messages', async () => {
+  // Pushes leave before the room's write is confirmed; a welcome (or ack)
+  // waits for it, and whatever else is meant for that socket waits behind it.
+  const room = `push-burst-${Date.now()}`
+  const N = 12
+  const members = await Promise.all(Array.from({ length: N }, async (_, i) => {
+    const c = connect(worker.url, room)
+    await c.opened
+    c.send({ meta: { i } })
+    return c
+  }))
+  const views = await Promise.all(members.map(async c => {
+    const first = await c.next()
+    assert.ok(first.id && Array.isArray(first.peers), `the first frame is the welcome: ${JSON.stringify(first)}`)
+    c.id = first.id
+    c.send({ send: [{ to: '*', seq: 1, data: `from ${first.id}` }] })
+    const known = new Set(first.peers.map(p => p.id))
+    let acked = false
+    while (!acked || known.size < N - 1) {
+      const f = await c.next()
+      if (f.joined) known.add(f.joined.id)
+      if (f.ack !== undefined) acked = true
+      for (const m of f.messages || []) assert.ok(known.has(m.from), `a message from ${m.from} came before its join`)
+    }
+    return known
+  }))
+  for (const [i, known] of views.entries()) {
+    assert.deepEqual([...known].sort(), members.filter((_, j) => j !== i).map(c => c.id).sort())
+  }
+  for (const c of members) c.ws.close()
+})
+
 test('a dropped socket resumes with its token and cursors and misses nothing', async () => {
   const ann = await join('push-room-2', 'ann')
   const bob = await join('push-room-2', 'bob')
