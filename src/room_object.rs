@@ -562,12 +562,12 @@ impl RelayRoom {
     /// until they are confirmed (`allowUnconfirmed`); returns whether it
     /// wrote. [`Self::confirm`] waits for them.
     fn persist(&self) -> worker::Result<bool> {
-        let (changes, next, connected) = match self.live.borrow_mut().as_mut() {
-            Some(live) => (
-                live.take_changes(),
-                live.next_alarm(WorkerPlatform::BARE.now_ms()),
-                live.has_connected(),
-            ),
+        // (`load` read the alarm on wake.)
+        let known = self.alarm.get().flatten();
+        let idle_ms = self.config().limits.socket_idle_s as u64 * 1000;
+        let now = WorkerPlatform::BARE.now_ms();
+        let (changes, set_alarm) = match self.live.borrow_mut().as_mut() {
+            Some(live) => (live.take_changes(), live.alarm_to_set(known, now, idle_ms)),
             None => return Ok(false),
         };
         let storage = self.state.storage();
@@ -595,28 +595,11 @@ impl RelayRoom {
                 .collect();
             pending.push(raw.delete_keys(&keys, &unconfirmed())?);
         }
-        // Only ever moved earlier: a later or needless alarm just fires and
-        // finds nothing (each `setAlarm` is a row written; pollers renew often).
-        // (`load` read it on wake.)
-        let known = self.alarm.get().flatten();
-        // While sockets are open, an alarm every `SOCKET_IDLE_S` closes the
-        // silent ones (a crashed tab, a dead network).
-        let idle_ms = self.config().limits.socket_idle_s as u64 * 1000;
-        let watch = connected.then(|| WorkerPlatform::BARE.now_ms().saturating_add(idle_ms));
-        let next = match (next, watch) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let next = match (known, next) {
-            (Some(k), Some(n)) if k <= n => Some(k),
-            (_, Some(n)) => {
-                let at = worker::js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(n as f64));
-                pending.push(storage.as_raw().set_alarm(at, unconfirmed())?);
-                Some(n)
-            }
-            (known, None) => known,
-        };
-        self.alarm.set(Some(next));
+        if let Some(n) = set_alarm {
+            let at = worker::js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(n as f64));
+            pending.push(storage.as_raw().set_alarm(at, unconfirmed())?);
+            self.alarm.set(Some(Some(n)));
+        }
         if pending.is_empty() {
             return Ok(false);
         }

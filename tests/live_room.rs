@@ -434,3 +434,48 @@ fn evictions_and_drops_mid_conversation_lose_and_repeat_nothing() {
     );
     assert!(sent.values().map(Vec::len).sum::<usize>() > 300);
 }
+
+#[test]
+fn the_alarm_watches_open_sockets_and_windows_and_only_moves_earlier() {
+    const IDLE: u64 = 75_000;
+    let mut room = Room::restore(None, [], [], RESUME_WINDOW_MS, T0).unwrap();
+    assert_eq!(
+        room.alarm_to_set(None, T0, IDLE),
+        None,
+        "an empty room needs none"
+    );
+    join(&mut room, "ann", T0);
+    join(&mut room, "bob", T0);
+    // Sockets open: one every IDLE to close the silent ones.
+    assert_eq!(room.alarm_to_set(None, T0, IDLE), Some(T0 + IDLE));
+    assert_eq!(
+        room.alarm_to_set(Some(T0 + IDLE), T0 + 5_000, IDLE),
+        None,
+        "never moved later"
+    );
+    assert_eq!(
+        room.alarm_to_set(Some(T0 + 2 * IDLE), T0, IDLE),
+        Some(T0 + IDLE)
+    );
+    // A member in its resume window: its end, when that comes first.
+    room.dropped(&id("bob"), T0 + 1_000);
+    let short = 30_000;
+    let mut room_short = Room::restore(None, [], [], short, T0).unwrap();
+    join(&mut room_short, "ann", T0);
+    join(&mut room_short, "bob", T0);
+    room_short.dropped(&id("bob"), T0 + 1_000);
+    assert_eq!(
+        room_short.alarm_to_set(None, T0 + 1_000, IDLE),
+        Some(T0 + 1_000 + short)
+    );
+    assert_eq!(
+        room.alarm_to_set(None, T0 + 1_000, IDLE),
+        Some(T0 + 1_000 + RESUME_WINDOW_MS)
+    );
+    room.leave(&id("ann"), T0 + 2_000);
+    assert_eq!(
+        room.alarm_to_set(None, T0 + 2_000, IDLE),
+        Some(T0 + 1_000 + RESUME_WINDOW_MS),
+        "no socket open: only the window"
+    );
+}

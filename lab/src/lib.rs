@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod original;
+pub mod relay_cost;
 pub mod scenario;
 
 use p2pcf_rs::edge::HttpRequest;

@@ -196,6 +196,23 @@ impl<D: Member> LiveRoom<D> {
         self.room.next_expiry(now_ms).filter(|at| *at < CONNECTED)
     }
 
+    /// The alarm to set after an event, if one must be (`known`: the one
+    /// set). The room needs one when a member's window or poller's entry
+    /// ends, and while sockets are open one `idle_ms` from now to close the
+    /// silent ones. It is only ever moved earlier: each set is a row
+    /// written, and a later or needless alarm just fires and finds nothing.
+    pub fn alarm_to_set(&self, known: Option<u64>, now_ms: u64, idle_ms: u64) -> Option<u64> {
+        let watch = self.has_connected().then(|| now_ms.saturating_add(idle_ms));
+        let next = match (self.next_alarm(now_ms), watch) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        match known {
+            Some(k) if k <= next => None,
+            _ => Some(next),
+        }
+    }
+
     /// A new member on a new socket. `new_key` makes its token; a join
     /// retried with the id of a live member (a derived id) gets that
     /// member back, with its token, instead of a second one.

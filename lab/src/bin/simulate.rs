@@ -2,7 +2,7 @@
 //! HTTP layer, in-memory R2 model) and against a model of the original
 //! worker, on a virtual clock. Deterministic for a given seed.
 //!
-//!     cargo simulate [--seed N] [--only NAME-PREFIX]   # cargo run --release -p p2pcf-lab --bin simulate
+//!     cargo simulate [--seed N] [--only NAME-PREFIX|relay|hints]   # cargo run --release -p p2pcf-lab --bin simulate
 //!
 //! `SIM_TRACE=s012 cargo simulate` prints every request of the simulated
 //! sessions whose id starts with `s012` (time, write, Class A, latency, status).
@@ -34,6 +34,10 @@ fn main() {
         let ours = run(&scenario, Which::Ours, seed);
         let original = run(&scenario, Which::Original, seed);
         println!("{}", table(&scenario, &ours, &original));
+    }
+    if only.as_deref().is_none_or(|o| o == "relay") {
+        println!("### A relay member's hour, pushed and polled (counted)\n");
+        println!("{}", p2pcf_lab::relay_cost::table());
     }
     if only.as_deref().is_none_or(|o| o == "hints") {
         println!("### Polling hints (p2pcf-rs, clients with client/p2pcf-hints.js vs the stock schedule)\n");
