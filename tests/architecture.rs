@@ -223,6 +223,21 @@ fn no_function_is_longer_than_the_limit() {
             if !is_fn {
                 continue;
             }
+            // A declaration without a body (in an `extern` block or a
+            // trait) ends with `;` before any `{`.
+            let body_or_decl = lines[i..].iter().find_map(|(_, l)| {
+                let t = l.trim_end();
+                if t.contains('{') {
+                    Some(true)
+                } else if t.ends_with(';') {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            if body_or_decl != Some(true) {
+                continue;
+            }
             let indent = line.len() - trimmed.len();
             let end = lines[i..].iter().find(|(_, l)| {
                 let t = l.trim_start();
