@@ -54,6 +54,7 @@ export class SignalRelay {
     this._fetch = doFetch || ((...args) => globalThis.fetch(...args))
     this._token = null
     this._after = {}
+    this._readFrom = null
     this._seq = 0
     this._queue = []
     this._inFlight = null
@@ -184,6 +185,7 @@ export class SignalRelay {
     this.id = null
     this._token = null
     this._after = {}
+    this._readFrom = null
   }
 
   _suspend () {
@@ -226,6 +228,8 @@ export class SignalRelay {
         id: this.id,
         token: this._token,
         after: this._after,
+        // Where the last answer stopped reading the others' mail (R2 rooms).
+        ...(this._readFrom ? { read_from: this._readFrom } : {}),
         send: batch.map(({ to, seq, data }) => ({ to, seq, data }))
       })
       this._failures = 0
@@ -278,6 +282,7 @@ export class SignalRelay {
 
   /** Applies an answer: peers that came and went, messages not taken before. */
   _take (answer) {
+    this._readFrom = typeof answer.read_from === 'string' ? answer.read_from : null
     if (Array.isArray(answer.peers)) {
       const now = new Map(answer.peers.map(p => [p.id, p.meta ?? null]))
       for (const id of [...this.peers.keys()]) {

@@ -174,6 +174,37 @@ async fn a_conversation_opened_later_costs_one_write_too() {
     );
 }
 
+/// A member that never wrote an outbox opens a conversation after the
+/// join window: its one letter rides in the index, announced. The reader
+/// finds no outbox to read and takes the letter from the index at once
+/// (it was held back until the announcement ran out, after the letter's
+/// own life: lost).
+#[tokio::test(start_paused = true)]
+async fn a_lone_letter_in_the_index_is_taken_at_once() {
+    let h = Harness::new();
+    let mut ann = Member::join(&h, "relay-lone", json!(null)).await;
+    let mut bob = Member::join(&h, "relay-lone", json!(null)).await;
+    for _ in 0..10 {
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        ann.sync(&h, vec![]).await;
+        bob.sync(&h, vec![]).await;
+    }
+    let offer = ann.message(&bob.id, json!({"type": "offer", "sdp": "v=0 lone"}));
+    assert_eq!(ann.sync(&h, vec![offer]).await.status, 200);
+    assert!(h
+        .worker
+        .store
+        .peek(&format!("relay/relay-lone/c/{}", ann.id))
+        .is_none());
+    let got = bob.sync(&h, vec![]).await;
+    assert_eq!(
+        got.body["messages"][0]["data"]["sdp"],
+        json!("v=0 lone"),
+        "{}",
+        got.text
+    );
+}
+
 /// Issue 10 "Measured": 1 000 messages between two clients under injected
 /// R2 faults and dropped answers arrive in order, none twice, none lost.
 #[tokio::test(start_paused = true)]

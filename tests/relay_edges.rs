@@ -373,3 +373,114 @@ async fn a_late_receiver_still_finds_its_letters() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(seqs(&r), vec![1]);
 }
+
+/// A member of `room` whose outbox holds 60 KiB of mail for `sink`, then
+/// one letter for `reader` (behind the rest, so in the outbox and announced).
+async fn heavy_sender(h: &Harness, room: &str, sink: &str, reader: &str) -> Member {
+    let mut m = Member::join(h, room, Value::Null).await;
+    let filler = "f".repeat(15 * 1024);
+    let batch: Vec<Value> = (0..4).map(|_| m.message(sink, json!(filler))).collect();
+    let r = m.sync(h, batch).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let letter = m.message(reader, json!("hello"));
+    let r = m.sync(h, vec![letter]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    m
+}
+
+/// A poll decodes two of the others' outboxes whatever their size, then
+/// what fits its budget, and names the first it left in `read_from`.
+/// Sending that back, a reader takes every sender's mail within about
+/// n/2 polls, while members join and announce between its polls (a
+/// rotation by the clock alone skipped some for a minute: lost letters).
+#[tokio::test(start_paused = true)]
+async fn a_reader_sending_read_from_back_misses_no_outbox_while_the_room_changes() {
+    let h = Harness::new();
+    let room = "relay-cursor";
+    let mut reader = Member::join(&h, room, Value::Null).await;
+    let mut sink = Member::join(&h, room, Value::Null).await;
+    let mut senders = Vec::new();
+    for _ in 0..12 {
+        senders.push(heavy_sender(&h, room, &sink.id, &reader.id).await);
+    }
+    let mut heard = std::collections::BTreeSet::new();
+    let mut polls = 0;
+    while heard.len() < 20 && polls < 16 {
+        let r = reader.sync(&h, vec![]).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        polls += 1;
+        for m in r.body["messages"].as_array().unwrap() {
+            assert_eq!(m["data"], json!("hello"));
+            assert!(
+                heard.insert(m["from"].as_str().unwrap().to_owned()),
+                "twice: {m}"
+            );
+        }
+        assert_eq!(sink.sync(&h, vec![]).await.status, 200);
+        if senders.len() < 20 {
+            senders.push(heavy_sender(&h, room, &sink.id, &reader.id).await);
+        }
+        advance(1000).await;
+    }
+    println!("relay cursor: 20 senders of 60 KiB outboxes, read by one reader in {polls} polls");
+    assert_eq!(
+        heard.len(),
+        20,
+        "heard {} of 20 senders in {polls} polls",
+        heard.len()
+    );
+    assert!(polls <= 14, "{polls} polls");
+}
+
+/// A member whose renewals keep losing the index to others' writes leaves
+/// a heartbeat in its own outbox; the next write of the index by anyone
+/// folds it in, and the member stays.
+#[tokio::test(start_paused = true)]
+async fn a_member_that_cannot_renew_is_renewed_by_the_next_writer() {
+    let h = Harness::new();
+    let room = "relay-heartbeat";
+    let mut ann = Member::join(&h, room, Value::Null).await;
+    let mut bob = Member::join(&h, room, Value::Null).await;
+    let index = format!("relay/{room}");
+    // Bob keeps polling; Ann is quiet until her renewal is urgent.
+    for _ in 0..10 {
+        advance(5_100).await;
+        assert_eq!(bob.sync(&h, vec![]).await.status, 200);
+    }
+    let expiry = expiry_of(&h, &index, &ann.id);
+    fn is_index(key: &str) -> bool {
+        key == "relay/relay-heartbeat"
+    }
+    h.worker
+        .store
+        .inject_where(Operation::Put, is_index, Fault::RateLimited, u32::MAX);
+    let r = ann.sync(&h, vec![]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    h.worker.store.clear_faults();
+    assert_eq!(
+        expiry_of(&h, &index, &ann.id),
+        expiry,
+        "the index was refused"
+    );
+    let outbox: Value = serde_json::from_slice(
+        &h.worker
+            .store
+            .peek(&format!("{index}/c/{}", ann.id))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(outbox["x"].as_u64().unwrap() > expiry, "{outbox}");
+    // Bob's next write of the index (a message) takes Ann's heartbeat along.
+    let m = bob.message(&ann.id, json!("still there?"));
+    assert_eq!(bob.sync(&h, vec![m]).await.status, 200);
+    assert!(expiry_of(&h, &index, &ann.id) > expiry);
+    advance(expiry - h.now() + 1_000).await;
+    let r = ann.sync(&h, vec![]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["messages"][0]["data"],
+        json!("still there?"),
+        "{}",
+        r.text
+    );
+}

@@ -218,7 +218,8 @@ fn signals(seq: &mut u64, to: &str, kind: &str) -> Vec<Value> {
 }
 
 /// One `SignalRelay` member polling until `end`: at once while it has
-/// something queued or the answer says `more`, else at the worker's hint.
+/// something queued or the answer says `more`, else at the worker's hint,
+/// sending back the answer's `read_from`.
 /// Offers to each member it sees with a smaller id, answers each offer.
 /// Returns (requests, messages received).
 async fn poll_member(worker: &Ours<'_>, platform: &SimPlatform, i: usize, end: u64) -> (u64, u64) {
@@ -233,11 +234,15 @@ async fn poll_member(worker: &Ours<'_>, platform: &SimPlatform, i: usize, end: u
     let mut after = serde_json::Map::new();
     let mut queue: Vec<Value> = Vec::new();
     let mut known = std::collections::BTreeSet::new();
+    let mut read_from: Option<String> = None;
     while platform.now_ms() < end {
         // At most 64 messages a request (`SignalRelay`'s MAX_BATCH).
         let send: Vec<Value> = queue.drain(..queue.len().min(64)).collect();
-        let body =
+        let mut body =
             json!({"room": "cost-room", "id": id, "token": token, "after": after, "send": &send});
+        if let Some(from) = &read_from {
+            body["read_from"] = json!(from);
+        }
         let (response, _) = worker.serve(&relay_request(&body)).await;
         requests += 1;
         if matches!(response.status, 429 | 503) {
@@ -259,6 +264,7 @@ async fn poll_member(worker: &Ours<'_>, platform: &SimPlatform, i: usize, end: u
             "{}",
             String::from_utf8_lossy(&response.body)
         );
+        read_from = answer["read_from"].as_str().map(str::to_owned);
         for p in answer["peers"].as_array().into_iter().flatten() {
             let peer = p["id"].as_str().unwrap_or_default().to_owned();
             if known.insert(peer.clone()) && id > peer {

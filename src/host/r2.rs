@@ -14,7 +14,9 @@ use base64::Engine as _;
 use crate::domain::{ContextId, DeleteKey, RoomId, SessionId, DELETE_KEY_BYTES};
 use crate::engine::hints::{self, Hint, PollSettings};
 use crate::engine::limits::Limits;
-use crate::engine::room::{Arrival, Claim, Entry, IndexChange, Member, Outbox, Outboxes, Room};
+use crate::engine::room::{
+    Arrival, Claim, Entry, IndexChange, Member, Outbox, Outboxes, ReadOrder, Room,
+};
 use crate::error::Error;
 use crate::platform::{join_all, Platform};
 use crate::store::{Counting, Object, Precondition, PutOutcome, Store, StoreError};
@@ -121,12 +123,27 @@ pub struct R2Room<'a, S, P> {
     pub max_peers: usize,
 }
 
+/// How many outboxes a poll reads and decodes.
+#[derive(Clone, Copy, Debug)]
+pub struct Reads {
+    /// Most outboxes read.
+    pub max: usize,
+    /// Most bytes decoded past the first `sure` outboxes.
+    pub decode_bytes: usize,
+    /// Outboxes always decoded, whatever their size.
+    pub sure: usize,
+}
+
 /// What an answer is built from besides the index: the outboxes read for
 /// the caller and when to poll next.
 pub struct Look {
     pub now: u64,
     pub outboxes: Outboxes,
     pub hint: Hint,
+    /// The outboxes needed but left unread (over budget, or failed), in
+    /// the order read: the first is where the caller's next poll starts,
+    /// if it sends it back. (One that does not exist is not among them.)
+    pub unread: Vec<ContextId>,
 }
 
 impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
@@ -240,17 +257,18 @@ impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
     }
 
     /// Reads what the caller's answer needs besides the index: the outboxes
-    /// where messages for it can wait, at most `max_reads` (and what the
-    /// request's operations allow) and `max_decode_bytes` of them, and the
-    /// polling hint from all it read. An outbox that cannot be read only
-    /// delays its messages to a later poll.
+    /// where messages for it can wait, in `order`, as `reads` and the
+    /// request's operations allow, and the polling hint from all it read.
+    /// An outbox that cannot be read only delays its messages to a later
+    /// poll; one left unread (past the reads or the decode budget) makes
+    /// the hint fast, as a fresh message would.
     pub async fn look<D: Member>(
         &self,
         index: &Room<D>,
         context: &ContextId,
         session: Option<&SessionId>,
-        max_reads: usize,
-        max_decode_bytes: usize,
+        reads: Reads,
+        order: ReadOrder<'_>,
         poll: &PollSettings,
     ) -> Look {
         // One instant for the whole answer: the outboxes read are those needed then.
@@ -259,21 +277,40 @@ impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
             .policy
             .max_ops
             .saturating_sub(self.store.counts().total());
-        let limit = max_reads.min(budget as usize);
-        let wanted = index.outboxes_to_read(context, session, now, limit);
+        let limit = reads.max.min(budget as usize);
+        // A rotation moves on by no more than one poll reads.
+        let order = match order {
+            ReadOrder::EachSecond(step) => ReadOrder::EachSecond(step.min(limit)),
+            from => from,
+        };
+        let mut wanted = index.outboxes_to_read(context, session, now, usize::MAX, order);
+        let past_limit = wanted.split_off(limit.min(wanted.len()));
         let key = |k: &ContextId| self.keys.outbox(k);
-        let outboxes = read_outboxes_within(self.store, key, wanted, max_decode_bytes).await;
-        let situation = index.situation(context, session, &outboxes, poll.fast_window_ms, now);
+        let (outboxes, mut unread) = read_outboxes_within(self.store, key, wanted, reads).await;
+        unread.extend(past_limit);
+        let mut situation = index.situation(context, session, &outboxes, poll.fast_window_ms, now);
+        situation.packages_for_caller += unread.len();
         Look {
             now,
             hint: hints::hint(&situation, poll),
             outboxes,
+            unread,
         }
     }
 
-    /// Reads these outboxes (renewals fold them in).
-    pub async fn read_outboxes(&self, wanted: Vec<ContextId>) -> Outboxes {
-        read_outboxes(self.store, |k| self.keys.outbox(k), wanted).await
+    /// Reads these outboxes' stamps, for [`Room::fold`] (one that cannot
+    /// be read or decoded is left out).
+    pub async fn read_stamps(&self, wanted: Vec<ContextId>) -> Outboxes {
+        let keys: Vec<String> = wanted.iter().map(|k| self.keys.outbox(k)).collect();
+        let reads = join_all(keys.iter().map(|key| self.store.get(key)).collect()).await;
+        let stamp = |read: Result<Option<Object>, StoreError>| {
+            Outbox::decode_stamp(&read.ok().flatten()?.body)
+        };
+        wanted
+            .into_iter()
+            .zip(reads)
+            .filter_map(|(k, read)| Some((k, stamp(read)?)))
+            .collect()
     }
 
     /// `write_outbox` of `context`'s outbox.
@@ -289,41 +326,40 @@ impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
     }
 }
 
-/// Reads outboxes concurrently; one that cannot be read or decoded is left out.
-async fn read_outboxes<S: Store>(
-    store: &Counting<'_, S>,
-    key: impl Fn(&ContextId) -> String,
-    wanted: Vec<ContextId>,
-) -> Outboxes {
-    read_outboxes_within(store, key, wanted, usize::MAX).await
-}
-
-/// [`read_outboxes`], decoding them in order only while the bytes decoded
-/// stay within `max_decode_bytes` (the first always): decoding is what a
-/// poll's CPU goes on. Those left undecoded are left out.
+/// Reads outboxes concurrently, decoding the first `reads.sure` and then, in order,
+/// those that keep the bytes decoded within `reads.decode_bytes`: decoding
+/// is what a poll's CPU goes on. Returns the outboxes and, in order, those
+/// left undecoded.
 async fn read_outboxes_within<S: Store>(
     store: &Counting<'_, S>,
     key: impl Fn(&ContextId) -> String,
     wanted: Vec<ContextId>,
-    max_decode_bytes: usize,
-) -> Outboxes {
+    reads: Reads,
+) -> (Outboxes, Vec<ContextId>) {
     let keys: Vec<String> = wanted.iter().map(key).collect();
-    let reads = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
+    let reads_done = join_all(keys.iter().map(|key| store.get(key)).collect()).await;
     let mut outboxes = Outboxes::new();
-    let mut decoded = 0usize;
-    for (context, read) in wanted.into_iter().zip(reads) {
-        let Some(object) = read.ok().flatten() else {
-            continue;
+    let (mut decoded, mut taken, mut undecoded) = (0usize, 0usize, Vec::new());
+    for (context, read) in wanted.into_iter().zip(reads_done) {
+        let object = match read {
+            Ok(Some(object)) => object,
+            Ok(None) => continue,
+            Err(_) => {
+                undecoded.push(context);
+                continue;
+            }
         };
-        if decoded > 0 && decoded + object.body.len() > max_decode_bytes {
+        if taken >= reads.sure && decoded + object.body.len() > reads.decode_bytes {
+            undecoded.push(context);
             continue;
         }
         decoded += object.body.len();
+        taken += 1;
         if let Some(outbox) = Outbox::decode(&object.body) {
             outboxes.insert(context, outbox);
         }
     }
-    outboxes
+    (outboxes, undecoded)
 }
 
 /// The budget of a renewal of `entry` by one of its polls (either protocol).

@@ -13,13 +13,17 @@ pub fn relay(body: &Value) -> HttpRequest {
     }
 }
 
-/// A relay client as the tests drive it: id, token, cursor.
+/// A relay client as the tests drive it: id, token, cursors.
 pub struct Member {
     pub room: String,
     pub id: String,
     pub token: String,
     pub after: serde_json::Map<String, Value>,
     pub next_seq: u64,
+    /// The last answer's `read_from`, sent back as `SignalRelay` does
+    /// (unless `echo_read_from` is off).
+    pub read_from: Option<String>,
+    pub echo_read_from: bool,
 }
 
 impl Member {
@@ -33,17 +37,24 @@ impl Member {
             token: r.body["token"].as_str().unwrap().into(),
             after: serde_json::Map::new(),
             next_seq: 1,
+            read_from: None,
+            echo_read_from: true,
         }
     }
 
     pub fn body(&self, send: Vec<Value>) -> Value {
-        json!({"room": self.room, "id": self.id, "token": self.token, "after": self.after, "send": send})
+        let mut body = json!({"room": self.room, "id": self.id, "token": self.token, "after": self.after, "send": send});
+        if let Some(from) = self.read_from.as_ref().filter(|_| self.echo_read_from) {
+            body["read_from"] = json!(from);
+        }
+        body
     }
 
     /// A poll (with `send`), taking the messages it answers.
     pub async fn sync(&mut self, h: &Harness, send: Vec<Value>) -> Reply {
         let r = h.request(relay(&self.body(send))).await;
         if r.status == 200 {
+            self.read_from = r.body["read_from"].as_str().map(str::to_owned);
             for m in r.body["messages"].as_array().unwrap() {
                 self.after
                     .insert(m["from"].as_str().unwrap().into(), m["seq"].clone());

@@ -17,9 +17,11 @@ use crate::config::Config;
 use crate::domain::{ContextId, DeleteKey, RoomId, SessionId};
 use crate::engine::hints::PollSettings;
 use crate::engine::mailbox::Mailbox;
-use crate::engine::room::{Arrival, Claim, Member, Outbox, Outboxes, Room, Sent};
+use crate::engine::room::{Arrival, Claim, Member, Outbox, Outboxes, ReadOrder, Room, Sent};
 use crate::error::Error;
-use crate::host::r2::{apply_claim, decode, Attempts, Keys, R2Room, RetryPolicy, MAX_FOLD_READS};
+use crate::host::r2::{
+    apply_claim, decode, Attempts, Keys, R2Room, Reads, RetryPolicy, MAX_FOLD_READS,
+};
 use crate::platform::Platform;
 use crate::store::{Counting, Object, Store};
 use crate::wire::{to_json, Reply};
@@ -41,6 +43,15 @@ pub fn keys(room: &RoomId) -> Keys {
 /// Most outboxes one request reads (each is a subrequest; the free plan
 /// allows 50 per request).
 pub const MAX_OUTBOX_READS: usize = 31;
+/// Every outbox a p2pcf poll reads is decoded (a room has at most 32 peers).
+const READS: Reads = Reads {
+    max: MAX_OUTBOX_READS,
+    decode_bytes: usize::MAX,
+    sure: MAX_OUTBOX_READS,
+};
+/// Each second the next block (a newcomer's polls 1-2 s apart cover a full
+/// room in two or three polls).
+const ORDER: ReadOrder<'static> = ReadOrder::EachSecond(MAX_OUTBOX_READS);
 // What a 503 says was stored, by where the request gave up.
 const NOTHING_READ: &str = "nothing was read or stored; retry";
 const JOIN_NOT_STORED: &str =
@@ -143,7 +154,7 @@ async fn register_or_renew<S: Store, P: Platform>(
         let used = room.store.counts().total() + 4;
         let budget = room.policy.max_ops.saturating_sub(used) as usize;
         let wanted = index.renewals_to_fold(context, now, MAX_FOLD_READS.min(budget));
-        folds = room.read_outboxes(wanted).await;
+        folds = room.read_stamps(wanted).await;
     }
     let fold = |r: &mut Room<PeerData>, now| Ok(r.fold(&folds, now) > 0);
     match room.renew(object, &claim, own, fold, |_, _, _| {}).await {
@@ -180,14 +191,7 @@ async fn respond<S: Store, P: Platform>(
     who: View<'_>,
 ) -> Result<Reply, Error> {
     let look = room
-        .look(
-            index,
-            who.context,
-            who.session,
-            MAX_OUTBOX_READS,
-            usize::MAX,
-            settings,
-        )
+        .look(index, who.context, who.session, READS, ORDER, settings)
         .await;
     let mut view = index.view(who.context, who.session, who.dk, &look.outboxes, look.now);
     view.hint = Some(look.hint);
@@ -870,17 +874,19 @@ mod tests {
         );
         let (a, sa) = (ctx("a"), sess("sa"));
         assert_eq!(
-            room.outboxes_to_read(&a, Some(&sa), NOW + 2000, 20),
+            room.outboxes_to_read(&a, Some(&sa), NOW + 2000, 20, ReadOrder::EachSecond(20)),
             vec![ctx("b")]
         );
         assert!(room
-            .outboxes_to_read(&a, Some(&sa), NOW + 2000, 0)
+            .outboxes_to_read(&a, Some(&sa), NOW + 2000, 0, ReadOrder::EachSecond(0))
             .is_empty());
-        assert!(room.outboxes_to_read(&a, None, NOW + 2000, 20).is_empty());
+        assert!(room
+            .outboxes_to_read(&a, None, NOW + 2000, 20, ReadOrder::EachSecond(20))
+            .is_empty());
         // Steady: windows closed, nothing announced: nothing to read, even
         // past b's index expiry (liveness is in the index).
         assert!(room
-            .outboxes_to_read(&a, Some(&sa), NOW + 50_000, 20)
+            .outboxes_to_read(&a, Some(&sa), NOW + 50_000, 20, ReadOrder::EachSecond(20))
             .is_empty());
     }
 
@@ -902,7 +908,13 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for poll in 0..3 {
             let now = NOW + 2000 + poll * 1500;
-            seen.extend(room.outboxes_to_read(&ctx("zz"), Some(&sess("sz")), now, 20));
+            seen.extend(room.outboxes_to_read(
+                &ctx("zz"),
+                Some(&sess("sz")),
+                now,
+                20,
+                ReadOrder::EachSecond(20),
+            ));
         }
         assert_eq!(seen.len(), 31);
     }

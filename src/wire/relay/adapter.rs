@@ -15,9 +15,9 @@ use crate::config::Config;
 use crate::domain::{sort_by_u64, ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
 use crate::engine::hints::{Hint, PollSettings};
 use crate::engine::mailbox::{Letter, Mailbox, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
-use crate::engine::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, Room};
+use crate::engine::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, ReadOrder, Room};
 use crate::error::Error;
-use crate::host::r2::{apply_claim, decode, update, Attempts, Keys, R2Room, RetryPolicy};
+use crate::host::r2::{apply_claim, decode, update, Attempts, Keys, R2Room, Reads, RetryPolicy};
 use crate::platform::Platform;
 use crate::store::{Counting, Object, Store};
 use crate::wire::{to_json, Reply};
@@ -26,12 +26,23 @@ pub use crate::engine::mailbox::{MAX_INLINE_BYTES, MESSAGE_TTL_MS};
 
 /// A member's lifetime after its last request (it polls every few seconds).
 pub const MEMBER_TTL_MS: u64 = 60_000;
-/// Most outboxes one relay poll reads (each second the next ones: a
-/// newcomer in a full room covers every outbox in four polls).
+/// Most outboxes one relay poll reads.
 pub const MAX_RELAY_OUTBOX_READS: usize = 8;
-/// Most outbox bytes one relay poll decodes (at least one outbox): with
-/// [`MAX_RELAY_OUTBOX_READS`], what bounds a poll's CPU whatever the others hold.
+/// Most outbox bytes one relay poll decodes past the first
+/// [`SURE_DECODES`]: with [`MAX_RELAY_OUTBOX_READS`], what bounds a poll's
+/// CPU whatever the others hold.
 pub const MAX_DECODE_BYTES: usize = 160 * 1024;
+/// Outboxes a relay poll always decodes (two full ones fit the budget).
+/// While some are left unread the hint is fast, and a reader that sends
+/// back `read_from` reads on from where the last answer stopped: a full
+/// room (31) within 16 polls, well inside a message's life. One that does
+/// not gets a rotation that moves by this many each second.
+pub const SURE_DECODES: usize = 2;
+const READS: Reads = Reads {
+    max: MAX_RELAY_OUTBOX_READS,
+    decode_bytes: MAX_DECODE_BYTES,
+    sure: SURE_DECODES,
+};
 
 /// A relay member's public data: its id and the `meta` it joined with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,6 +121,10 @@ pub(super) struct Answer<'a> {
     /// Numbers of messages sent now that had nobody to go to (not stored).
     #[serde(skip_serializing_if = "<[u64]>::is_empty")]
     pub undeliverable: &'a [u64],
+    /// The first member whose outbox this answer left unread: send it back
+    /// as `read_from`, and the next poll reads on from there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<&'a str>,
     pub hint: Hint,
 }
 
@@ -222,6 +237,7 @@ async fn join<S: Store, P: Platform>(
     let room = &run.room;
     let mut attempts = room.attempts(room.policy.join_budget_ms, "nothing was stored; join again");
     let index = room.read(&mut attempts).await?;
+    let folds = heartbeats(run, &decode(index.as_ref())?, &context).await;
     let mut join = apply_claim(&claim, Arrival::Poll, room.max_peers, room.platform);
     let joined = room
         .update(&mut attempts, index, |r: &mut Room<RelayMember>, now| {
@@ -232,7 +248,11 @@ async fn join<S: Store, P: Platform>(
             if retried {
                 return Ok(false);
             }
-            join(r, now)
+            let wrote = join(r, now)?;
+            if wrote {
+                r.fold(&folds, now);
+            }
+            Ok(wrote)
         })
         .await?;
     let token = joined
@@ -295,10 +315,19 @@ async fn renew<S: Store, P: Platform>(
     let room: Room<RelayMember> = decode(index.as_ref())?;
     let now = run.room.platform.now_ms();
     let entry = authenticate(&room, me, now)?;
+    let urgent = entry.renewal_urgent(now);
+    // Only a renewal that falls due writes: it takes others' heartbeats along.
+    let folds = match entry.in_renewal_window(now) {
+        true => heartbeats(run, &room, &me.context).await,
+        false => Outboxes::new(),
+    };
     let member = entry.d.clone();
     let t = Millis::from_u64(now);
     let claim = member_claim(&me.context, &member, &t);
-    let check = |r: &mut Room<RelayMember>, now| authenticate(r, me, now).map(|_| false);
+    let check = |r: &mut Room<RelayMember>, now| {
+        authenticate(r, me, now)?;
+        Ok(r.fold(&folds, now) > 0)
+    };
     let drop_expired = |r: &mut Room<RelayMember>, now, written: bool| {
         if let Some(mail) = r.mail_mut(&me.context).filter(|_| written) {
             mail.drop_expired(now);
@@ -310,9 +339,70 @@ async fn renew<S: Store, P: Platform>(
         .await;
     match renewed {
         Ok(updated) => Ok(updated),
+        Err(Error::Busy { .. }) if urgent => {
+            // The next write of the index takes it from there; if that
+            // fails too, the next poll tries again.
+            let _ = heartbeat(run, me).await;
+            Ok(room)
+        }
         Err(Error::Busy { .. } | Error::PayloadTooLarge(_)) => Ok(room),
         Err(e) => Err(e),
     }
+}
+
+/// Most outboxes an index write reads to fold in the heartbeats of members
+/// about to expire.
+const MAX_HEARTBEAT_READS: usize = 4;
+
+/// The outboxes of other members close to expiry. A write of the index
+/// folds their heartbeats in ([`Room::fold`]): a member whose own renewals
+/// keep losing a busy index to others' sends is renewed by those sends.
+async fn heartbeats<S: Store, P: Platform>(
+    run: &Run<'_, S, P>,
+    room: &Room<RelayMember>,
+    me: &ContextId,
+) -> Outboxes {
+    let now = run.room.platform.now_ms();
+    let wanted = room.urgent_renewals(me, now, MAX_HEARTBEAT_READS);
+    if wanted.is_empty() {
+        return Outboxes::new();
+    }
+    run.room.read_stamps(wanted).await
+}
+
+/// A member's heartbeat, written to its own outbox (a key nobody else
+/// writes) when its renewal is urgent and the index too busy to take it.
+async fn heartbeat<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result<(), Error> {
+    let mut attempts = run.room.attempts(run.room.policy.poll_write_budget_ms, "");
+    let build = |held: Option<&Object>, now| {
+        let mut outbox = own_outbox(held, me.id).unwrap_or_else(|| empty_outbox(me.id, now));
+        outbox.mail.drop_expired(now);
+        stamp(&mut outbox, now);
+        Ok((outbox, ()))
+    };
+    run.room
+        .write_outbox(&mut attempts, &me.context, None, build)
+        .await
+}
+
+/// A new outbox of `id`'s, with nothing in it.
+fn empty_outbox(id: &SessionId, now: u64) -> Outbox {
+    Outbox {
+        session: id.clone(),
+        t: Millis::from_u64(now),
+        expires_ms: 0,
+        ttl_ms: 0,
+        p: Vec::new(),
+        mail: Mailbox::default(),
+    }
+}
+
+/// Marks an outbox written now: its writer lives [`MEMBER_TTL_MS`] from
+/// here, once an index write folds it in.
+fn stamp(outbox: &mut Outbox, now: u64) {
+    outbox.t = Millis::from_u64(now);
+    outbox.expires_ms = now + MEMBER_TTL_MS;
+    outbox.ttl_ms = MEMBER_TTL_MS;
 }
 
 /// A batch of messages: checked against what the sender holds (numbers,
@@ -350,6 +440,7 @@ async fn send<S: Store, P: Platform>(run: &Run<'_, S, P>, me: &Me<'_>) -> Result
         claim: &claim,
         publish,
         needs_index: dry_run(&mut current.clone(), now)?,
+        folds: heartbeats(run, &current, &me.context).await,
     };
     if trial.stored == 0 {
         // Retries of stored letters (whose announcement may not have
@@ -382,6 +473,8 @@ struct Batch<'a> {
     publish: Arrival<'a>,
     /// Whether the sender's entry must be written (an announcement).
     needs_index: bool,
+    /// Heartbeats of members about to expire, folded into the write.
+    folds: Outboxes,
 }
 
 impl Batch<'_> {
@@ -396,10 +489,17 @@ impl Batch<'_> {
         if !self.needs_index {
             return renew(run, self.me, index).await;
         }
-        let check = |r: &Room<RelayMember>, now| authenticate(r, self.me, now).map(|_| ());
-        run.room
-            .claim(attempts, index, self.claim, self.publish, check)
-            .await
+        let room = &run.room;
+        let mut apply = apply_claim(self.claim, self.publish, room.max_peers, room.platform);
+        room.update(attempts, index, |r: &mut Room<RelayMember>, now| {
+            authenticate(r, self.me, now)?;
+            let wrote = apply(r, now)?;
+            if wrote {
+                r.fold(&self.folds, now);
+            }
+            Ok(wrote)
+        })
+        .await
     }
 }
 
@@ -414,22 +514,13 @@ async fn post<S: Store, P: Platform>(
     own: Option<Object>,
 ) -> Result<Vec<u64>, Error> {
     let build = |held: Option<&Object>, now| {
-        let mut outbox = own_outbox(held, me.id).unwrap_or_else(|| Outbox {
-            session: me.id.clone(),
-            t: Millis::from_u64(now),
-            expires_ms: 0,
-            ttl_ms: 0,
-            p: Vec::new(),
-            mail: Mailbox::default(),
-        });
+        let mut outbox = own_outbox(held, me.id).unwrap_or_else(|| empty_outbox(me.id, now));
         let members = others(current, me.id, now);
         let accepted =
             outbox
                 .mail
                 .accept(carried, &run.request.send, &members, now, MAX_HELD_BYTES)?;
-        outbox.t = Millis::from_u64(now);
-        outbox.expires_ms = now + MEMBER_TTL_MS;
-        outbox.ttl_ms = MEMBER_TTL_MS;
+        stamp(&mut outbox, now);
         Ok((outbox, accepted.undeliverable))
     };
     run.room
@@ -477,6 +568,7 @@ async fn carry<S: Store, P: Platform>(
                 heartbeat: false,
             };
             apply_claim(batch.claim, publish, room.max_peers, room.platform)(r, now)?;
+            r.fold(&batch.folds, now);
             if let Some(held) = r.mail_mut(&me.context) {
                 *held = mail;
             }
@@ -499,20 +591,25 @@ async fn answer<S: Store, P: Platform>(
     index: Room<RelayMember>,
     undeliverable: &[u64],
 ) -> Result<Reply, Error> {
-    let (reads, decode) = (MAX_RELAY_OUTBOX_READS, MAX_DECODE_BYTES);
+    let cursor = match &run.request.read_from {
+        Some(from) => Some(ContextId::parse(from.as_str())?),
+        None => None,
+    };
+    let order = cursor
+        .as_ref()
+        .map_or(ReadOrder::EachSecond(SURE_DECODES), ReadOrder::From);
     let look = run
         .room
-        .look(&index, context, Some(id), reads, decode, run.poll)
+        .look(&index, context, Some(id), READS, order, run.poll)
         .await;
     let now = look.now;
-    let wanted = index.outboxes_to_read(context, Some(id), now, usize::MAX);
     let peers: Vec<PeerOut<'_>> = index
         .live_members(now)
         .filter(|m| m.id != *id)
         .map(PeerOut::from)
         .collect();
     let after = &run.request.after;
-    let (messages, more) = letters_for(&index, &look.outboxes, &wanted, id, after, now);
+    let (messages, more) = letters_for(&index, &look.outboxes, &look.unread, id, after, now);
     let answer = Answer {
         id,
         token: token.as_deref(),
@@ -520,6 +617,7 @@ async fn answer<S: Store, P: Platform>(
         messages,
         more,
         undeliverable,
+        read_from: look.unread.first().map(ContextId::as_str),
         hint: look.hint,
     };
     Ok(Reply {
@@ -532,14 +630,14 @@ async fn answer<S: Store, P: Platform>(
 }
 
 /// Each sender's letters for `reader` above its cursor, in order, from the
-/// sender's entry and its outbox. A sender whose outbox the reader needed
-/// but could not read gives nothing this time, so that no letter is taken
-/// past one still waiting there. At most [`MAX_ANSWER_BYTES`] (at least
+/// sender's entry and its outbox. A sender whose outbox was left `unread`
+/// gives nothing this time, so that no letter is taken past one still
+/// waiting there (one with no outbox at all gives its entry's letters). At most [`MAX_ANSWER_BYTES`] (at least
 /// one letter): a prefix per sender, the rest next time (`true`).
 fn letters_for<'a>(
     index: &'a Room<RelayMember>,
     outboxes: &'a Outboxes,
-    wanted: &[ContextId],
+    unread: &[ContextId],
     reader: &'a SessionId,
     after: &BTreeMap<SessionId, u64>,
     now: u64,
@@ -550,10 +648,10 @@ fn letters_for<'a>(
         if sender.d.id == *reader {
             continue;
         }
-        let outbox = outboxes.get(k).filter(|o| o.session == sender.d.id);
-        if outbox.is_none() && wanted.contains(k) {
+        if unread.contains(k) {
             continue;
         }
+        let outbox = outboxes.get(k).filter(|o| o.session == sender.d.id);
         let seen = after.get(&sender.d.id).copied().unwrap_or(0);
         let boxed = outbox
             .into_iter()

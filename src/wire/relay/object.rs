@@ -115,6 +115,8 @@ fn answer(
             .collect(),
         more,
         undeliverable,
+        // The object holds every letter: nothing is left unread.
+        read_from: None,
         hint,
     };
     Reply {

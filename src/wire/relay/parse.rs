@@ -11,7 +11,9 @@
 //! ```
 //!
 //! answered `{"id", "token" (on join), "peers": [{"id", "meta"}],
-//! "messages": [{"from", "seq", "data"}], "hint"}`. A member is an index
+//! "messages": [{"from", "seq", "data"}], "hint"}`, and `"read_from"` when
+//! the answer could not read every outbox it needed: the next poll sends it
+//! back and starts there. A member is an index
 //! entry whose context and session are its peer id and whose delete key is
 //! its token; messages are packages in the sender's outbox, bound to their
 //! recipient, read in join windows or when announced, exactly as p2pcf's.
@@ -92,6 +94,9 @@ pub struct RelayRequest {
     pub caller: Caller,
     /// The last `seq` the caller took from each sender.
     pub after: BTreeMap<SessionId, u64>,
+    /// Where its last answer stopped reading the others' outboxes (its
+    /// `read_from`): this poll starts there.
+    pub read_from: Option<SessionId>,
     pub send: Vec<Message>,
     pub leave: bool,
 }
@@ -105,6 +110,7 @@ struct Wire {
     nonce: Option<String>,
     #[serde(default)]
     after: BTreeMap<String, u64>,
+    read_from: Option<String>,
     #[serde(default)]
     send: Vec<WireMessage>,
     #[serde(default)]
@@ -148,7 +154,7 @@ pub fn parse_frame(body: &[u8], room: &RoomId, joined: bool) -> Result<Frame, Er
         return request(wire, room.clone()).map(Frame::Hello);
     }
     let hello = wire.id.is_some() || wire.token.is_some() || wire.meta.is_some();
-    if hello || wire.nonce.is_some() || !wire.after.is_empty() {
+    if hello || wire.nonce.is_some() || !wire.after.is_empty() || wire.read_from.is_some() {
         return Err(Error::BadRequest(
             "This socket has joined: later frames carry send or leave",
         ));
@@ -198,10 +204,15 @@ fn request(wire: Wire, room: RoomId) -> Result<RelayRequest, Error> {
             ))
         })
         .collect::<Result<_, Error>>()?;
+    let read_from = wire
+        .read_from
+        .map(|id| SessionId::parse(&id).map_err(|_| Error::BadRequest("Bad read_from")))
+        .transpose()?;
     Ok(RelayRequest {
         room,
         caller,
         after,
+        read_from,
         send,
         leave: wire.leave,
     })
