@@ -68,7 +68,7 @@ window.sendAll = text => { for (const p of peers.values()) if (p.connected) p.se
 /** Starts the relay; `startedAt` is ms after the page's start, `t0Wall` that start on the wall clock. */
 window.begin = () => {
   window.startedAt = Math.round(performance.now() - t0)
-  relay.start().then(() => events.push(['started', relay.id]))
+  relay.start().then(() => events.push(['started', relay.id, Math.round(performance.now() - t0)]))
 }
 window.t0Wall = performance.timeOrigin + t0
 // `defer=1`: the test calls begin() on every page at once (the timing).

@@ -6,37 +6,12 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { WebSocketServer } from 'ws'
+import { startWebSocketRelay } from './ws-relay.mjs'
 import { signRoom } from 'p2pcf-rs-client/sign-room'
 import { startWorker } from '../workerd/harness.mjs'
 import { startBrowser, until } from './support.mjs'
 
 let worker, chromium, wss, wsUrl
-
-/** The baseline: a plain WebSocket signalling relay on 127.0.0.1, as these apps run today. */
-async function startWebSocketRelay () {
-  const rooms = new Map()
-  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 })
-  await new Promise(resolve => server.on('listening', resolve))
-  server.on('connection', (socket, req) => {
-    const room = new URL(req.url, 'http://x').searchParams.get('room')
-    const members = rooms.get(room) || new Map()
-    rooms.set(room, members)
-    const id = randomBytes(8).toString('hex')
-    socket.send(JSON.stringify({ type: 'welcome', id, peers: [...members.keys()] }))
-    for (const other of members.values()) other.send(JSON.stringify({ type: 'join', id }))
-    members.set(id, socket)
-    socket.on('message', raw => {
-      const { to, data } = JSON.parse(raw)
-      members.get(to)?.send(JSON.stringify({ type: 'signal', from: id, data }))
-    })
-    socket.on('close', () => {
-      members.delete(id)
-      for (const other of members.values()) other.send(JSON.stringify({ type: 'leave', id }))
-    })
-  })
-  return server
-}
 
 before(async () => {
   worker = await startWorker()
@@ -166,7 +141,8 @@ test('time from start() to open data channels: the relay pushed and polling, nex
   // fall on one of them only. Printed: the median of ROUNDS and every run.
   const ROUNDS = 3
   const transports = ['relay', 'poll', 'ws']
-  /** ms from the first start() to the last data channel open, over `n` pages. */
+  /** ms from the first start() to the last data channel open, over `n`
+   * pages, and to the last page's start() resolving (joined, welcomed). */
   async function timeOne (transport, n, label) {
     const room = `timing-${transport}-${n}-${label}-${Date.now()}`
     const pages = []
@@ -175,24 +151,33 @@ test('time from start() to open data channels: the relay pushed and polling, nex
       const begun = await Promise.all(pages.map(p => p.page.evaluate(() => { window.begin(); return window.t0Wall + window.startedAt })))
       const opened = await until(`${n} over ${transport}`, async () => {
         const last = []
+        const welcomed = []
         for (const p of pages) {
           const { events, t0Wall } = await p.page.evaluate(() => ({ events: window.events, t0Wall: window.t0Wall }))
           const opens = events.filter(e => e[0] === 'connect')
-          if (opens.length < n - 1) return false
+          const started = events.find(e => e[0] === 'started')
+          if (opens.length < n - 1 || !started) return false
           last.push(t0Wall + Math.max(...opens.map(e => e[2])))
+          welcomed.push(t0Wall + started[2])
         }
-        return last
+        return { last, welcomed }
       }, 60000)
-      return Math.round(Math.max(...opened) - Math.min(...begun))
+      const first = Math.min(...begun)
+      return { open: Math.round(Math.max(...opened.last) - first), welcomed: Math.round(Math.max(...opened.welcomed) - first) }
     } finally {
       for (const p of pages) await p.context.close()
     }
   }
   for (const transport of transports) await timeOne(transport, 2, 'warm-up')
   const runs = {}
+  const welcomed = {}
   for (let round = 0; round < ROUNDS; round++) {
     for (const n of [2, 3]) {
-      for (const transport of transports) (runs[`${transport} ${n}`] ||= []).push(await timeOne(transport, n, round))
+      for (const transport of transports) {
+        const t = await timeOne(transport, n, round)
+        ;(runs[`${transport} ${n}`] ||= []).push(t.open)
+        ;(welcomed[`${transport} ${n}`] ||= []).push(t.welcomed)
+      }
     }
   }
   const median = xs => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]
@@ -200,7 +185,7 @@ test('time from start() to open data channels: the relay pushed and polling, nex
   for (const n of [2, 3]) {
     for (const transport of transports) {
       const ms = runs[`${transport} ${n}`]
-      console.log(`${n} simple-peer browsers over ${over[transport]}: all data channels open ${median(ms)} ms after start() (median; runs ${ms.join(', ')} ms)`)
+      console.log(`${n} simple-peer browsers over ${over[transport]}: all data channels open ${median(ms)} ms after start() (median; runs ${ms.join(', ')} ms), every page joined after ${median(welcomed[`${transport} ${n}`])} ms`)
     }
     console.log(`${n} browsers: pushed / Node WebSocket relay = ${(median(runs[`relay ${n}`]) / median(runs[`ws ${n}`])).toFixed(2)}`)
   }
