@@ -47,6 +47,8 @@ pub enum Error {
     /// A WebSocket upgrade where the `RELAY_ROOMS` binding (the push
     /// transport's Durable Objects) is missing.
     NoPush,
+    /// A y-webrtc upgrade where the `TOPIC_ROOMS` binding is missing.
+    NoTopics,
     /// The `BUCKET` binding is missing: the deployment is not configured.
     NoBucket,
     /// `GET /turn` without a TURN source configured.
@@ -77,7 +79,7 @@ impl Error {
             | Error::RateLimitedFrames
             | Error::Backlog { .. }
             | Error::TurnCapReached { .. } => 429,
-            Error::NoPush => 501,
+            Error::NoPush | Error::NoTopics => 501,
             Error::TurnUpstream(_) => 502,
             Error::Busy { .. }
             | Error::Unreadable { .. }
@@ -135,6 +137,7 @@ impl fmt::Display for Error {
             Error::Left => "This session left the room; a new session can join",
             Error::NoBucket => "R2 bucket binding BUCKET is not configured",
             Error::NoPush => "No push transport here (no RELAY_ROOMS binding): use POST /relay/v1",
+            Error::NoTopics => "No y-webrtc signalling here (no TOPIC_ROOMS binding)",
             Error::TurnNotConfigured => {
                 "TURN is not configured: set TURN_URLS and the secret TURN_SHARED_SECRET, \
                  or CF_TURN_KEY_ID and the secret CF_TURN_KEY_API_TOKEN (see INSTALL.md)"

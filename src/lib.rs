@@ -13,11 +13,11 @@
 //! * [`config`]: every setting, from `[vars]` and secrets;
 //! * [`host`]: where a room is kept and changed: R2, or held in memory by
 //!   one authority that pushes (a Durable Object);
-//! * [`wire`]: the protocols (p2pcf, relay), each parse → engine → render;
+//! * [`wire`]: the protocols (p2pcf, relay, y-webrtc), each parse → engine → render;
 //! * [`edge`]: routing, CORS, origin rules and quotas, TURN, the status page;
-//! * `worker_entry` and `room_object` (wasm only): the only code that
-//!   touches the Workers runtime (the fetch handler; the relay room's
-//!   Durable Object); [`testing`] (native only): the worker over the in-memory store
+//! * `worker_entry`, `room_object` and `topic_object` (wasm only): the only
+//!   code that touches the Workers runtime (the fetch handler; the relay
+//!   room's Durable Object; a y-webrtc namespace's); [`testing`] (native only): the worker over the in-memory store
 //!   on a virtual clock, for `tests/` and `lab/`.
 
 pub mod config;
@@ -34,5 +34,7 @@ pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod room_object;
+#[cfg(target_arch = "wasm32")]
+mod topic_object;
 #[cfg(target_arch = "wasm32")]
 mod worker_entry;

@@ -11,7 +11,7 @@ use worker::{
 use crate::config::Config;
 use crate::edge::access::QuotaLedger;
 use crate::edge::isolate::room_tag;
-use crate::edge::serve::{admit_socket, is_rate_limited};
+use crate::edge::serve::{admit_socket, is_rate_limited, SocketPlace};
 use crate::edge::{error_response, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
 use crate::error::Error;
 use crate::host::r2::RetryPolicy;
@@ -189,8 +189,9 @@ fn is_upgrade(req: &Request) -> bool {
         .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
 }
 
-/// A WebSocket upgrade: admitted by the edge's rules, then handed to its
-/// room's Durable Object (`RELAY_ROOMS`), which keeps the socket.
+/// A WebSocket upgrade: admitted by the edge's rules, then handed to the
+/// Durable Object that keeps the socket: its relay room's (`RELAY_ROOMS`)
+/// or its y-webrtc namespace's (`TOPIC_ROOMS`).
 async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Result<Response> {
     let request = HttpRequest {
         method: req.method().to_string(),
@@ -216,11 +217,15 @@ async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Resul
             .await
             .map_err(|e| error_response(&e)),
     };
-    let target = admitted.and_then(|room| {
+    let target = admitted.and_then(|place| {
+        let (binding, missing, room) = match place {
+            SocketPlace::Relay(room) => ("RELAY_ROOMS", Error::NoPush, room),
+            SocketPlace::YWebrtc(namespace) => ("TOPIC_ROOMS", Error::NoTopics, namespace),
+        };
         outcome.room = Some(room_tag(&room, services.isolate.log_key(config)));
         let objects = env
-            .durable_object("RELAY_ROOMS")
-            .map_err(|_| error_response(&Error::NoPush))?;
+            .durable_object(binding)
+            .map_err(|_| error_response(&missing))?;
         Ok((room, objects))
     });
     let response = match target {

@@ -22,7 +22,13 @@ const LAYERS: &[&[&str]] = &[
     &["host"],
     &["wire"],
     &["edge"],
-    &["testing", "worker_entry", "room_object", "lib"],
+    &[
+        "testing",
+        "worker_entry",
+        "room_object",
+        "topic_object",
+        "lib",
+    ],
 ];
 
 fn sources() -> Vec<PathBuf> {

@@ -16,21 +16,28 @@ use crate::host::r2::RetryPolicy;
 use crate::platform::{Boxed, Platform};
 use crate::store::{Counting, OpCounts, Store, StoreError};
 use crate::wire::p2pcf::{self, parse_request, Request};
+use crate::wire::y_webrtc::Y_WEBRTC_PATH;
 use crate::wire::{relay, Reply};
 
 /// Where the relay API (v1) answers.
 pub const RELAY_PATH: &str = "/relay/v1";
 
-/// A WebSocket upgrade on the relay path (the push transport): the same
-/// origin rules, quota and room rules as a signalling call, decided before
-/// the socket is handed to its room's object. Returns the room.
+/// Where an admitted WebSocket goes: a relay room's object, or a y-webrtc
+/// namespace's.
+#[derive(Debug, PartialEq)]
+pub enum SocketPlace {
+    Relay(RoomId),
+    YWebrtc(RoomId),
+}
+
+/// A WebSocket upgrade (the relay's push transport, or y-webrtc's
+/// signalling): the same origin rules, quota and room rules as a
+/// signalling call, decided before the socket is handed to its object.
 pub async fn admit_socket<S: Store, P: Platform>(
     req: &HttpRequest,
     svc: &Services<'_, S, P>,
-) -> Result<RoomId, Error> {
-    if path(&req.url) != RELAY_PATH {
-        return Err(Error::BadRequest("WebSocket upgrades go to /relay/v1"));
-    }
+) -> Result<SocketPlace, Error> {
+    let place = socket_place(path(&req.url), &req.url)?;
     if let Access::Metered { origin, quota } = access(svc.config, req.header("origin"))? {
         let store = svc.store.ok_or(Error::NoBucket)?;
         let counting = Counting::new(store);
@@ -38,9 +45,28 @@ pub async fn admit_socket<S: Store, P: Platform>(
             .admit(&counting, svc.platform, origin, quota)
             .await?;
     }
-    let room = RoomId::parse(query(&req.url, "room").unwrap_or_default())?;
-    rooms::settings_for(&room, svc.config, svc.platform.now_ms())?;
-    Ok(room)
+    let (SocketPlace::Relay(room) | SocketPlace::YWebrtc(room)) = &place;
+    rooms::settings_for(room, svc.config, svc.platform.now_ms())?;
+    Ok(place)
+}
+
+/// The place a socket's path names: `/relay/v1?room=<room>`, or
+/// `/y-webrtc/<namespace>` (`/y-webrtc` alone: `default`).
+fn socket_place(path: &str, url: &str) -> Result<SocketPlace, Error> {
+    if path == RELAY_PATH {
+        let room = RoomId::parse(query(url, "room").unwrap_or_default())?;
+        return Ok(SocketPlace::Relay(room));
+    }
+    let namespace = match path.strip_prefix(Y_WEBRTC_PATH) {
+        Some("" | "/") => "default",
+        Some(rest) => rest.strip_prefix('/').unwrap_or(""),
+        None => {
+            return Err(Error::BadRequest(
+                "WebSocket upgrades go to /relay/v1 or /y-webrtc/<namespace>",
+            ))
+        }
+    };
+    Ok(SocketPlace::YWebrtc(RoomId::parse(namespace)?))
 }
 
 /// A query parameter, as written (ids need no decoding: `[A-Za-z0-9_-]`).
@@ -424,5 +450,30 @@ mod tests {
             assert!(!is_json(Some(bad)), "{bad:?}");
         }
         assert!(!is_json(None));
+    }
+
+    #[test]
+    fn a_socket_path_names_its_place() {
+        let place = |url: &str| socket_place(path(url), url);
+        let room = |r: &str| RoomId::parse(r).unwrap();
+        assert_eq!(
+            place("https://w.dev/relay/v1?room=abcd"),
+            Ok(SocketPlace::Relay(room("abcd")))
+        );
+        for url in ["https://w.dev/y-webrtc", "https://w.dev/y-webrtc/"] {
+            assert_eq!(place(url), Ok(SocketPlace::YWebrtc(room("default"))));
+        }
+        assert_eq!(
+            place("https://w.dev/y-webrtc/my-app?x=1"),
+            Ok(SocketPlace::YWebrtc(room("my-app")))
+        );
+        for bad in [
+            "https://w.dev/y-webrtc/a/b",
+            "https://w.dev/y-webrtcx",
+            "https://w.dev/relay/v1",
+            "https://w.dev/",
+        ] {
+            assert!(place(bad).is_err(), "{bad}");
+        }
     }
 }

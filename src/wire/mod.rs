@@ -3,6 +3,7 @@
 
 pub mod p2pcf;
 pub mod relay;
+pub mod y_webrtc;
 
 use crate::engine::hints::Hint;
 use crate::error::Error;

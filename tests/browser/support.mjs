@@ -28,7 +28,8 @@ async function bundle (file) {
  * Serves the test pages and launches Chromium. `/` runs page.mjs (the stock
  * p2pcf client); `/relay` runs relay-page.mjs (client/relay.js with
  * simple-peer's own browser bundle from node_modules); `/swarm` runs
- * swarm-page.mjs (fast-rtc-swarm over the relay).
+ * swarm-page.mjs (fast-rtc-swarm over the relay); `/yjs` runs yjs-page.mjs
+ * (y-webrtc and Yjs, unchanged).
  * Returns { browser, openClient, stop }.
  */
 export async function startBrowser () {
@@ -36,6 +37,7 @@ export async function startBrowser () {
     '/page.js': await bundle('page.mjs'),
     '/relay-page.js': await bundle('relay-page.mjs'),
     '/swarm-page.js': await bundle('swarm-page.mjs'),
+    '/yjs-page.js': await bundle('yjs-page.mjs'),
     '/simplepeer.min.js': readFileSync(new URL('../../node_modules/simple-peer/simplepeer.min.js', import.meta.url), 'utf8')
   }
   const html = body => `<!doctype html><meta charset="utf-8"><title>p2pcf test</title>${body}`
@@ -44,6 +46,9 @@ export async function startBrowser () {
     if (scripts[path]) {
       res.writeHead(200, { 'Content-Type': 'text/javascript' })
       res.end(scripts[path])
+    } else if (path === '/yjs') {
+      res.writeHead(200, { 'Content-Type': 'text/html' })
+      res.end(html('<script type="module" src="/yjs-page.js"></script>'))
     } else if (path === '/swarm') {
       res.writeHead(200, { 'Content-Type': 'text/html' })
       res.end(html('<script type="module" src="/swarm-page.js"></script>'))
@@ -91,7 +96,7 @@ export async function until (what, fn, timeoutMs = 30000) {
 }
 
 /** A TCP port on 127.0.0.1 nobody listens on (coturn takes UDP and TCP on it). */
-async function freePort () {
+export async function freePort () {
   const server = net.createServer()
   await new Promise(resolve => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address()

@@ -9,7 +9,8 @@ const compatibilityDate = readFileSync(new URL('wrangler.toml', root), 'utf8')
 
 /**
  * Starts the worker; `vars` become its [vars]; `push` binds RELAY_ROOMS (the
- * relay rooms' Durable Objects, SQLite-backed) as wrangler.toml does;
+ * relay rooms' Durable Objects, SQLite-backed) and TOPIC_ROOMS (y-webrtc's)
+ * as wrangler.toml does;
  * `persist`, a directory, keeps their storage across restarts.
  * Returns { url, logs, stop, bucket }.
  */
@@ -31,7 +32,9 @@ export async function startWorker ({ vars = {}, bucket = true, ratelimits, push 
       assetConfig: { has_static_routing: true }
     },
     r2Buckets: bucket ? ['BUCKET'] : [],
-    durableObjects: push ? { RELAY_ROOMS: { className: 'RelayRoom', useSQLite: true } } : {},
+    durableObjects: push
+      ? { RELAY_ROOMS: { className: 'RelayRoom', useSQLite: true }, TOPIC_ROOMS: { className: 'TopicRoom', useSQLite: true } }
+      : {},
     // A directory keeps the objects' storage across a restart (a deploy).
     ...(persist ? { durableObjectsPersist: persist } : {}),
     bindings: vars,
