@@ -687,16 +687,7 @@ impl<D: Member> Room<D> {
         now_ms: u64,
         limit: usize,
     ) -> Vec<ContextId> {
-        let mut due: Vec<(&ContextId, &Entry<D>)> = self
-            .entries
-            .iter()
-            .filter(|(k, e)| *k != context && e.is_live(now_ms) && now_ms >= e.renewal_due_ms(k))
-            .collect();
-        sort_by_u64(&mut due, |(_, e)| e.expires_ms);
-        due.into_iter()
-            .take(limit)
-            .map(|(k, _)| k.clone())
-            .collect()
+        self.other_entries_by_expiry(context, now_ms, limit, |k, e| now_ms >= e.renewal_due_ms(k))
     }
 
     /// Other entries close enough to expiry that their renewal is urgent,
@@ -708,14 +699,25 @@ impl<D: Member> Room<D> {
         now_ms: u64,
         limit: usize,
     ) -> Vec<ContextId> {
-        let mut urgent: Vec<(&ContextId, &Entry<D>)> = self
+        self.other_entries_by_expiry(context, now_ms, limit, |_, e| e.renewal_urgent(now_ms))
+    }
+
+    /// The live entries other than `context`'s that pass `keep`, soonest
+    /// expiry first, at most `limit`.
+    fn other_entries_by_expiry(
+        &self,
+        context: &ContextId,
+        now_ms: u64,
+        limit: usize,
+        keep: impl Fn(&ContextId, &Entry<D>) -> bool,
+    ) -> Vec<ContextId> {
+        let mut due: Vec<(&ContextId, &Entry<D>)> = self
             .entries
             .iter()
-            .filter(|(k, e)| *k != context && e.is_live(now_ms) && e.renewal_urgent(now_ms))
+            .filter(|(k, e)| *k != context && e.is_live(now_ms) && keep(k, e))
             .collect();
-        sort_by_u64(&mut urgent, |(_, e)| e.expires_ms);
-        urgent
-            .into_iter()
+        sort_by_u64(&mut due, |(_, e)| e.expires_ms);
+        due.into_iter()
             .take(limit)
             .map(|(k, _)| k.clone())
             .collect()

@@ -2,6 +2,7 @@
 // miniflare's Node API, with a local R2 bucket, on 127.0.0.1 and a free port.
 import { readFileSync } from 'node:fs'
 import { Miniflare } from 'miniflare'
+import WebSocket from 'ws'
 
 const root = new URL('../../', import.meta.url)
 const compatibilityDate = readFileSync(new URL('wrangler.toml', root), 'utf8')
@@ -114,3 +115,45 @@ export function r2Ops (res) {
 }
 
 export const sessions = res => res.json.ps.map(p => p[0]).sort()
+
+/**
+ * A WebSocket on `path` of the worker at `base`, with a queue of frames
+ * (parsed JSON, else the text) and its close.
+ */
+export function connectSocket (base, path, headers = {}) {
+  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}${path}`, { headers })
+  const frames = []
+  const waiting = []
+  ws.on('message', data => {
+    const text = data.toString()
+    let frame
+    try { frame = JSON.parse(text) } catch { frame = text }
+    const w = waiting.shift()
+    if (w) w(frame)
+    else frames.push(frame)
+  })
+  const closed = new Promise(resolve => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+  const opened = new Promise((resolve, reject) => {
+    ws.on('open', resolve)
+    ws.on('unexpected-response', (_, res) => {
+      let body = ''
+      res.on('data', c => { body += c })
+      res.on('end', () => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode} ${body}`), { status: res.statusCode, body })))
+    })
+    ws.on('error', reject)
+  })
+  return {
+    ws,
+    opened,
+    closed,
+    send: frame => ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
+    /** The next frame, within 5 s. */
+    next: () => frames.length
+      ? Promise.resolve(frames.shift())
+      : new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no frame within 5 s')), 5000)
+        waiting.push(f => { clearTimeout(timer); resolve(f) })
+      }),
+    pending: () => frames.length
+  }
+}

@@ -8,50 +8,16 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join as joinPath } from 'node:path'
 import WebSocket from 'ws'
-import { startWorker } from './harness.mjs'
+import { connectSocket, startWorker } from './harness.mjs'
 
 let worker
 
 before(async () => { worker = await startWorker() })
 after(async () => { await worker?.stop() })
 
-/** A socket with a queue of parsed frames and its close. */
+/** A socket on a relay room (see `connectSocket`). */
 function connect (base, room, headers = {}) {
-  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/relay/v1?room=${room}`, { headers })
-  const frames = []
-  const waiting = []
-  ws.on('message', (data, binary) => {
-    const text = data.toString()
-    let frame
-    try { frame = JSON.parse(text) } catch { frame = text }
-    const w = waiting.shift()
-    if (w) w(frame)
-    else frames.push(frame)
-  })
-  const closed = new Promise(resolve => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })))
-  const opened = new Promise((resolve, reject) => {
-    ws.on('open', resolve)
-    ws.on('unexpected-response', (_, res) => {
-      let body = ''
-      res.on('data', c => { body += c })
-      res.on('end', () => reject(Object.assign(new Error(`upgrade refused: ${res.statusCode} ${body}`), { status: res.statusCode, body })))
-    })
-    ws.on('error', reject)
-  })
-  return {
-    ws,
-    opened,
-    closed,
-    send: frame => ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
-    /** The next frame, within 5 s. */
-    next: () => frames.length
-      ? Promise.resolve(frames.shift())
-      : new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('no frame within 5 s')), 5000)
-        waiting.push(f => { clearTimeout(timer); resolve(f) })
-      }),
-    pending: () => frames.length
-  }
+  return connectSocket(base, `/relay/v1?room=${room}`, headers)
 }
 
 async function join (room, name, base = worker.url) {
