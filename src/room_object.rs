@@ -62,11 +62,11 @@ struct Attachment {
 #[wasm_bindgen]
 extern "C" {
     /// The object's state (`ctx`), for what workers-rs 0.8.7 does not bind.
-    type RawState;
+    pub(crate) type RawState;
     /// `ctx.getWebSocketAutoResponseTimestamp(ws)`: when the runtime last
     /// answered this socket's `ping`.
     #[wasm_bindgen(method, js_name = getWebSocketAutoResponseTimestamp)]
-    fn auto_response_at(
+    pub(crate) fn auto_response_at(
         this: &RawState,
         ws: &worker::web_sys::WebSocket,
     ) -> Option<worker::js_sys::Date>;

@@ -5,10 +5,15 @@
 //! subscriptions live with the sockets, here in their attachments (a
 //! number and its topics), so hibernation and eviction lose nothing and
 //! everything in memory is rebuilt from them on wake. `{"type":"ping"}` is
-//! answered by the runtime without waking the object. A deploy closes the
-//! sockets; y-webrtc reconnects and subscribes again by itself.
+//! answered by the runtime without waking the object (y-webrtc pings after
+//! 15 s of silence); while sockets are open an alarm every `SOCKET_IDLE_S`
+//! closes those silent for longer (a crashed tab, a dead network), so they
+//! cannot fill a namespace. A deploy closes the sockets; y-webrtc
+//! reconnects and subscribes again by itself.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
+
+use wasm_bindgen::JsCast;
 
 use worker::{
     durable_object, DurableObject, Env, Request, Response, State, WebSocket,
@@ -19,14 +24,17 @@ use crate::config::Config;
 use crate::engine::topics::{SocketId, Topic, Topics};
 use crate::error::Error;
 use crate::platform::Platform;
+use crate::room_object::RawState;
 use crate::wire::relay::socket::close_for;
 use crate::wire::y_webrtc::{self, FrameLimits, PING, PONG};
 use crate::worker_entry::WorkerPlatform;
 
 /// What a socket carries through hibernation: its number in this object,
-/// then its topics, a line each (a topic has no control characters).
+/// when it was accepted (ms), then its topics, a line each (a topic has no
+/// control characters).
 struct Attachment {
     number: SocketId,
+    accepted_ms: u64,
     topics: Vec<Topic>,
 }
 
@@ -35,16 +43,22 @@ impl Attachment {
         let text: String = ws.deserialize_attachment().ok().flatten()?;
         let mut lines = text.split('\n');
         let number = lines.next()?.parse().ok()?;
+        let accepted_ms = lines.next()?.parse().ok()?;
         let topics = lines.filter_map(|t| Topic::parse(t).ok()).collect();
-        Some(Self { number, topics })
+        Some(Self {
+            number,
+            accepted_ms,
+            topics,
+        })
     }
 
     fn keep(
         ws: &WebSocket,
         number: SocketId,
+        accepted_ms: u64,
         topics: impl Iterator<Item = String>,
     ) -> worker::Result<()> {
-        let mut text = number.to_string();
+        let mut text = format!("{number}\n{accepted_ms}");
         for topic in topics {
             text.push('\n');
             text.push_str(&topic);
@@ -57,7 +71,17 @@ impl Attachment {
 struct Held {
     topics: Topics,
     /// In number order.
-    sockets: Vec<(SocketId, WebSocket)>,
+    sockets: Vec<Socket>,
+}
+
+struct Socket {
+    number: SocketId,
+    ws: WebSocket,
+    /// When it was accepted, sent a frame or was sent one, as far as this
+    /// instance knows (ms). A live y-webrtc client that is sent nothing
+    /// for 15 s pings, and the runtime notes when it answered: a socket is
+    /// silent when neither moved for `SOCKET_IDLE_S`.
+    heard_ms: u64,
 }
 
 #[durable_object]
@@ -66,6 +90,8 @@ pub struct TopicRoom {
     env: Env,
     held: RefCell<Option<Held>>,
     config: OnceCell<Config>,
+    /// Whether an alarm is set, as far as this instance knows.
+    alarm_set: Cell<Option<bool>>,
 }
 
 impl DurableObject for TopicRoom {
@@ -78,6 +104,7 @@ impl DurableObject for TopicRoom {
             env,
             held: RefCell::new(None),
             config: OnceCell::new(),
+            alarm_set: Cell::new(None),
         }
     }
 
@@ -93,13 +120,20 @@ impl DurableObject for TopicRoom {
         let mut bytes = [0u8; 8];
         WorkerPlatform::BARE.fill_random(&mut bytes);
         let number = SocketId::from_le_bytes(bytes);
+        let now = WorkerPlatform::BARE.now_ms();
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
-        Attachment::keep(&pair.server, number, std::iter::empty())?;
+        Attachment::keep(&pair.server, number, now, std::iter::empty())?;
         self.with_held(|held| {
-            let at = held.sockets.partition_point(|(n, _)| *n < number);
-            held.sockets.insert(at, (number, pair.server));
+            let at = held.sockets.partition_point(|s| s.number < number);
+            let socket = Socket {
+                number,
+                ws: pair.server,
+                heard_ms: now,
+            };
+            held.sockets.insert(at, socket);
         });
+        self.watch().await?;
         Response::from_websocket(pair.client)
     }
 
@@ -108,7 +142,12 @@ impl DurableObject for TopicRoom {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
-        let Some(number) = socket_number(&ws) else {
+        let Some(Attachment {
+            number,
+            accepted_ms,
+            ..
+        }) = Attachment::of(&ws)
+        else {
             let _ = ws.close(Some(4400), Some("Unknown socket"));
             return Ok(());
         };
@@ -128,15 +167,19 @@ impl DurableObject for TopicRoom {
             now_ms: WorkerPlatform::BARE.now_ms(),
         };
         let effects = self.with_held(|held| {
+            if let Some(me) = held.sockets.iter_mut().find(|s| s.number == number) {
+                me.heard_ms = limits.now_ms;
+            }
             let effects = y_webrtc::on_frame(&mut held.topics, number, &text, &limits);
             for (to, frame) in &effects.pushes {
-                if let Some((_, socket)) = held.sockets.iter().find(|(n, _)| n == to) {
-                    let _ = socket.send_with_str(frame);
+                if let Some(socket) = held.sockets.iter_mut().find(|s| s.number == *to) {
+                    let _ = socket.ws.send_with_str(frame);
+                    socket.heard_ms = limits.now_ms;
                 }
             }
             if effects.subscriptions_changed {
                 let topics = held.topics.topics_of(number).map(|t| t.as_str().to_owned());
-                let _ = Attachment::keep(&ws, number, topics);
+                let _ = Attachment::keep(&ws, number, accepted_ms, topics);
             }
             effects
         });
@@ -156,6 +199,8 @@ impl DurableObject for TopicRoom {
         _reason: String,
         _was_clean: bool,
     ) -> worker::Result<()> {
+        // The close handshake's answer (else the client waits, then 1006).
+        let _ = ws.close(Some(1000), Some("Closed"));
         self.gone(&ws);
         Ok(())
     }
@@ -164,11 +209,52 @@ impl DurableObject for TopicRoom {
         self.gone(&ws);
         Ok(())
     }
+
+    /// Closes the sockets silent for longer than `SOCKET_IDLE_S`, and
+    /// comes back while any is open.
+    async fn alarm(&self) -> worker::Result<Response> {
+        self.alarm_set.set(Some(false));
+        let idle_ms = self.idle_ms();
+        let now = WorkerPlatform::BARE.now_ms();
+        let raw = self.state.as_raw().unchecked_ref::<RawState>();
+        self.with_held(|held| {
+            let mut silent = Vec::new();
+            for socket in &held.sockets {
+                let pinged = raw
+                    .auto_response_at(socket.ws.as_ref())
+                    .map_or(0, |d| d.get_time() as u64);
+                if now.saturating_sub(socket.heard_ms.max(pinged)) > idle_ms {
+                    let _ = socket.ws.close(Some(SILENT.0), Some(SILENT.1));
+                    silent.push(socket.number);
+                }
+            }
+            for number in silent {
+                held.topics.gone(number);
+                held.sockets.retain(|s| s.number != number);
+            }
+        });
+        self.watch().await?;
+        Response::ok("")
+    }
 }
+
+/// The close of a socket silent for longer than `SOCKET_IDLE_S`.
+const SILENT: (u16, &str) = (4408, "No frame or ping for too long");
 
 /// The number a socket was given when it was accepted.
 fn socket_number(ws: &WebSocket) -> Option<SocketId> {
     Attachment::of(ws).map(|a| a.number)
+}
+
+impl Attachment {
+    /// This socket, as the object holds it after a wake.
+    fn socket(self, ws: WebSocket) -> Socket {
+        Socket {
+            number: self.number,
+            ws,
+            heard_ms: self.accepted_ms,
+        }
+    }
 }
 
 impl TopicRoom {
@@ -193,12 +279,33 @@ impl TopicRoom {
                     continue;
                 };
                 let _ = rebuilt.topics.subscribe(a.number, &a.topics);
-                rebuilt.sockets.push((a.number, ws));
+                rebuilt.sockets.push(a.socket(ws));
             }
-            rebuilt.sockets.sort_by_key(|(n, _)| *n);
+            rebuilt.sockets.sort_by_key(|s| s.number);
             rebuilt
         });
         f(held)
+    }
+
+    fn idle_ms(&self) -> u64 {
+        self.config().limits.socket_idle_s as u64 * 1000
+    }
+
+    /// Sets the alarm `SOCKET_IDLE_S` ahead if sockets are open and none is
+    /// set: one alarm (one row written) per idle period, none while empty.
+    async fn watch(&self) -> worker::Result<()> {
+        let storage = self.state.storage();
+        let set = match self.alarm_set.get() {
+            Some(set) => set,
+            None => storage.get_alarm().await?.is_some(),
+        };
+        let open = self.with_held(|held| !held.sockets.is_empty());
+        if open && !set {
+            // An i64 is an offset from now (workers-rs `ScheduledTime`).
+            storage.set_alarm(self.idle_ms() as i64).await?;
+        }
+        self.alarm_set.set(Some(set || open));
+        Ok(())
     }
 
     /// A socket that closed or failed: its subscriptions go with it.
@@ -206,7 +313,7 @@ impl TopicRoom {
         if let Some(number) = socket_number(ws) {
             self.with_held(|held| {
                 held.topics.gone(number);
-                held.sockets.retain(|(n, _)| *n != number);
+                held.sockets.retain(|s| s.number != number);
             });
         }
     }
@@ -222,7 +329,7 @@ impl TopicRoom {
         let _ = ws.close(Some(code), Some(reason));
         self.with_held(|held| {
             held.topics.gone(number);
-            held.sockets.retain(|(n, _)| *n != number);
+            held.sockets.retain(|s| s.number != number);
         });
         Ok(())
     }

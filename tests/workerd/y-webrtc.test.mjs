@@ -127,3 +127,42 @@ test('the upgrade follows the deployment\'s rules: origins, namespace ids, no bi
     await plain.stop()
   }
 })
+
+test('a silent socket (a crashed tab, a dead network) is closed and its subscriptions go; a pinging one and one that is sent frames stay', async () => {
+  const quick = await startWorker({ vars: { SOCKET_IDLE_S: '1' } })
+  const open = async topics => {
+    const c = connect(quick.url, '/y-webrtc/yjs-idle')
+    await c.opened
+    c.send({ type: 'subscribe', topics })
+    return c
+  }
+  try {
+    const silent = await open(['t'])
+    const pinging = await open(['t'])
+    const listening = await open(['u'])
+    const talker = await open(['u'])
+    const timers = [
+      setInterval(() => pinging.send({ type: 'ping' }), 300),
+      // The listener only receives (as a y-webrtc client in a busy room, which then never pings).
+      setInterval(() => talker.send({ type: 'publish', topic: 'u', data: 'tick' }), 300)
+    ]
+    try {
+      const started = performance.now()
+      const closed = await silent.closed
+      assert.equal(closed.code, 4408)
+      console.log(`# workerd: a silent y-webrtc socket closed after ${((performance.now() - started) / 1000).toFixed(1)} s (SOCKET_IDLE_S=1)`)
+      await new Promise(resolve => setTimeout(resolve, 2500))
+      for (const c of [pinging, listening, talker]) assert.equal(c.ws.readyState, 1, 'still open')
+    } finally {
+      timers.forEach(clearInterval)
+    }
+    // The closed socket's subscription went with it.
+    pinging.send({ type: 'publish', topic: 't', data: 0 })
+    let frame
+    do frame = await pinging.next(); while (frame.type === 'pong')
+    assert.deepEqual(frame, { type: 'publish', topic: 't', data: 0, clients: 1 })
+    for (const c of [pinging, listening, talker]) { c.ws.close(); await c.closed }
+  } finally {
+    await quick.stop()
+  }
+})
