@@ -74,6 +74,14 @@ struct Held {
     sockets: Vec<Socket>,
 }
 
+impl Held {
+    /// A socket gone: its subscriptions go with it.
+    fn forget(&mut self, number: SocketId) {
+        self.topics.gone(number);
+        self.sockets.retain(|s| s.number != number);
+    }
+}
+
 struct Socket {
     number: SocketId,
     ws: WebSocket,
@@ -228,10 +236,7 @@ impl DurableObject for TopicRoom {
                     silent.push(socket.number);
                 }
             }
-            for number in silent {
-                held.topics.gone(number);
-                held.sockets.retain(|s| s.number != number);
-            }
+            silent.into_iter().for_each(|number| held.forget(number));
         });
         self.watch().await?;
         Response::ok("")
@@ -311,10 +316,7 @@ impl TopicRoom {
     /// A socket that closed or failed: its subscriptions go with it.
     fn gone(&self, ws: &WebSocket) {
         if let Some(number) = socket_number(ws) {
-            self.with_held(|held| {
-                held.topics.gone(number);
-                held.sockets.retain(|s| s.number != number);
-            });
+            self.with_held(|held| held.forget(number));
         }
     }
 
@@ -327,10 +329,7 @@ impl TopicRoom {
         reason: &str,
     ) -> worker::Result<()> {
         let _ = ws.close(Some(code), Some(reason));
-        self.with_held(|held| {
-            held.topics.gone(number);
-            held.sockets.retain(|s| s.number != number);
-        });
+        self.with_held(|held| held.forget(number));
         Ok(())
     }
 }
