@@ -7,7 +7,7 @@
 //!
 //! Limits, so that no socket makes the others' work expensive: topic names
 //! of at most [`MAX_TOPIC_BYTES`], at most [`MAX_TOPICS_PER_SOCKET`] topics a
-//! socket, and a frame rate per socket ([`Topics::meter`]).
+//! socket, and frames and bytes per socket and window ([`Topics::meter`]).
 
 use crate::error::Error;
 
@@ -15,6 +15,14 @@ use crate::error::Error;
 pub const MAX_TOPIC_BYTES: usize = 256;
 /// Most topics one socket may subscribe to.
 pub const MAX_TOPICS_PER_SOCKET: usize = 64;
+
+/// What one socket may send in a window.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    pub frames: u32,
+    pub bytes: usize,
+    pub window_ms: u64,
+}
 
 /// A socket, as the place that holds it numbers it.
 pub type SocketId = u64;
@@ -50,8 +58,8 @@ pub struct Topics {
 struct Subscriber {
     socket: SocketId,
     topics: Vec<Topic>,
-    /// The current window's start and frames counted in it.
-    meter: (u64, u32),
+    /// The current window's start, and frames and bytes counted in it.
+    meter: (u64, u32, usize),
 }
 
 impl Topics {
@@ -62,7 +70,7 @@ impl Topics {
                 let new = Subscriber {
                     socket,
                     topics: Vec::new(),
-                    meter: (now_ms, 0),
+                    meter: (now_ms, 0, 0),
                 };
                 self.sockets.insert(i, new);
                 i
@@ -121,15 +129,17 @@ impl Topics {
         self.find(socket).into_iter().flat_map(|s| s.topics.iter())
     }
 
-    /// Counts one frame of `socket`; `false` once it sent more than `max`
-    /// in the current `window_ms`.
-    pub fn meter(&mut self, socket: SocketId, max: u32, window_ms: u64, now_ms: u64) -> bool {
-        let (start, count) = &mut self.entry(socket, now_ms).meter;
-        if now_ms >= start.saturating_add(window_ms) {
-            (*start, *count) = (now_ms, 0);
+    /// Counts one frame of `bytes` from `socket`; `false` once it sent
+    /// more than `rate.frames` frames or `rate.bytes` bytes in the current
+    /// `rate.window_ms`.
+    pub fn meter(&mut self, socket: SocketId, bytes: usize, rate: &Rate, now_ms: u64) -> bool {
+        let (start, frames, sent) = &mut self.entry(socket, now_ms).meter;
+        if now_ms >= start.saturating_add(rate.window_ms) {
+            (*start, *frames, *sent) = (now_ms, 0, 0);
         }
-        *count += 1;
-        *count <= max
+        *frames += 1;
+        *sent = sent.saturating_add(bytes);
+        *frames <= rate.frames && *sent <= rate.bytes
     }
 
     /// Sockets known here.
@@ -183,11 +193,18 @@ mod tests {
     }
 
     #[test]
-    fn the_meter_counts_frames_per_window() {
+    fn the_meter_counts_frames_and_bytes_per_window() {
+        let rate = Rate {
+            frames: 3,
+            bytes: 100,
+            window_ms: 1000,
+        };
         let mut t = Topics::default();
-        assert!((0..3).all(|_| t.meter(7, 3, 1000, 0)));
-        assert!(!t.meter(7, 3, 1000, 999));
-        assert!(t.meter(7, 3, 1000, 1000));
-        assert!(t.meter(8, 3, 1000, 999));
+        assert!((0..3).all(|_| t.meter(7, 10, &rate, 0)));
+        assert!(!t.meter(7, 10, &rate, 999));
+        assert!(t.meter(7, 10, &rate, 1000));
+        assert!(t.meter(8, 10, &rate, 999));
+        assert!(t.meter(9, 100, &rate, 0));
+        assert!(!t.meter(9, 1, &rate, 1), "over the bytes");
     }
 }

@@ -18,12 +18,12 @@
 //! A frame that breaks a rule closes its socket with `4000 + status` and
 //! the reason: `4400` (not JSON, a bad topic name), `4413` (a frame over the
 //! size limit, more than [`MAX_TOPICS_PER_SOCKET`](crate::engine::topics::MAX_TOPICS_PER_SOCKET)
-//! topics), `4429` (more than [`MAX_FRAMES`] frames in [`FRAME_WINDOW_MS`]).
+//! topics), `4429` (over [`RATE`]: 200 frames or 512 KiB in 10 s).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::engine::topics::{SocketId, Topic, Topics};
+use crate::engine::topics::{Rate, SocketId, Topic, Topics};
 use crate::error::Error;
 use crate::wire::{from_json, relay::socket::close_for, to_json};
 
@@ -31,10 +31,15 @@ use crate::wire::{from_json, relay::socket::close_for, to_json};
 /// `/y-webrtc` alone, the namespace `default`); each namespace is one
 /// Durable Object.
 pub const Y_WEBRTC_PATH: &str = "/y-webrtc";
-/// Most frames one socket may send in [`FRAME_WINDOW_MS`] (every signal
-/// of every peer pair of a y-webrtc room is a publish).
-pub const MAX_FRAMES: u32 = 200;
-pub const FRAME_WINDOW_MS: u64 = 10_000;
+/// What one socket may send in 10 s: 200 frames (every signal of every
+/// peer pair of a y-webrtc room is a publish) and 512 KiB (a joiner's
+/// offers and candidates to its 20-34 peers are about 200 KiB). Bytes, not
+/// only frames: each publish is sent again to every subscriber.
+pub const RATE: Rate = Rate {
+    frames: 200,
+    bytes: 512 * 1024,
+    window_ms: 10_000,
+};
 /// The `pong` for a `ping`, exactly as the runtime's auto-response sends it.
 pub const PING: &str = r#"{"type":"ping"}"#;
 pub const PONG: &str = r#"{"type":"pong"}"#;
@@ -102,8 +107,8 @@ pub fn on_frame(
     if text.len() > limits.max_frame_bytes {
         return Effects::closing(&Error::PayloadTooLarge("Frame too large"));
     }
-    if !topics.meter(socket, MAX_FRAMES, FRAME_WINDOW_MS, limits.now_ms) {
-        let reason = "Too many frames: at most 200 per 10 s per socket".to_owned();
+    if !topics.meter(socket, text.len(), &RATE, limits.now_ms) {
+        let reason = "Too many frames: at most 200 or 512 KiB per 10 s per socket".to_owned();
         return Effects {
             close: Some((4000 + Error::RateLimitedFrames.status(), reason)),
             ..Effects::default()
@@ -233,18 +238,19 @@ mod tests {
         let frame = format!(r#"{{"type":"subscribe","topics":[{}]}}"#, many.join(","));
         assert_eq!(code(&mut t, &frame), Some(4413));
         let mut t = Topics::default();
-        let closes = (0..=MAX_FRAMES)
+        let closes = (0..=RATE.frames)
             .filter_map(|_| on_frame(&mut t, 9, PING, &LIMITS).close)
             .count();
         assert_eq!(closes, 1, "the frame past the limit closes");
         let mut t = Topics::default();
-        let close = (0..=MAX_FRAMES).find_map(|_| on_frame(&mut t, 9, PING, &LIMITS).close);
-        assert_eq!(
-            close,
-            Some((
-                4429,
-                format!("Too many frames: at most {MAX_FRAMES} per 10 s per socket")
-            ))
-        );
+        let close = (0..=RATE.frames).find_map(|_| on_frame(&mut t, 9, PING, &LIMITS).close);
+        let reason = "Too many frames: at most 200 or 512 KiB per 10 s per socket";
+        assert_eq!(close, Some((4429, reason.to_owned())));
+        // Bytes: the ninth 60 KiB publish is over 512 KiB.
+        let mut t = Topics::default();
+        let data = "x".repeat(60 * 1024);
+        let big = format!(r#"{{"type":"publish","topic":"r","data":"{data}"}}"#);
+        let closed = (0..9).position(|_| on_frame(&mut t, 3, &big, &LIMITS).close.is_some());
+        assert_eq!(closed, Some(8));
     }
 }
