@@ -141,11 +141,6 @@ impl Topics {
         *sent = sent.saturating_add(bytes);
         *frames <= rate.frames && *sent <= rate.bytes
     }
-
-    /// Sockets known here.
-    pub fn sockets(&self) -> usize {
-        self.sockets.len()
-    }
 }
 
 #[cfg(test)]
