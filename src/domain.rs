@@ -91,6 +91,25 @@ id_newtype!(
     |s| len_between(s, 1, 128)
 );
 
+id_newtype!(
+    /// A PeerJS peer id, as PeerJS checks it: 1..64 characters of
+    /// `[A-Za-z0-9]`, single spaces, `_` or `-` only between them.
+    PeerJsId,
+    "Bad PeerJS id",
+    |s| len_between(s, 1, MAX_ID_LEN)
+        && s.split([' ', '_', '-']).all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+);
+id_newtype!(
+    /// The token a PeerJS client makes up once and sends with its id on
+    /// every connect (1..128 characters, none a control): whoever shows it
+    /// again may take the id back.
+    PeerJsToken,
+    "Bad PeerJS token",
+    |s| len_between(s, 1, 128) && !s.chars().any(char::is_control)
+);
+
 /// A millisecond timestamp or duration exactly as the client wrote it.
 ///
 /// Kept as a JSON number so it goes back to clients unchanged (`ps` appends

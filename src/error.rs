@@ -49,6 +49,8 @@ pub enum Error {
     NoPush,
     /// A y-webrtc upgrade where the `TOPIC_ROOMS` binding is missing.
     NoTopics,
+    /// A PeerJS upgrade where the `PEER_ROOMS` binding is missing.
+    NoPeerJs,
     /// The `BUCKET` binding is missing: the deployment is not configured.
     NoBucket,
     /// `GET /turn` without a TURN source configured.
@@ -79,7 +81,7 @@ impl Error {
             | Error::RateLimitedFrames
             | Error::Backlog { .. }
             | Error::TurnCapReached { .. } => 429,
-            Error::NoPush | Error::NoTopics => 501,
+            Error::NoPush | Error::NoTopics | Error::NoPeerJs => 501,
             Error::TurnUpstream(_) => 502,
             Error::Busy { .. }
             | Error::Unreadable { .. }
@@ -138,6 +140,7 @@ impl fmt::Display for Error {
             Error::NoBucket => "R2 bucket binding BUCKET is not configured",
             Error::NoPush => "No push transport here (no RELAY_ROOMS binding): use POST /relay/v1",
             Error::NoTopics => "No y-webrtc signalling here (no TOPIC_ROOMS binding)",
+            Error::NoPeerJs => "No PeerJS signalling here (no PEER_ROOMS binding)",
             Error::TurnNotConfigured => {
                 "TURN is not configured: set TURN_URLS and the secret TURN_SHARED_SECRET, \
                  or CF_TURN_KEY_ID and the secret CF_TURN_KEY_API_TOKEN (see INSTALL.md)"

@@ -33,7 +33,11 @@ pub mod testing;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
+mod peer_object;
+#[cfg(target_arch = "wasm32")]
 mod room_object;
+#[cfg(target_arch = "wasm32")]
+mod socket_object;
 #[cfg(target_arch = "wasm32")]
 mod topic_object;
 #[cfg(target_arch = "wasm32")]

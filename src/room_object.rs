@@ -27,10 +27,10 @@ use worker::{
 use crate::config::Config;
 use crate::domain::{ContextId, RoomId, SessionId};
 use crate::edge::rooms;
-use crate::edge::serve::query;
 use crate::error::Error;
 use crate::host::live::LiveRoom;
 use crate::platform::Platform;
+use crate::wire::query;
 use crate::wire::relay;
 use crate::wire::relay::adapter::RelayMember;
 use crate::wire::relay::object;

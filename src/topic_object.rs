@@ -11,85 +11,34 @@
 //! cannot fill a namespace. A deploy closes the sockets; y-webrtc
 //! reconnects and subscribes again by itself.
 
-use std::cell::{Cell, OnceCell, RefCell};
-
-use wasm_bindgen::JsCast;
+use std::cell::{OnceCell, RefCell};
 
 use worker::{
     durable_object, DurableObject, Env, Request, Response, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    WebSocketIncomingMessage,
 };
 
 use crate::config::Config;
 use crate::engine::topics::{SocketId, Topic, Topics};
 use crate::error::Error;
 use crate::platform::Platform;
-use crate::room_object::RawState;
-use crate::wire::relay::socket::close_for;
+use crate::socket_object::{self, Alarm, Attachment, Sockets};
 use crate::wire::y_webrtc::{self, FrameLimits, PING, PONG};
 use crate::worker_entry::WorkerPlatform;
 
-/// What a socket carries through hibernation: its number in this object,
-/// when it was accepted (ms), then its topics, a line each (a topic has no
-/// control characters).
-struct Attachment {
-    number: SocketId,
-    accepted_ms: u64,
-    topics: Vec<Topic>,
-}
-
-impl Attachment {
-    fn of(ws: &WebSocket) -> Option<Self> {
-        let text: String = ws.deserialize_attachment().ok().flatten()?;
-        let mut lines = text.split('\n');
-        let number = lines.next()?.parse().ok()?;
-        let accepted_ms = lines.next()?.parse().ok()?;
-        let topics = lines.filter_map(|t| Topic::parse(t).ok()).collect();
-        Some(Self {
-            number,
-            accepted_ms,
-            topics,
-        })
-    }
-
-    fn keep(
-        ws: &WebSocket,
-        number: SocketId,
-        accepted_ms: u64,
-        topics: impl Iterator<Item = String>,
-    ) -> worker::Result<()> {
-        let mut text = format!("{number}\n{accepted_ms}");
-        for topic in topics {
-            text.push('\n');
-            text.push_str(&topic);
-        }
-        ws.serialize_attachment(text)
-    }
-}
-
 /// The sockets and their topics, as rebuilt on wake.
+#[derive(Default)]
 struct Held {
     topics: Topics,
-    /// In number order.
-    sockets: Vec<Socket>,
+    sockets: Sockets,
 }
 
 impl Held {
     /// A socket gone: its subscriptions go with it.
     fn forget(&mut self, number: SocketId) {
         self.topics.gone(number);
-        self.sockets.retain(|s| s.number != number);
+        self.sockets.forget(number);
     }
-}
-
-struct Socket {
-    number: SocketId,
-    ws: WebSocket,
-    /// When it was accepted, sent a frame or was sent one, as far as this
-    /// instance knows (ms). A live y-webrtc client that is sent nothing
-    /// for 15 s pings, and the runtime notes when it answered: a socket is
-    /// silent when neither moved for `SOCKET_IDLE_S`.
-    heard_ms: u64,
 }
 
 #[durable_object]
@@ -98,8 +47,7 @@ pub struct TopicRoom {
     env: Env,
     held: RefCell<Option<Held>>,
     config: OnceCell<Config>,
-    /// Whether an alarm is set, as far as this instance knows.
-    alarm_set: Cell<Option<bool>>,
+    alarm: Alarm,
 }
 
 impl DurableObject for TopicRoom {
@@ -112,7 +60,7 @@ impl DurableObject for TopicRoom {
             env,
             held: RefCell::new(None),
             config: OnceCell::new(),
-            alarm_set: Cell::new(None),
+            alarm: Alarm::default(),
         }
     }
 
@@ -123,26 +71,10 @@ impl DurableObject for TopicRoom {
             let error = Error::RoomFull;
             return Response::error(error.to_string(), error.status());
         }
-        // Random, never reused: a closed socket's late close event must
-        // not take a newer socket's subscriptions with it.
-        let mut bytes = [0u8; 8];
-        WorkerPlatform::BARE.fill_random(&mut bytes);
-        let number = SocketId::from_le_bytes(bytes);
-        let now = WorkerPlatform::BARE.now_ms();
-        let pair = WebSocketPair::new()?;
-        self.state.accept_web_socket(&pair.server);
-        Attachment::keep(&pair.server, number, now, std::iter::empty())?;
-        self.with_held(|held| {
-            let at = held.sockets.partition_point(|s| s.number < number);
-            let socket = Socket {
-                number,
-                ws: pair.server,
-                heard_ms: now,
-            };
-            held.sockets.insert(at, socket);
-        });
+        let (client, socket) = socket_object::accept(&self.state, &[])?;
+        self.with_held(|held| held.sockets.insert(socket));
         self.watch().await?;
-        Response::from_websocket(pair.client)
+        Response::from_websocket(client)
     }
 
     async fn websocket_message(
@@ -159,45 +91,37 @@ impl DurableObject for TopicRoom {
             let _ = ws.close(Some(4400), Some("Unknown socket"));
             return Ok(());
         };
-        let text = match message {
-            WebSocketIncomingMessage::String(text) => text,
-            // y-webrtc's server reads binary frames as JSON text too.
-            WebSocketIncomingMessage::Binary(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => text,
-                Err(_) => {
-                    let (code, reason) = close_for(&Error::BadRequest("Frames are JSON text"));
-                    return self.close(&ws, number, code, &reason);
-                }
-            },
+        let text = match socket_object::text_of(message) {
+            Ok(text) => text,
+            Err((code, reason)) => {
+                self.with_held(|held| held.forget(number));
+                let _ = ws.close(Some(code), Some(&reason));
+                return Ok(());
+            }
         };
         let limits = FrameLimits {
             max_frame_bytes: self.config().limits.max_body_bytes,
             now_ms: WorkerPlatform::BARE.now_ms(),
         };
-        let effects = self.with_held(|held| {
-            if let Some(me) = held.sockets.iter_mut().find(|s| s.number == number) {
-                me.heard_ms = limits.now_ms;
-            }
+        self.with_held(|held| {
+            held.sockets.heard(number, limits.now_ms);
             let effects = y_webrtc::on_frame(&mut held.topics, number, &text, &limits);
             for (to, frame) in &effects.pushes {
-                if let Some(socket) = held.sockets.iter_mut().find(|s| s.number == *to) {
-                    let _ = socket.ws.send_with_str(frame);
-                    socket.heard_ms = limits.now_ms;
-                }
+                held.sockets.send(*to, frame, limits.now_ms);
             }
             if effects.subscriptions_changed {
-                let topics = held.topics.topics_of(number).map(|t| t.as_str().to_owned());
+                let topics = held.topics.topics_of(number).map(Topic::as_str);
                 let _ = Attachment::keep(&ws, number, accepted_ms, topics);
             }
-            effects
+            for frame in &effects.reply {
+                let _ = ws.send_with_str(frame);
+            }
+            if let Some((code, reason)) = effects.close {
+                let _ = ws.close(Some(code), Some(&reason));
+                held.forget(number);
+            }
         });
-        for frame in &effects.reply {
-            let _ = ws.send_with_str(frame);
-        }
-        match effects.close {
-            Some((code, reason)) => self.close(&ws, number, code, &reason),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     async fn websocket_close(
@@ -221,53 +145,22 @@ impl DurableObject for TopicRoom {
     /// Closes the sockets silent for longer than `SOCKET_IDLE_S`, and
     /// comes back while any is open.
     async fn alarm(&self) -> worker::Result<Response> {
-        self.alarm_set.set(Some(false));
+        self.alarm.ran();
         let idle_ms = self.idle_ms();
         let now = WorkerPlatform::BARE.now_ms();
-        let raw = self.state.as_raw().unchecked_ref::<RawState>();
         self.with_held(|held| {
-            let mut silent = Vec::new();
-            for socket in &held.sockets {
-                let pinged = raw
-                    .auto_response_at(socket.ws.as_ref())
-                    .map_or(0, |d| d.get_time() as u64);
-                if now.saturating_sub(socket.heard_ms.max(pinged)) > idle_ms {
-                    let _ = socket.ws.close(Some(SILENT.0), Some(SILENT.1));
-                    silent.push(socket.number);
-                }
+            for number in held.sockets.close_silent(&self.state, now, idle_ms) {
+                held.topics.gone(number);
             }
-            silent.into_iter().for_each(|number| held.forget(number));
         });
         self.watch().await?;
         Response::ok("")
     }
 }
 
-/// The close of a socket silent for longer than `SOCKET_IDLE_S`.
-const SILENT: (u16, &str) = (4408, "No frame or ping for too long");
-
-/// The number a socket was given when it was accepted.
-fn socket_number(ws: &WebSocket) -> Option<SocketId> {
-    Attachment::of(ws).map(|a| a.number)
-}
-
-impl Attachment {
-    /// This socket, as the object holds it after a wake.
-    fn socket(self, ws: WebSocket) -> Socket {
-        Socket {
-            number: self.number,
-            ws,
-            heard_ms: self.accepted_ms,
-        }
-    }
-}
-
 impl TopicRoom {
-    /// The deployment's settings, read once per instance (not per event).
     fn config(&self) -> &Config {
-        self.config.get_or_init(|| {
-            Config::from_vars(|name| self.env.var(name).ok().map(|v| v.to_string()))
-        })
+        socket_object::config(&self.config, &self.env)
     }
 
     /// Runs `f` on the sockets and topics, rebuilt from the attachments
@@ -275,18 +168,20 @@ impl TopicRoom {
     fn with_held<T>(&self, f: impl FnOnce(&mut Held) -> T) -> T {
         let mut held = self.held.borrow_mut();
         let held = held.get_or_insert_with(|| {
-            let mut rebuilt = Held {
-                topics: Topics::default(),
-                sockets: Vec::new(),
-            };
-            for ws in self.state.get_websockets() {
-                let Some(a) = Attachment::of(&ws) else {
-                    continue;
-                };
-                let _ = rebuilt.topics.subscribe(a.number, &a.topics);
-                rebuilt.sockets.push(a.socket(ws));
+            let mut rebuilt = Held::default();
+            for (a, ws) in Sockets::rebuilt(&self.state) {
+                let topics: Vec<Topic> = a
+                    .lines
+                    .iter()
+                    .filter_map(|t| Topic::parse(t).ok())
+                    .collect();
+                let _ = rebuilt.topics.subscribe(a.number, &topics);
+                rebuilt.sockets.insert(socket_object::Socket {
+                    number: a.number,
+                    ws,
+                    heard_ms: a.accepted_ms,
+                });
             }
-            rebuilt.sockets.sort_by_key(|s| s.number);
             rebuilt
         });
         f(held)
@@ -299,37 +194,17 @@ impl TopicRoom {
     /// Sets the alarm `SOCKET_IDLE_S` ahead if sockets are open and none is
     /// set: one alarm (one row written) per idle period, none while empty.
     async fn watch(&self) -> worker::Result<()> {
-        let storage = self.state.storage();
-        let set = match self.alarm_set.get() {
-            Some(set) => set,
-            None => storage.get_alarm().await?.is_some(),
-        };
-        let open = self.with_held(|held| !held.sockets.is_empty());
-        if open && !set {
-            // An i64 is an offset from now (workers-rs `ScheduledTime`).
-            storage.set_alarm(self.idle_ms() as i64).await?;
+        if self.with_held(|held| held.sockets.is_empty()) {
+            return Ok(());
         }
-        self.alarm_set.set(Some(set || open));
-        Ok(())
+        let at = WorkerPlatform::BARE.now_ms() + self.idle_ms();
+        self.alarm.by(&self.state.storage(), at).await
     }
 
     /// A socket that closed or failed: its subscriptions go with it.
     fn gone(&self, ws: &WebSocket) {
-        if let Some(number) = socket_number(ws) {
-            self.with_held(|held| held.forget(number));
+        if let Some(a) = Attachment::of(ws) {
+            self.with_held(|held| held.forget(a.number));
         }
-    }
-
-    /// Closes a socket that broke a rule, and forgets it.
-    fn close(
-        &self,
-        ws: &WebSocket,
-        number: SocketId,
-        code: u16,
-        reason: &str,
-    ) -> worker::Result<()> {
-        let _ = ws.close(Some(code), Some(reason));
-        self.with_held(|held| held.forget(number));
-        Ok(())
     }
 }

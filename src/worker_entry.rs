@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::host::r2::RetryPolicy;
 use crate::platform::{os_random, Forwarded, Platform};
 use crate::store::r2::R2Store;
+use crate::wire::peerjs;
 
 /// The runtime's clock, timers, randomness and, when bound, the relay
 /// rooms' objects (`RELAY_ROOMS`).
@@ -191,7 +192,8 @@ fn is_upgrade(req: &Request) -> bool {
 
 /// A WebSocket upgrade: admitted by the edge's rules, then handed to the
 /// Durable Object that keeps the socket: its relay room's (`RELAY_ROOMS`)
-/// or its y-webrtc namespace's (`TOPIC_ROOMS`).
+/// its y-webrtc namespace's (`TOPIC_ROOMS`) or its PeerJS key's
+/// (`PEER_ROOMS`).
 async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Result<Response> {
     let request = HttpRequest {
         method: req.method().to_string(),
@@ -221,6 +223,7 @@ async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Resul
         let (binding, missing, room) = match place {
             SocketPlace::Relay(room) => ("RELAY_ROOMS", Error::NoPush, room),
             SocketPlace::YWebrtc(namespace) => ("TOPIC_ROOMS", Error::NoTopics, namespace),
+            SocketPlace::PeerJs(key) => ("PEER_ROOMS", Error::NoPeerJs, key),
         };
         outcome.room = Some(room_tag(&room, services.isolate.log_key(config)));
         let objects = env
@@ -235,11 +238,26 @@ async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Resul
         }
         Err(refused) => {
             worker::console_log!("{}", outcome.log_line(refused.status, 0));
+            if peerjs::is_socket_path(&req.path()) {
+                // PeerJS shows a refused connect's `ERROR` frame, not a status.
+                let reason = String::from_utf8_lossy(&refused.body);
+                let code = 4000 + refused.status;
+                return refusal_socket(&peerjs::error_frame(&reason), code, &reason);
+            }
             return write_response(refused);
         }
     };
     worker::console_log!("{}", outcome.log_line(101, 0));
     response
+}
+
+/// A socket that only says why it is refused, then closes.
+pub(crate) fn refusal_socket(frame: &str, code: u16, reason: &str) -> worker::Result<Response> {
+    let pair = worker::WebSocketPair::new()?;
+    pair.server.accept()?;
+    pair.server.send_with_str(frame)?;
+    pair.server.close(Some(code), Some(reason))?;
+    Response::from_websocket(pair.client)
 }
 
 /// The optional per-client rate limit: when a `RATE_LIMITER` binding

@@ -27,6 +27,8 @@ const LAYERS: &[&[&str]] = &[
         "worker_entry",
         "room_object",
         "topic_object",
+        "peer_object",
+        "socket_object",
         "lib",
     ],
 ];

@@ -16,18 +16,20 @@ use crate::host::r2::RetryPolicy;
 use crate::platform::{Boxed, Platform};
 use crate::store::{Counting, OpCounts, Store, StoreError};
 use crate::wire::p2pcf::{self, parse_request, Request};
+use crate::wire::peerjs;
 use crate::wire::y_webrtc::Y_WEBRTC_PATH;
-use crate::wire::{relay, Reply};
+use crate::wire::{query, relay, Reply};
 
 /// Where the relay API (v1) answers.
 pub const RELAY_PATH: &str = "/relay/v1";
 
-/// Where an admitted WebSocket goes: a relay room's object, or a y-webrtc
-/// namespace's.
+/// Where an admitted WebSocket goes: a relay room's object, a y-webrtc
+/// namespace's or a PeerJS key's.
 #[derive(Debug, PartialEq)]
 pub enum SocketPlace {
     Relay(RoomId),
     YWebrtc(RoomId),
+    PeerJs(RoomId),
 }
 
 /// A WebSocket upgrade (the relay's push transport, or y-webrtc's
@@ -45,38 +47,33 @@ pub async fn admit_socket<S: Store, P: Platform>(
             .admit(&counting, svc.platform, origin, quota)
             .await?;
     }
-    let (SocketPlace::Relay(room) | SocketPlace::YWebrtc(room)) = &place;
+    let (SocketPlace::Relay(room) | SocketPlace::YWebrtc(room) | SocketPlace::PeerJs(room)) =
+        &place;
     rooms::settings_for(room, svc.config, svc.platform.now_ms())?;
     Ok(place)
 }
 
-/// The place a socket's path names: `/relay/v1?room=<room>`, or
-/// `/y-webrtc/<namespace>` (`/y-webrtc` alone: `default`).
+/// The place a socket's path names: `/relay/v1?room=<room>`,
+/// `/y-webrtc/<namespace>` (`/y-webrtc` alone: `default`), or
+/// `/peerjs/peerjs?key=<key>&id=<id>&token=<token>` (`/peerjs?...` too).
 fn socket_place(path: &str, url: &str) -> Result<SocketPlace, Error> {
     if path == RELAY_PATH {
         let room = RoomId::parse(query(url, "room").unwrap_or_default())?;
         return Ok(SocketPlace::Relay(room));
+    }
+    if peerjs::is_socket_path(path) {
+        return Ok(SocketPlace::PeerJs(peerjs::connect(url)?.key));
     }
     let namespace = match path.strip_prefix(Y_WEBRTC_PATH) {
         Some("" | "/") => "default",
         Some(rest) => rest.strip_prefix('/').unwrap_or(""),
         None => {
             return Err(Error::BadRequest(
-                "WebSocket upgrades go to /relay/v1 or /y-webrtc/<namespace>",
+                "WebSocket upgrades go to /relay/v1, /y-webrtc/<namespace> or /peerjs/peerjs",
             ))
         }
     };
     Ok(SocketPlace::YWebrtc(RoomId::parse(namespace)?))
-}
-
-/// A query parameter, as written (ids need no decoding: `[A-Za-z0-9_-]`).
-pub fn query<'u>(url: &'u str, name: &str) -> Option<&'u str> {
-    let query = url.split_once('?')?.1.split('#').next()?;
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 /// Whether a request is a signalling call (the calls that rate limits count).
@@ -116,6 +113,10 @@ pub async fn serve<S: Store, P: Platform>(
                 Err(e) => HttpResponse::error(&e),
             };
             (resp, outcome)
+        }
+        "GET" if peerjs::http_call(path(&req.url)).is_some() => {
+            let resp = peerjs_http(req, svc).unwrap_or_else(|e| HttpResponse::error(&e));
+            (resp, Outcome::new("peerjs"))
         }
         "GET" | "HEAD" => {
             let (mut resp, ops, r2_error) = boxed(status_page(req, svc)).await;
@@ -283,6 +284,34 @@ fn path(url: &str) -> &str {
 
 /// `GET /turn`: short-lived TURN credentials, under the same origin rules as
 /// signalling and a per-deployment cap per minute.
+/// PeerJS's HTTP calls: a fresh id (a random UUID: nothing to look up,
+/// the Durable Object is not asked), or the peer list, which is not given
+/// out. The origin rules and the key's room rules hold as for its socket.
+fn peerjs_http<S, P: Platform>(
+    req: &HttpRequest,
+    svc: &Services<'_, S, P>,
+) -> Result<HttpResponse, Error> {
+    access(svc.config, req.header("origin"))?;
+    match peerjs::http_call(path(&req.url)) {
+        Some(Ok(peerjs::HttpCall::NewId(key))) => {
+            rooms::settings_for(&key, svc.config, svc.platform.now_ms())?;
+            let mut bytes = [0u8; 16];
+            svc.platform.fill_random(&mut bytes);
+            let id = peerjs::new_id(bytes).into_bytes();
+            Ok(HttpResponse::new(
+                200,
+                Some("text/plain; charset=utf-8"),
+                id,
+            ))
+        }
+        Some(Ok(peerjs::HttpCall::Peers)) => Err(Error::Forbidden(
+            "Peer discovery is off: PeerJS peers are not listed",
+        )),
+        Some(Err(e)) => Err(e),
+        None => Err(Error::NotFound),
+    }
+}
+
 async fn turn_credentials<S: Store, P: Platform>(
     req: &HttpRequest,
     svc: &Services<'_, S, P>,
@@ -467,7 +496,15 @@ mod tests {
             place("https://w.dev/y-webrtc/my-app?x=1"),
             Ok(SocketPlace::YWebrtc(room("my-app")))
         );
+        for url in [
+            "https://w.dev/peerjs?key=peerjs&id=a&token=t",
+            "https://w.dev/peerjs/peerjs?key=peerjs&id=a&token=t&version=1.5.5",
+        ] {
+            assert_eq!(place(url), Ok(SocketPlace::PeerJs(room("peerjs"))));
+        }
         for bad in [
+            "https://w.dev/peerjs/peerjs?key=peerjs&id=a",
+            "https://w.dev/peerjs/peerjs?key=abc&id=a&token=t",
             "https://w.dev/y-webrtc/a/b",
             "https://w.dev/y-webrtcx",
             "https://w.dev/relay/v1",

@@ -48,3 +48,40 @@ impl Default for Limits {
         }
     }
 }
+
+/// What one socket may send in a window.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    pub frames: u32,
+    pub bytes: usize,
+    pub window_ms: u64,
+}
+
+/// The frames and bytes one socket sent in its current window.
+#[derive(Clone, Copy, Debug)]
+pub struct Meter {
+    start_ms: u64,
+    frames: u32,
+    bytes: usize,
+}
+
+impl Meter {
+    pub fn new(now_ms: u64) -> Self {
+        Self {
+            start_ms: now_ms,
+            frames: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts one frame of `bytes`; `false` once more than `rate.frames`
+    /// frames or `rate.bytes` bytes came in the current `rate.window_ms`.
+    pub fn count(&mut self, bytes: usize, rate: &Rate, now_ms: u64) -> bool {
+        if now_ms >= self.start_ms.saturating_add(rate.window_ms) {
+            *self = Self::new(now_ms);
+        }
+        self.frames += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.frames <= rate.frames && self.bytes <= rate.bytes
+    }
+}

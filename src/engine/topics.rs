@@ -9,6 +9,7 @@
 //! of at most [`MAX_TOPIC_BYTES`], at most [`MAX_TOPICS_PER_SOCKET`] topics a
 //! socket, and frames and bytes per socket and window ([`Topics::meter`]).
 
+use crate::engine::limits::Meter;
 use crate::error::Error;
 
 /// Longest topic name taken (y-webrtc's are room names).
@@ -16,16 +17,8 @@ pub const MAX_TOPIC_BYTES: usize = 256;
 /// Most topics one socket may subscribe to.
 pub const MAX_TOPICS_PER_SOCKET: usize = 64;
 
-/// What one socket may send in a window.
-#[derive(Clone, Copy, Debug)]
-pub struct Rate {
-    pub frames: u32,
-    pub bytes: usize,
-    pub window_ms: u64,
-}
-
-/// A socket, as the place that holds it numbers it.
-pub type SocketId = u64;
+pub use crate::engine::limits::Rate;
+pub use crate::engine::SocketId;
 
 /// A topic name: 1 to [`MAX_TOPIC_BYTES`] bytes, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,8 +51,7 @@ pub struct Topics {
 struct Subscriber {
     socket: SocketId,
     topics: Vec<Topic>,
-    /// The current window's start, and frames and bytes counted in it.
-    meter: (u64, u32, usize),
+    meter: Meter,
 }
 
 impl Topics {
@@ -70,7 +62,7 @@ impl Topics {
                 let new = Subscriber {
                     socket,
                     topics: Vec::new(),
-                    meter: (now_ms, 0, 0),
+                    meter: Meter::new(now_ms),
                 };
                 self.sockets.insert(i, new);
                 i
@@ -133,13 +125,7 @@ impl Topics {
     /// more than `rate.frames` frames or `rate.bytes` bytes in the current
     /// `rate.window_ms`.
     pub fn meter(&mut self, socket: SocketId, bytes: usize, rate: &Rate, now_ms: u64) -> bool {
-        let (start, frames, sent) = &mut self.entry(socket, now_ms).meter;
-        if now_ms >= start.saturating_add(rate.window_ms) {
-            (*start, *frames, *sent) = (now_ms, 0, 0);
-        }
-        *frames += 1;
-        *sent = sent.saturating_add(bytes);
-        *frames <= rate.frames && *sent <= rate.bytes
+        self.entry(socket, now_ms).meter.count(bytes, rate, now_ms)
     }
 }
 

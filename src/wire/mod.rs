@@ -2,6 +2,7 @@
 //! body into a typed request, run it on the host, render the answer.
 
 pub mod p2pcf;
+pub mod peerjs;
 pub mod relay;
 pub mod y_webrtc;
 
@@ -41,4 +42,14 @@ pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Our response types serialize infallibly (no maps with non-string keys).
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// A query parameter, as written (ids need no decoding: `[A-Za-z0-9_-]`).
+pub fn query<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let query = url.split_once('?')?.1.split('#').next()?;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }

@@ -10,7 +10,8 @@ const compatibilityDate = readFileSync(new URL('wrangler.toml', root), 'utf8')
 
 /**
  * Starts the worker; `vars` become its [vars]; `push` binds RELAY_ROOMS (the
- * relay rooms' Durable Objects, SQLite-backed) and TOPIC_ROOMS (y-webrtc's)
+ * relay rooms' Durable Objects, SQLite-backed), TOPIC_ROOMS (y-webrtc's) and
+ * PEER_ROOMS (PeerJS's)
  * as wrangler.toml does;
  * `persist`, a directory, keeps their storage across restarts.
  * Returns { url, logs, stop, bucket }.
@@ -34,7 +35,7 @@ export async function startWorker ({ vars = {}, bucket = true, ratelimits, push 
     },
     r2Buckets: bucket ? ['BUCKET'] : [],
     durableObjects: push
-      ? { RELAY_ROOMS: { className: 'RelayRoom', useSQLite: true }, TOPIC_ROOMS: { className: 'TopicRoom', useSQLite: true } }
+      ? { RELAY_ROOMS: { className: 'RelayRoom', useSQLite: true }, TOPIC_ROOMS: { className: 'TopicRoom', useSQLite: true }, PEER_ROOMS: { className: 'PeerRoom', useSQLite: true } }
       : {},
     // A directory keeps the objects' storage across a restart (a deploy).
     ...(persist ? { durableObjectsPersist: persist } : {}),
@@ -147,11 +148,11 @@ export function connectSocket (base, path, headers = {}) {
     opened,
     closed,
     send: frame => ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
-    /** The next frame, within 5 s. */
-    next: () => frames.length
+    /** The next frame, within `ms` (5 s). */
+    next: (ms = 5000) => frames.length
       ? Promise.resolve(frames.shift())
       : new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('no frame within 5 s')), 5000)
+        const timer = setTimeout(() => reject(new Error(`no frame within ${ms} ms`)), ms)
         waiting.push(f => { clearTimeout(timer); resolve(f) })
       }),
     pending: () => frames.length
