@@ -29,7 +29,8 @@ async function bundle (file) {
  * p2pcf client); `/relay` runs relay-page.mjs (client/relay.js with
  * simple-peer's own browser bundle from node_modules); `/swarm` runs
  * swarm-page.mjs (fast-rtc-swarm over the relay); `/yjs` runs yjs-page.mjs
- * (y-webrtc and Yjs, unchanged).
+ * (y-webrtc and Yjs, unchanged); `/peerjs-client` runs peerjs-page.mjs
+ * (PeerJS, unchanged).
  * Returns { browser, openClient, stop }.
  */
 export async function startBrowser () {
@@ -38,6 +39,7 @@ export async function startBrowser () {
     '/relay-page.js': await bundle('relay-page.mjs'),
     '/swarm-page.js': await bundle('swarm-page.mjs'),
     '/yjs-page.js': await bundle('yjs-page.mjs'),
+    '/peerjs-page.js': await bundle('peerjs-page.mjs'),
     '/simplepeer.min.js': readFileSync(new URL('../../node_modules/simple-peer/simplepeer.min.js', import.meta.url), 'utf8')
   }
   const html = body => `<!doctype html><meta charset="utf-8"><title>p2pcf test</title>${body}`
@@ -49,6 +51,9 @@ export async function startBrowser () {
     } else if (path === '/yjs') {
       res.writeHead(200, { 'Content-Type': 'text/html' })
       res.end(html('<script type="module" src="/yjs-page.js"></script>'))
+    } else if (path === '/peerjs-client') {
+      res.writeHead(200, { 'Content-Type': 'text/html' })
+      res.end(html('<script type="module" src="/peerjs-page.js"></script>'))
     } else if (path === '/swarm') {
       res.writeHead(200, { 'Content-Type': 'text/html' })
       res.end(html('<script type="module" src="/swarm-page.js"></script>'))
