@@ -33,6 +33,12 @@ pub trait Platform {
         false
     }
 
+    /// Which other socket protocols have their Durable Objects bound:
+    /// y-webrtc (`TOPIC_ROOMS`), PeerJS (`PEER_ROOMS`).
+    fn socket_objects(&self) -> SocketObjects {
+        SocketObjects::default()
+    }
+
     /// Sends a relay call's body to its room's object; the object's answer.
     fn call_room(
         &self,
@@ -105,6 +111,10 @@ impl<T: Platform> Platform for &T {
         (**self).has_room_objects()
     }
 
+    fn socket_objects(&self) -> SocketObjects {
+        (**self).socket_objects()
+    }
+
     fn call_room(
         &self,
         room: &str,
@@ -142,3 +152,10 @@ pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 /// request kind's future: its state machine is then compiled once, on its
 /// own, instead of inlined into one ~100 KB future for every request.
 pub type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Which socket protocols besides the relay a deployment serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketObjects {
+    pub y_webrtc: bool,
+    pub peerjs: bool,
+}

@@ -15,7 +15,7 @@ use crate::edge::serve::{admit_socket, is_rate_limited, SocketPlace};
 use crate::edge::{error_response, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
 use crate::error::Error;
 use crate::host::r2::RetryPolicy;
-use crate::platform::{os_random, Forwarded, Platform};
+use crate::platform::{os_random, Forwarded, Platform, SocketObjects};
 use crate::store::r2::R2Store;
 use crate::wire::peerjs;
 
@@ -23,11 +23,18 @@ use crate::wire::peerjs;
 /// rooms' objects (`RELAY_ROOMS`).
 pub(crate) struct WorkerPlatform {
     pub(crate) rooms: Option<worker::ObjectNamespace>,
+    pub(crate) sockets: SocketObjects,
 }
 
 impl WorkerPlatform {
     /// Without room objects (what the objects themselves use).
-    pub(crate) const BARE: WorkerPlatform = WorkerPlatform { rooms: None };
+    pub(crate) const BARE: WorkerPlatform = WorkerPlatform {
+        rooms: None,
+        sockets: SocketObjects {
+            y_webrtc: false,
+            peerjs: false,
+        },
+    };
 }
 
 impl Platform for WorkerPlatform {
@@ -77,6 +84,10 @@ impl Platform for WorkerPlatform {
 
     fn has_room_objects(&self) -> bool {
         self.rooms.is_some()
+    }
+
+    fn socket_objects(&self) -> SocketObjects {
+        self.sockets
     }
 
     fn call_room(
@@ -151,6 +162,10 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let policy = RetryPolicy::default();
     let platform = WorkerPlatform {
         rooms: env.durable_object("RELAY_ROOMS").ok(),
+        sockets: SocketObjects {
+            y_webrtc: env.durable_object("TOPIC_ROOMS").is_ok(),
+            peerjs: env.durable_object("PEER_ROOMS").is_ok(),
+        },
     };
     let services = Services {
         store: store.as_ref(),

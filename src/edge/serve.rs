@@ -447,6 +447,7 @@ async fn status_page<S: Store, P: Platform>(
         turn_last,
         self_test_room: self_test.as_ref().map(RoomId::as_str),
         room_objects: svc.platform.has_room_objects(),
+        socket_objects: svc.platform.socket_objects(),
     };
     let html = status::render(&state, svc.config, &page);
     (

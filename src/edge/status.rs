@@ -6,6 +6,7 @@
 
 use crate::config::{Config, WithoutOrigin};
 use crate::engine::room::JOIN_WINDOW_MS;
+use crate::platform::SocketObjects;
 use crate::wire::p2pcf::parse::MAX_TTL_MS;
 
 /// The key read to prove the bucket answers. It never exists; a `null`
@@ -192,6 +193,21 @@ fn relay_line(config: &Config, room_objects: bool) -> String {
     }
 }
 
+/// Which other clients are served, and where.
+fn sockets_line(objects: SocketObjects) -> String {
+    let y_webrtc = if objects.y_webrtc {
+        "y-webrtc at <code>/y-webrtc/&lt;namespace&gt;</code>"
+    } else {
+        "no y-webrtc (no <code>TOPIC_ROOMS</code> binding)"
+    };
+    let peerjs = if objects.peerjs {
+        "PeerJS at <code>path: \"/peerjs\"</code>"
+    } else {
+        "no PeerJS (no <code>PEER_ROOMS</code> binding)"
+    };
+    format!("{y_webrtc}; {peerjs}")
+}
+
 /// What the page shows besides the bucket and the configuration.
 pub struct Page<'a> {
     /// Shown in the footer, e.g. the crate version.
@@ -204,6 +220,8 @@ pub struct Page<'a> {
     pub self_test_room: Option<&'a str>,
     /// Relay rooms live on Durable Objects (`RELAY_ROOMS`), pushed.
     pub room_objects: bool,
+    /// Which of y-webrtc's and PeerJS's objects are bound.
+    pub socket_objects: SocketObjects,
 }
 
 /// Renders the page.
@@ -214,8 +232,10 @@ pub fn render(state: &BucketState, config: &Config, page: &Page<'_>) -> String {
         turn_last,
         self_test_room,
         room_objects,
+        socket_objects,
     } = *page;
     let relay = relay_line(config, room_objects);
+    let sockets = sockets_line(socket_objects);
     let (class, badge, headline, detail) = bucket_card(state);
     let warnings: String = config
         .warnings
@@ -264,6 +284,7 @@ p2pcf.start()</code></pre>
 <dt>Request body</dt><dd>at most {body_kib} KiB, {max_packages} packages of {package_kib} KiB</dd>
 <dt>Room size</dt><dd>at most {max_peers} peers</dd>
 <dt>Relay rooms</dt><dd id="relay">{relay}</dd>
+<dt>y-webrtc, PeerJS</dt><dd id="sockets">{sockets}</dd>
 <dt>TURN</dt><dd id="turn">{turn}</dd>
 </dl>
 </div>

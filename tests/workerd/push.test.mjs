@@ -162,6 +162,9 @@ test('the upgrade follows the deployment\'s rules: origins, signed rooms, no bin
     // The status page says which host serves relay rooms.
     assert.match(await (await fetch(plain.url)).text(), /<dd id="relay">in R2, HTTP polling only/)
     assert.match(await (await fetch(worker.url)).text(), /<dd id="relay">pushed over WebSockets, one Durable Object per room \(<code>RELAY_ROOMS<\/code>\), at most 256 members/)
+    // The other clients served, by the bindings there are.
+    assert.match(await (await fetch(worker.url)).text(), /<dd id="sockets">y-webrtc at <code>\/y-webrtc\/&lt;namespace&gt;<\/code>; PeerJS at <code>path: "\/peerjs"<\/code><\/dd>/)
+    assert.match(await (await fetch(plain.url)).text(), /<dd id="sockets">no y-webrtc \(no <code>TOPIC_ROOMS<\/code> binding\); no PeerJS \(no <code>PEER_ROOMS<\/code> binding\)<\/dd>/)
   } finally {
     await strict.stop()
     await plain.stop()
