@@ -45,10 +45,12 @@ fi
 [ "${1:-}" = "--test" ] || exit 0
 
 # The browser tests use $CHROMIUM_PATH, by default Debian's /usr/bin/chromium,
-# and the TURN tests Debian's coturn (started and stopped by the tests).
+# the TURN tests Debian's coturn, and the Trystero side-by-side Debian's
+# mosquitto (both started and stopped by the tests, on 127.0.0.1).
 packages=()
 [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || packages+=(chromium)
 command -v turnserver >/dev/null || packages+=(coturn)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || packages+=(mosquitto)
 if [ ${#packages[@]} -gt 0 ]; then
   say "installing Debian's ${packages[*]}"
   as_root apt-get update

@@ -30,7 +30,8 @@ async function bundle (file) {
  * simple-peer's own browser bundle from node_modules); `/swarm` runs
  * swarm-page.mjs (fast-rtc-swarm over the relay); `/yjs` runs yjs-page.mjs
  * (y-webrtc and Yjs, unchanged); `/peerjs-client` runs peerjs-page.mjs
- * (PeerJS, unchanged).
+ * (PeerJS, unchanged); `/trystero` runs trystero-page.mjs (Trystero through
+ * the worker or its MQTT strategy).
  * Returns { browser, openClient, stop }.
  */
 export async function startBrowser () {
@@ -40,6 +41,7 @@ export async function startBrowser () {
     '/swarm-page.js': await bundle('swarm-page.mjs'),
     '/yjs-page.js': await bundle('yjs-page.mjs'),
     '/peerjs-page.js': await bundle('peerjs-page.mjs'),
+    '/trystero-page.js': await bundle('trystero-page.mjs'),
     '/simplepeer.min.js': readFileSync(new URL('../../node_modules/simple-peer/simplepeer.min.js', import.meta.url), 'utf8')
   }
   const html = body => `<!doctype html><meta charset="utf-8"><title>p2pcf test</title>${body}`
@@ -51,6 +53,9 @@ export async function startBrowser () {
     } else if (path === '/yjs') {
       res.writeHead(200, { 'Content-Type': 'text/html' })
       res.end(html('<script type="module" src="/yjs-page.js"></script>'))
+    } else if (path === '/trystero') {
+      res.writeHead(200, { 'Content-Type': 'text/html' })
+      res.end(html('<script type="module" src="/trystero-page.js"></script>'))
     } else if (path === '/peerjs-client') {
       res.writeHead(200, { 'Content-Type': 'text/html' })
       res.end(html('<script type="module" src="/peerjs-page.js"></script>'))

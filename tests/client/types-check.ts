@@ -9,6 +9,7 @@ import { followHints } from 'p2pcf-rs-client/hints'
 import { peerMessageSignal } from 'p2pcf-rs-client/peer-message'
 import { swarmOverRelay, type FastRTCSwarmLike } from 'p2pcf-rs-client/fast-rtc-swarm'
 import { signRoom } from 'p2pcf-rs-client/sign-room'
+import { joinRoom, selfId } from 'p2pcf-rs-client/trystero'
 
 export async function example (workerUrl: string): Promise<void> {
   const relay = new SignalRelay({ url: workerUrl, room: 'my-room', meta: { name: 'ann' } })
@@ -28,6 +29,12 @@ export async function example (workerUrl: string): Promise<void> {
   const servers: RTCIceServer[] = credentials.iceServers
   const p2pcf = new P2PCF('client', 'room-id', { workerUrl, turnIceServers: servers })
   const signed: string = await signRoom('room-id', 'secret', { expiresInS: 3600 })
+
+  const room = joinRoom({ appId: 'my-app', workerUrl, password: 'secret' }, 'lobby')
+  const chat = room.makeAction<string>('chat')
+  chat.onMessage = (text: string, { peerId }) => console.log(text, peerId, selfId)
+  room.onPeerJoin = (peerId: string) => { void chat.send('hi', { target: peerId }) }
+  room.onPeerLeave = (peerId: string) => console.log(peerId)
   await fetchTurnCredentials(workerUrl, { room: signed })
   const turn = useTurnCredentials(p2pcf, workerUrl, { allPeers: false, room: signed })
   await turn.ready
