@@ -113,7 +113,13 @@ const cases = [
   ['relay: a join with messages', () => relay({ send: [{ to: '*', seq: 1, data: 1 }] }), { path: '/relay/v1' }],
   ['relay: a join that leaves', () => relay({ leave: true }), { path: '/relay/v1' }],
   ['relay: nonce too short', () => relay({ nonce: 'abc' }), { path: '/relay/v1' }],
-  ['relay: nonce with a slash', () => relay({ nonce: 'a/'.repeat(10) }), { path: '/relay/v1' }]
+  ['relay: nonce with a slash', () => relay({ nonce: 'a/'.repeat(10) }), { path: '/relay/v1' }],
+  // PeerJS's HTTP calls (its socket's bad frames: tests/workerd/peerjs.test.mjs).
+  ['peerjs: id for a short key', undefined, { method: 'GET', path: '/peerjs/ab/id', contentType: null }],
+  ['peerjs: id for a key with a dot', undefined, { method: 'GET', path: '/peerjs/a.b.c/id', contentType: null }],
+  ['peerjs: id for a key with a slash', undefined, { method: 'GET', path: '/peerjs/app-1%2Fx/id', contentType: null }],
+  ['peerjs: the peer list', undefined, { method: 'GET', path: '/peerjs/peerjs/peers', contentType: null }],
+  ['peerjs: a socket path without upgrade', undefined, { method: 'POST', path: '/peerjs/peerjs?key=peerjs&id=a&token=t' }]
 ]
 
 async function snapshot () {
@@ -132,7 +138,7 @@ test(`bad-input matrix: ${cases.length} cases, each a 4xx with a reason and CORS
     const send = () => fetch(worker.url + (opts.path || ''), {
       method: opts.method || 'POST',
       headers,
-      body: typeof raw === 'function' ? raw() : raw
+      body: opts.method === 'GET' ? undefined : typeof raw === 'function' ? raw() : raw
     })
     let res
     try {
