@@ -40,12 +40,13 @@ after(async () => {
   yServer?.stop()
 })
 
-/** `n` pages in one room on `signaling`, loaded, not started. */
+/** `n` pages in one room on `signaling`, loaded and left 300 ms (a fresh context is still busy), not started. */
 async function pages (n, signaling, room, extra = {}) {
   const out = []
   for (let i = 0; i < n; i++) {
     out.push(await chromium.openClient({ signaling, room, name: `p${i}`, defer: '1', ...extra }, '/yjs'))
   }
+  await sleep(300)
   return out
 }
 
@@ -110,10 +111,10 @@ test('with a password the pages still sync through the worker', async () => {
 })
 
 test('time to the first synced update: the worker next to y-webrtc\'s bin/server.js (2 and 3 pages)', async () => {
-  // Pages loaded first, then started 250 ms apart (see `begin`), page 0
-  // typing as it starts; a warm-up round per server; servers take turns;
-  // medians of three rounds.
-  const ROUNDS = 3
+  // Pages loaded first and left 300 ms, then started 250 ms apart (see
+  // `begin`), page 0 typing as it starts; a warm-up round per server;
+  // servers take turns; medians of five rounds.
+  const ROUNDS = 5
   const servers = { worker: yUrl, 'bin/server.js': yServer.url }
   /** ms from the last page's start until the text typed on page 0 as it started is on every page. */
   async function timeOne (signaling, n, label) {
