@@ -135,11 +135,12 @@ test('three fast-rtc-swarm browsers form the swarm through the relay and exchang
 })
 
 test('time from start() to open data channels: the relay pushed and polling, next to a WebSocket relay (2 and 3 simple-peer browsers)', async () => {
-  // Every page is loaded first and all start() at once, so page loading is
-  // not timed; one unmeasured round per transport warms it up; transports
+  // Every page is loaded first, left 300 ms (a fresh Chromium context is
+  // still busy when its page has loaded), and all start() at once, so page
+  // loading is not timed; one unmeasured round per transport warms it up; transports
   // take turns within each round, so a busy moment of the machine does not
   // fall on one of them only. Printed: the median of ROUNDS and every run.
-  const ROUNDS = 3
+  const ROUNDS = 5
   const transports = ['relay', 'poll', 'ws']
   /** ms from the first start() to the last data channel open, over `n`
    * pages, and to the last page's start() resolving (joined, welcomed). */
@@ -147,6 +148,7 @@ test('time from start() to open data channels: the relay pushed and polling, nex
     const room = `timing-${transport}-${n}-${label}-${Date.now()}`
     const pages = []
     for (let i = 0; i < n; i++) pages.push(await chromium.openClient({ worker: worker.url, ws: wsUrl, transport, room, name: `t${i}`, defer: '1' }, '/relay'))
+    await new Promise(resolve => setTimeout(resolve, 300))
     try {
       const begun = await Promise.all(pages.map(p => p.page.evaluate(() => { window.begin(); return window.t0Wall + window.startedAt })))
       const opened = await until(`${n} over ${transport}`, async () => {
