@@ -414,3 +414,66 @@ proptest! {
         prop_assert!(admit(&changed, &secret, NOW).is_err(), "{} served", changed);
     }
 }
+
+/// A socket frame of y-webrtc's or PeerJS's shape, or something like it.
+fn socket_frame() -> impl Strategy<Value = String> {
+    let kind = prop_oneof![
+        Just(json!("subscribe")),
+        Just(json!("unsubscribe")),
+        Just(json!("publish")),
+        Just(json!("ping")),
+        Just(json!("OFFER")),
+        Just(json!("CANDIDATE")),
+        Just(json!("LEAVE")),
+        Just(json!("EXPIRE")),
+        Just(json!("HEARTBEAT")),
+        any_json(),
+    ];
+    let id = prop_oneof![Just(json!("a")), Just(json!("b")), any_json()];
+    prop_oneof![
+        (kind, id.clone(), any_json(), any_json()).prop_map(|(kind, dst, payload, topics)| {
+            json!({ "type": kind, "dst": dst, "topic": dst, "payload": payload, "data": payload, "topics": topics }).to_string()
+        }),
+        any_json().prop_map(|v| v.to_string()),
+        ".{0,200}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// No frame panics either protocol's sockets; each is answered,
+    /// ignored, or closes its own socket with a 4xxx code (or 1000 for a
+    /// PeerJS `LEAVE` to no one), and the others go on.
+    #[test]
+    fn socket_frames_never_panic_and_close_only_their_socket(frames in prop::collection::vec(socket_frame(), 1..24)) {
+        use p2pcf_rs::domain::{PeerJsId, PeerJsToken};
+        use p2pcf_rs::engine::{directory::Directory, topics::Topics};
+        use p2pcf_rs::wire::{peerjs, y_webrtc};
+        let mut dir = Directory::default();
+        for (socket, id) in [(1, "a"), (2, "b")] {
+            let connect = peerjs::Connect {
+                key: p2pcf_rs::domain::RoomId::parse("peerjs").unwrap(),
+                id: PeerJsId::parse(id).unwrap(),
+                token: PeerJsToken::parse("t").unwrap(),
+            };
+            peerjs::on_connect(&mut dir, socket, connect, 0);
+        }
+        let mut topics = Topics::default();
+        for (i, frame) in frames.iter().enumerate() {
+            let now_ms = i as u64 * 100;
+            let e = peerjs::on_frame(&mut dir, 1, frame, &peerjs::FrameLimits { max_frame_bytes: 65_536, now_ms });
+            for (socket, code, _) in &e.closes {
+                prop_assert_eq!(*socket, 1);
+                prop_assert!((4400..4500).contains(code) || *code == 1000, "{}", code);
+            }
+            prop_assert!(e.sends.iter().all(|(to, _)| *to == 1 || *to == 2));
+            let _ = peerjs::on_tick(&mut dir, now_ms);
+            let e = y_webrtc::on_frame(&mut topics, 7, frame, &y_webrtc::FrameLimits { max_frame_bytes: 65_536, now_ms });
+            if let Some((code, _)) = e.close {
+                prop_assert!((4400..4500).contains(&code), "{}", code);
+            }
+        }
+        prop_assert_eq!(dir.socket_of(&PeerJsId::parse("b").unwrap()), Some(2));
+    }
+}
