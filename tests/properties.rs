@@ -429,7 +429,12 @@ fn socket_frame() -> impl Strategy<Value = String> {
         Just(json!("HEARTBEAT")),
         any_json(),
     ];
-    let id = prop_oneof![Just(json!("a")), Just(json!("b")), any_json()];
+    let id = prop_oneof![
+        Just(json!("a")),
+        Just(json!("b")),
+        Just(Value::Null),
+        any_json()
+    ];
     prop_oneof![
         (kind, id.clone(), any_json(), any_json()).prop_map(|(kind, dst, payload, topics)| {
             json!({ "type": kind, "dst": dst, "topic": dst, "payload": payload, "data": payload, "topics": topics }).to_string()
