@@ -1,11 +1,12 @@
 // Signed rooms in the built worker: an id signed by the client package's
 // signRoom (WebCrypto, in Node) is served in both protocols and for
 // GET /turn; unsigned, forged and expired ids get 403 with the reason and
-// cost no R2 operation.
+// cost no R2 operation. The same holds for y-webrtc's namespaces and
+// PeerJS's keys.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { signRoom } from 'p2pcf-rs-client/sign-room'
-import { startWorker, r2Ops } from './harness.mjs'
+import { connectSocket, startWorker, r2Ops } from './harness.mjs'
 
 const SECRET = 'a-room-secret-from-wrangler-secret-put'
 const FP = 'q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k='
@@ -45,6 +46,33 @@ test('ids signed with signRoom are served; unsigned, forged and expired ones are
         }
       }
     }
+  } finally {
+    await worker.stop()
+  }
+})
+
+test('signed rooms hold for y-webrtc namespaces and PeerJS keys (and so for Trystero)', async () => {
+  const worker = await startWorker({ vars: { ROOM_SECRET: SECRET } })
+  try {
+    const good = await signRoom('team-chat', SECRET, { expiresInS: 600 })
+    const unsigned = 'Room id not signed: this deployment serves only signed room ids'
+    // y-webrtc (and Trystero's strategy, which uses its namespaces): the upgrade is refused.
+    const ok = connectSocket(worker.url, `/y-webrtc/${good}`)
+    await ok.opened
+    ok.ws.close()
+    await assert.rejects(connectSocket(worker.url, '/y-webrtc/team-chat').opened, e => e.status === 403 && e.body === unsigned)
+    // PeerJS: the id call, then the socket (refused with PeerJS's ERROR frame).
+    assert.equal((await fetch(`${worker.url}/peerjs/${good}/id`)).status, 200)
+    const id = await fetch(`${worker.url}/peerjs/team-chat/id`)
+    assert.deepEqual([id.status, await id.text()], [403, unsigned])
+    const peer = connectSocket(worker.url, `/peerjs/peerjs?key=${good}&id=ann&token=t`)
+    await peer.opened
+    assert.deepEqual(await peer.next(), { type: 'OPEN' })
+    peer.ws.close()
+    const refused = connectSocket(worker.url, '/peerjs/peerjs?key=team-chat&id=ann&token=t')
+    await refused.opened
+    assert.deepEqual(await refused.next(), { type: 'ERROR', payload: { msg: unsigned } })
+    assert.equal((await refused.closed).code, 4403)
   } finally {
     await worker.stop()
   }
