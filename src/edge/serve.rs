@@ -282,8 +282,6 @@ fn path(url: &str) -> &str {
     }
 }
 
-/// `GET /turn`: short-lived TURN credentials, under the same origin rules as
-/// signalling and a per-deployment cap per minute.
 /// PeerJS's HTTP calls: a fresh id (a random UUID: nothing to look up,
 /// the Durable Object is not asked), or the peer list, which is not given
 /// out. The origin rules and the key's room rules hold as for its socket.
@@ -312,6 +310,8 @@ fn peerjs_http<S, P: Platform>(
     }
 }
 
+/// `GET /turn`: short-lived TURN credentials, under the same origin rules as
+/// signalling and a per-deployment cap per minute.
 async fn turn_credentials<S: Store, P: Platform>(
     req: &HttpRequest,
     svc: &Services<'_, S, P>,
