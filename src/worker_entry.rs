@@ -266,8 +266,14 @@ async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Resul
     response
 }
 
-/// A socket that only says why it is refused, then closes.
+/// A socket that only says why it is refused, then closes (the close's
+/// reason cut to the 123 bytes a close frame holds).
 pub(crate) fn refusal_socket(frame: &str, code: u16, reason: &str) -> worker::Result<Response> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason[..end];
     let pair = worker::WebSocketPair::new()?;
     pair.server.accept()?;
     pair.server.send_with_str(frame)?;
