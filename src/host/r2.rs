@@ -193,7 +193,8 @@ impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
         apply: impl FnMut(&mut Room<D>, u64) -> Result<bool, Error>,
     ) -> Result<Room<D>, Error> {
         let (key, max) = (self.keys.index(), self.max_room_bytes);
-        update(self.store, attempts, key, current, max, apply).await
+        let mut apply = apply;
+        update(self.store, attempts, key, current, max, &mut apply).await
     }
 
     /// Applies `claim` to the index (see [`apply_claim`]) and writes it when
@@ -319,10 +320,18 @@ impl<'a, S: Store, P: Platform> R2Room<'a, S, P> {
         attempts: &mut Attempts<'_, P>,
         context: &ContextId,
         current: Option<Object>,
-        build: impl FnMut(Option<&Object>, u64) -> Result<(Outbox, T), Error>,
+        mut build: impl FnMut(Option<&Object>, u64) -> Result<(Outbox, T), Error>,
     ) -> Result<T, Error> {
         let key = self.keys.outbox(context);
-        write_outbox(self.store, attempts, &key, current, build).await
+        let mut built = None;
+        let mut build = |held: Option<&Object>, now| {
+            let (outbox, result) = build(held, now)?;
+            built = Some(result);
+            Ok(outbox)
+        };
+        write_outbox(self.store, attempts, &key, current, &mut build).await?;
+        // Set: the write succeeded, so the last `build` did.
+        built.ok_or(Error::Unreadable { retry_after_s: 1 })
     }
 }
 
@@ -429,22 +438,25 @@ pub fn apply_claim<'a, D: Member, P: Platform>(
 /// rebuilt from the one read after a conflict: only this caller writes it,
 /// but two of its requests may be in flight at once, and neither may undo
 /// the other). Returns what `build` gave besides the outbox.
-async fn write_outbox<S: Store, P: Platform, T>(
+///
+/// `build` is a `dyn` (as `update`'s `apply` is) so that this loop is in
+/// the wasm once rather than once per caller.
+async fn write_outbox<S: Store, P: Platform>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     key: &str,
     mut current: Option<Object>,
-    mut build: impl FnMut(Option<&Object>, u64) -> Result<(Outbox, T), Error>,
-) -> Result<T, Error> {
+    build: &mut BuildOutbox<'_>,
+) -> Result<(), Error> {
     loop {
-        let (outbox, result) = build(current.as_ref(), attempts.platform.now_ms())?;
+        let outbox = build(current.as_ref(), attempts.platform.now_ms())?;
         let body = outbox.encode();
         attempts.check(store, 1)?;
         let precondition = current.as_ref().map_or(Precondition::Absent, |o| {
             Precondition::EtagMatches(o.etag.clone())
         });
         match store.put(key, body, precondition).await {
-            Ok(PutOutcome::Stored { .. }) => return Ok(result),
+            Ok(PutOutcome::Stored { .. }) => return Ok(()),
             Ok(PutOutcome::PreconditionFailed) => current = read_with(store, attempts, key).await?,
             Err(StoreError::RateLimited) => {
                 attempts.wait(attempts.policy.write_interval_ms).await;
@@ -573,6 +585,12 @@ async fn read_with<S: Store, P: Platform>(
     }
 }
 
+/// A change to a room read at an instant: whether it must be written.
+pub type Apply<'f, D> = dyn FnMut(&mut Room<D>, u64) -> Result<bool, Error> + 'f;
+
+/// An outbox built from the version held, at an instant.
+type BuildOutbox<'f> = dyn FnMut(Option<&Object>, u64) -> Result<Outbox, Error> + 'f;
+
 /// Read-modify-write of a room with an etag-conditional put.
 ///
 /// `apply` changes the room and says whether it must be written (`Ok(false)`:
@@ -583,13 +601,15 @@ async fn read_with<S: Store, P: Platform>(
 /// version and at most `MAX_COOLDOWNS` times (so a clock that trails R2's
 /// costs at most one interval each), then lets R2's answer decide. A document this build cannot read is never
 /// written over. Returns the room as stored (or as read, when nothing was written).
+/// `apply` is a `dyn` so that this loop is in the wasm once per member
+/// type rather than once per caller.
 pub async fn update<S: Store, P: Platform, D: Member>(
     store: &Counting<'_, S>,
     attempts: &mut Attempts<'_, P>,
     key: &str,
     mut current: Option<Object>,
     max_bytes: usize,
-    mut apply: impl FnMut(&mut Room<D>, u64) -> Result<bool, Error>,
+    apply: &mut Apply<'_, D>,
 ) -> Result<Room<D>, Error> {
     let policy = attempts.policy;
     loop {

@@ -554,7 +554,7 @@ async fn carry<S: Store, P: Platform>(
         room.keys.index(),
         index,
         room.max_room_bytes / 2,
-        |r: &mut Room<RelayMember>, now| {
+        &mut |r: &mut Room<RelayMember>, now| {
             authenticate(r, me, now)?;
             let members = others(r, me.id, now);
             let mut mail = r
