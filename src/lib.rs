@@ -7,6 +7,7 @@
 //!
 //! * [`error`], [`platform`]: the one error type; clock, timers, randomness;
 //! * [`domain`]: the ids and values every part shares, valid by construction;
+//!   [`vec_map`]: the small sorted map rooms are kept in;
 //! * [`store`]: get and conditional put, on R2 or in memory;
 //! * [`engine`]: the room rules (members, expiry, messages, hints, limits),
 //!   with no wire format and no storage;
@@ -30,6 +31,7 @@ pub mod platform;
 pub mod store;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+pub mod vec_map;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]

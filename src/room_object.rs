@@ -13,7 +13,7 @@
 //! window. `ping` is answered by the runtime without waking the object.
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -30,6 +30,7 @@ use crate::edge::rooms;
 use crate::error::Error;
 use crate::host::live::LiveRoom;
 use crate::platform::Platform;
+use crate::vec_map::VecMap;
 use crate::wire::query;
 use crate::wire::relay;
 use crate::wire::relay::adapter::RelayMember;
@@ -114,11 +115,11 @@ pub struct RelayRoom {
     live: RefCell<Option<LiveRoom<RelayMember>>>,
     /// The open sockets by member, scanned once per wake and kept as
     /// sockets join and go (a push must not read every attachment).
-    by_member: RefCell<Option<BTreeMap<SessionId, WebSocket>>>,
+    by_member: RefCell<Option<VecMap<SessionId, WebSocket>>>,
     /// The alarm this object has set (ms), as far as it knows.
     alarm: Cell<Option<Option<u64>>>,
     /// The last frame of each member's socket since this object woke.
-    heard: RefCell<BTreeMap<SessionId, u64>>,
+    heard: RefCell<VecMap<SessionId, u64>>,
     config: OnceCell<Config>,
     /// Writes issued (unconfirmed) and writes known confirmed, counted.
     writes: Cell<u64>,
@@ -127,7 +128,7 @@ pub struct RelayRoom {
     pending: RefCell<Vec<worker::js_sys::Promise>>,
     /// Per member whose socket waits for a write to be confirmed (its ack
     /// or welcome): what it is sent meanwhile, in order, after that.
-    held: RefCell<BTreeMap<SessionId, VecDeque<Held>>>,
+    held: RefCell<VecMap<SessionId, VecDeque<Held>>>,
 }
 
 /// A frame or close held for a member's socket until `after` writes are
@@ -153,12 +154,12 @@ impl DurableObject for RelayRoom {
             live: RefCell::new(None),
             by_member: RefCell::new(None),
             alarm: Cell::new(None),
-            heard: RefCell::new(BTreeMap::new()),
+            heard: RefCell::new(VecMap::new()),
             config: OnceCell::new(),
             writes: Cell::new(0),
             confirmed: Cell::new(0),
             pending: RefCell::new(Vec::new()),
-            held: RefCell::new(BTreeMap::new()),
+            held: RefCell::new(VecMap::new()),
         }
     }
 
@@ -373,7 +374,7 @@ impl RelayRoom {
     }
 
     /// The open sockets by member.
-    fn sockets(&self) -> BTreeMap<SessionId, WebSocket> {
+    fn sockets(&self) -> VecMap<SessionId, WebSocket> {
         self.state
             .get_websockets()
             .into_iter()
@@ -458,7 +459,7 @@ impl RelayRoom {
             Some(member) if !out.is_empty() => {
                 let after = self.writes.get();
                 let mut held = self.held.borrow_mut();
-                let queue = held.entry(member).or_default();
+                let queue = held.get_or_insert_with(member, VecDeque::new);
                 queue.extend(out.into_iter().map(|out| Held { after, out }));
             }
             _ => out.into_iter().for_each(|o| send(ws, o)),

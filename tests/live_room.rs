@@ -229,7 +229,7 @@ fn a_dropped_member_resumes_with_its_cursors_and_misses_nothing() {
     assert_eq!(back.peers, vec![member("ann")]);
     // Dropped again, back with the cursors it had: nothing twice.
     room.dropped(&id("bob"), T0 + 6_000);
-    let after = BTreeMap::from([(id("ann"), 3)]);
+    let after = [(id("ann"), 3)].into_iter().collect();
     let again = room.resume(&id("bob"), &token, after, T0 + 7_000).unwrap();
     assert!(again.pushes.is_empty());
 }

@@ -9,7 +9,6 @@
 //! where an entry announces packages for the caller. Expiry is judged at
 //! read time, so an expired entry is never returned, with or without cleanup.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +18,7 @@ use crate::domain::{sort_by_u64, ContextId, DeleteKey, DeleteKeyInput, Millis, S
 use crate::engine::hints::Situation;
 use crate::engine::mailbox::Mailbox;
 use crate::error::Error;
+use crate::vec_map::VecMap;
 
 /// What the engine needs of a member's public data, whatever the wire
 /// protocol: the session id that routes packages to it (p2pcf: `d[0]`; the
@@ -242,7 +242,7 @@ impl Outbox {
 }
 
 /// Outboxes read for one request, by context.
-pub type Outboxes = BTreeMap<ContextId, Outbox>;
+pub type Outboxes = VecMap<ContextId, Outbox>;
 
 /// A left (context, session): remembered so that a request of that session
 /// which started before the leave cannot re-create the entry.
@@ -266,7 +266,7 @@ pub struct Room<D> {
     /// Format version of the stored document.
     v: u32,
     #[serde(rename = "e")]
-    entries: BTreeMap<ContextId, Entry<D>>,
+    entries: VecMap<ContextId, Entry<D>>,
     /// Last join or leave written to the index, ms since the epoch.
     #[serde(rename = "m", default)]
     membership_changed_ms: u64,
@@ -333,7 +333,7 @@ impl<D: Member> Room<D> {
     pub fn new() -> Self {
         Self {
             v: Self::VERSION,
-            entries: BTreeMap::new(),
+            entries: VecMap::new(),
             membership_changed_ms: 0,
             departures: Vec::new(),
         }
@@ -359,7 +359,7 @@ impl<D: Member> Room<D> {
     pub fn encode_head(&self) -> Vec<u8> {
         let head = Room::<D> {
             v: self.v,
-            entries: BTreeMap::new(),
+            entries: VecMap::new(),
             membership_changed_ms: self.membership_changed_ms,
             departures: self.departures.clone(),
         };

@@ -19,13 +19,12 @@
 //!   each open socket is (its attachment); [`LiveRoom::restore`] rebuilds
 //!   the rest.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use crate::domain::{ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
 use crate::engine::hints::{PollSettings, Situation};
 use crate::engine::mailbox::{Letter, Mailbox, Message, MAX_HELD_BYTES};
 use crate::engine::room::{Arrival, Claim, Member, Outboxes, Room, Unreadable};
 use crate::error::Error;
+use crate::vec_map::VecMap;
 
 /// The expiry of a connected member's entry: never, while its socket is open.
 pub const CONNECTED: u64 = u64::MAX / 4;
@@ -35,7 +34,7 @@ pub const RESUME_WINDOW_MS: u64 = 60_000;
 
 /// Per sender, the highest `seq` a member has been pushed (or, on resume,
 /// says it received).
-pub type Cursors = BTreeMap<SessionId, u64>;
+pub type Cursors = VecMap<SessionId, u64>;
 
 /// Something to send to one connected member.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,14 +91,14 @@ impl Changes {
 #[derive(Debug)]
 pub struct LiveRoom<D> {
     room: Room<D>,
-    connected: BTreeMap<SessionId, Cursors>,
+    connected: VecMap<SessionId, Cursors>,
     /// Per connected member: the start of its current rate window and the
     /// frames counted in it (in memory only: a quiet object may forget).
-    meters: BTreeMap<SessionId, (u64, u32)>,
+    meters: VecMap<SessionId, (u64, u32)>,
     /// Members whose row changed since the last [`LiveRoom::take_changes`].
-    touched: BTreeSet<ContextId>,
+    touched: VecMap<ContextId, ()>,
     /// Members that have a row.
-    stored: BTreeSet<ContextId>,
+    stored: Vec<ContextId>,
     /// The head as last stored.
     head: Vec<u8>,
     /// How long a dropped member may come back.
@@ -129,9 +128,9 @@ impl<D: Member> LiveRoom<D> {
             stored: room.contexts().cloned().collect(),
             head: room.encode_head(),
             room,
-            connected: BTreeMap::new(),
-            meters: BTreeMap::new(),
-            touched: BTreeSet::new(),
+            connected: VecMap::new(),
+            meters: VecMap::new(),
+            touched: VecMap::new(),
             window_ms,
         };
         let sent: Cursors = live
@@ -162,10 +161,14 @@ impl<D: Member> LiveRoom<D> {
     /// What changed since the last call, to be written before anything
     /// pushed since then leaves.
     pub fn take_changes(&mut self) -> Changes {
-        let current: BTreeSet<ContextId> = self.room.contexts().cloned().collect();
-        let delete = self.stored.difference(&current).cloned().collect();
+        // Both in key order.
+        let current: Vec<ContextId> = self.room.contexts().cloned().collect();
+        let delete = (self.stored.iter())
+            .filter(|k| current.binary_search(k).is_err())
+            .cloned()
+            .collect();
         let put = std::mem::take(&mut self.touched)
-            .into_iter()
+            .into_keys()
             .filter_map(|k| self.room.encode_entry(&k).map(|row| (k, row)))
             .collect();
         self.stored = current;
@@ -273,7 +276,7 @@ impl<D: Member> LiveRoom<D> {
             self.room
                 .apply(&claim, Arrival::Poll, now_ms, max_members, new_key)?;
         }
-        self.touched.insert(context.clone());
+        self.touched.insert(context.clone(), ());
         let token = self
             .room
             .entry(&context)
@@ -321,7 +324,7 @@ impl<D: Member> LiveRoom<D> {
                 .room
                 .hold(&context, now_ms.saturating_add(ttl_ms), now_ms)
         {
-            self.touched.insert(context);
+            self.touched.insert(context, ());
         }
     }
 
@@ -337,7 +340,7 @@ impl<D: Member> LiveRoom<D> {
         self.authenticate(id, token, now_ms)?;
         let context = context_of(id)?;
         if self.room.hold(&context, CONNECTED, now_ms) {
-            self.touched.insert(context);
+            self.touched.insert(context, ());
         }
         Ok(self.attach(id, after, now_ms))
     }
@@ -442,7 +445,7 @@ impl<D: Member> LiveRoom<D> {
     /// Counts one frame of `id`; `false` once it sent more than `max` in
     /// the current `window_ms` (one member must not make a room's object busy).
     pub fn meter(&mut self, id: &SessionId, max: u32, window_ms: u64, now_ms: u64) -> bool {
-        let (start, count) = self.meters.entry(id.clone()).or_insert((now_ms, 0));
+        let (start, count) = self.meters.get_or_insert_with(id.clone(), || (now_ms, 0));
         if now_ms >= start.saturating_add(window_ms) {
             (*start, *count) = (now_ms, 0);
         }
@@ -476,7 +479,7 @@ impl<D: Member> LiveRoom<D> {
         let mail = self.room.mail_mut(&context).ok_or(Error::Left)?;
         let accepted = mail.accept(&Mailbox::default(), batch, &others, now_ms, MAX_HELD_BYTES)?;
         if accepted.stored > 0 {
-            self.touched.insert(context);
+            self.touched.insert(context, ());
         }
         let pushes = accepted
             .recipients
@@ -517,7 +520,7 @@ impl<D: Member> LiveRoom<D> {
         if let Ok(context) = context_of(id) {
             let until = now_ms.saturating_add(self.window_ms);
             if self.room.hold(&context, until, now_ms) {
-                self.touched.insert(context);
+                self.touched.insert(context, ());
             }
         }
     }

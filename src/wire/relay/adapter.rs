@@ -4,8 +4,6 @@
 //! whose delete key is its token; its messages are letters in its
 //! [`Mailbox`], carried in its entry or in its outbox.
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -20,6 +18,7 @@ use crate::error::Error;
 use crate::host::r2::{apply_claim, decode, update, Attempts, Keys, R2Room, Reads, RetryPolicy};
 use crate::platform::Platform;
 use crate::store::{Counting, Object, Store};
+use crate::vec_map::VecMap;
 use crate::wire::{to_json, Reply};
 
 pub use crate::engine::mailbox::{MAX_INLINE_BYTES, MESSAGE_TTL_MS};
@@ -639,7 +638,7 @@ fn letters_for<'a>(
     outboxes: &'a Outboxes,
     unread: &[ContextId],
     reader: &'a SessionId,
-    after: &BTreeMap<SessionId, u64>,
+    after: &VecMap<SessionId, u64>,
     now: u64,
 ) -> (Vec<MessageOut<'a>>, bool) {
     let mut out = Vec::new();

@@ -23,8 +23,6 @@
 //! message once, in order. Undelivered messages expire after
 //! [`MESSAGE_TTL_MS`](crate::engine::mailbox::MESSAGE_TTL_MS).
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -33,6 +31,7 @@ use sha1::{Digest, Sha1};
 use crate::domain::{DeleteKeyInput, RoomId, SessionId};
 use crate::engine::mailbox::{Message, Recipient};
 use crate::error::Error;
+use crate::vec_map::VecMap;
 use crate::wire::from_json;
 
 /// Largest `meta`, serialized.
@@ -93,7 +92,7 @@ pub struct RelayRequest {
     pub room: RoomId,
     pub caller: Caller,
     /// The last `seq` the caller took from each sender.
-    pub after: BTreeMap<SessionId, u64>,
+    pub after: VecMap<SessionId, u64>,
     /// Where its last answer stopped reading the others' outboxes (its
     /// `read_from`): this poll starts there.
     pub read_from: Option<SessionId>,
@@ -109,7 +108,7 @@ struct Wire {
     meta: Option<Box<RawValue>>,
     nonce: Option<String>,
     #[serde(default)]
-    after: BTreeMap<String, u64>,
+    after: VecMap<String, u64>,
     read_from: Option<String>,
     #[serde(default)]
     send: Vec<WireMessage>,
