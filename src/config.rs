@@ -57,6 +57,11 @@ impl Default for Config {
 impl Config {
     /// Reads the variables through `var` (name to value).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        Self::read(&var)
+    }
+
+    /// [`Config::from_vars`], in the wasm once for all its callers.
+    fn read(var: &dyn Fn(&str) -> Option<String>) -> Self {
         let mut warnings = Vec::new();
         let allowed_origins: Vec<String> = var("ALLOWED_ORIGINS")
             .unwrap_or_default()
@@ -75,7 +80,7 @@ impl Config {
             _ if !allowed_origins.is_empty() => 0,
             _ => DEFAULT_ORIGIN_QUOTA,
         };
-        let poll = poll_settings(&var, &mut warnings);
+        let poll = poll_settings(var, &mut warnings);
         let d = Limits::default();
         let mut size =
             |name: &str, default: usize, max: usize| match var(name).map(|v| v.trim().to_owned()) {
@@ -107,7 +112,7 @@ impl Config {
             .filter_map(|name| var(name).filter(|s| !s.trim().is_empty()))
             .map(|s| Secret::new(s.trim().to_owned()))
             .collect();
-        let turn = TurnSettings::from_vars(&var, &mut warnings);
+        let turn = TurnSettings::from_vars(var, &mut warnings);
         let log_key = var("LOG_KEY")
             .filter(|k| !k.trim().is_empty())
             .map(|k| derive_log_key(k.trim()));
@@ -213,7 +218,7 @@ impl TurnSettings {
     /// Reads `TURN_URLS`, `TURN_SHARED_SECRET`, `TURN_TTL_S`, `CF_TURN_KEY_ID`,
     /// `CF_TURN_KEY_API_TOKEN`, `CF_TURN_API_BASE` and `TURN_MAX_PER_MINUTE`.
     /// Problems go to `warnings` (never with a secret in them).
-    pub fn from_vars(var: &impl Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> Self {
+    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> Self {
         let set = |name: &str| {
             var(name)
                 .map(|v| v.trim().to_owned())
@@ -258,10 +263,7 @@ impl TurnSettings {
 }
 
 /// The polling hints (`POLL_*`), each a number of ms in 100..3600000.
-fn poll_settings(
-    var: &impl Fn(&str) -> Option<String>,
-    warnings: &mut Vec<String>,
-) -> PollSettings {
+fn poll_settings(var: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> PollSettings {
     let defaults = PollSettings::default();
     let mut ms = |name: &str, default: u64| match var(name).map(|v| v.trim().to_owned()) {
         Some(v) if !v.is_empty() => match v.parse::<u64>() {
@@ -287,7 +289,7 @@ fn poll_settings(
 /// `WITHOUT_ORIGIN`: `allow` (or unset), `refuse`, or a monthly quota. A
 /// value that is none of these refuses (and warns): it was meant to restrict.
 fn without_origin(
-    var: &impl Fn(&str) -> Option<String>,
+    var: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> WithoutOrigin {
     match var("WITHOUT_ORIGIN").map(|v| v.trim().to_ascii_lowercase()) {
