@@ -15,7 +15,6 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
@@ -30,6 +29,7 @@ use crate::edge::rooms;
 use crate::error::Error;
 use crate::host::live::LiveRoom;
 use crate::platform::Platform;
+use crate::socket_object::{attach_text, attached_text};
 use crate::vec_map::VecMap;
 use crate::wire::query;
 use crate::wire::relay;
@@ -47,17 +47,37 @@ fn row_key(context: &ContextId) -> String {
     format!("{ROW_PREFIX}{context}")
 }
 
-/// What a socket carries through hibernation.
-#[derive(Clone, Serialize, Deserialize)]
+/// What a socket carries through hibernation, as lines of text: when it
+/// was accepted, the room, then the member once it has one.
+#[derive(Clone)]
 struct Attachment {
     /// The room id.
     r: String,
     /// The member, once its first frame was taken.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     m: Option<String>,
     /// When the socket was accepted, ms (its liveness before its first `ping`).
-    #[serde(default)]
     t: u64,
+}
+
+impl Attachment {
+    fn of(ws: &WebSocket) -> Option<Self> {
+        let text = attached_text(ws)?;
+        let mut lines = text.split('\n');
+        let t = lines.next()?.parse().ok()?;
+        let r = lines.next()?.to_owned();
+        let m = lines.next().map(str::to_owned);
+        Some(Self { r, m, t })
+    }
+
+    /// Room and member ids are valid, so neither has a line break.
+    fn keep(&self, ws: &WebSocket) -> worker::Result<()> {
+        let mut text = format!("{}\n{}", self.t, self.r);
+        if let Some(m) = &self.m {
+            text.push('\n');
+            text.push_str(m);
+        }
+        attach_text(ws, &text)
+    }
 }
 
 #[wasm_bindgen]
@@ -179,11 +199,12 @@ impl DurableObject for RelayRoom {
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
         let t = WorkerPlatform::BARE.now_ms();
-        pair.server.serialize_attachment(Attachment {
+        Attachment {
             r: room,
             m: None,
             t,
-        })?;
+        }
+        .keep(&pair.server)?;
         Response::from_websocket(pair.client)
     }
 
@@ -192,7 +213,7 @@ impl DurableObject for RelayRoom {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
-        let Some(attachment) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
+        let Some(attachment) = Attachment::of(&ws) else {
             let _ = ws.close(Some(4400), Some("Unknown socket"));
             return Ok(());
         };
@@ -345,7 +366,7 @@ impl RelayRoom {
         let heard = self.heard.borrow();
         let mut silent = Vec::new();
         for ws in self.state.get_websockets() {
-            let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
+            let Some(a) = Attachment::of(&ws) else {
                 continue;
             };
             let member = a.m.as_deref().and_then(|m| SessionId::parse(m).ok());
@@ -379,7 +400,7 @@ impl RelayRoom {
             .get_websockets()
             .into_iter()
             .filter_map(|ws| {
-                let a = ws.deserialize_attachment::<Attachment>().ok().flatten()?;
+                let a = Attachment::of(&ws)?;
                 let id = SessionId::parse(a.m.as_deref()?).ok()?;
                 Some((id, ws))
             })
@@ -440,7 +461,7 @@ impl RelayRoom {
         if let Some(id) = &effects.became {
             let mut a = attachment.clone();
             a.m = Some(id.to_string());
-            ws.serialize_attachment(a)?;
+            a.keep(ws)?;
             // The new member's socket joins the map (no rescan per join).
             if let Some(sockets) = self.by_member.borrow_mut().as_mut() {
                 sockets.insert(id.clone(), ws.clone());
@@ -475,7 +496,7 @@ impl RelayRoom {
         if let Some(sockets) = self.by_member.borrow_mut().as_mut() {
             sockets.retain(|_, open| open != ws);
         }
-        let Some(a) = ws.deserialize_attachment::<Attachment>().ok().flatten() else {
+        let Some(a) = Attachment::of(ws) else {
             return Ok(());
         };
         let Some(Ok(member)) = a.m.as_deref().map(SessionId::parse) else {
@@ -487,7 +508,7 @@ impl RelayRoom {
             .get_websockets()
             .iter()
             .filter(|other| *other != ws)
-            .filter_map(|other| other.deserialize_attachment::<Attachment>().ok().flatten())
+            .filter_map(Attachment::of)
             .any(|other| other.m.as_deref() == Some(member.as_str()));
         if still_open {
             return Ok(());

@@ -33,7 +33,7 @@ pub(crate) struct Attachment {
 
 impl Attachment {
     pub fn of(ws: &WebSocket) -> Option<Self> {
-        let text: String = ws.deserialize_attachment().ok().flatten()?;
+        let text = attached_text(ws)?;
         let mut lines = text.split('\n');
         let number = lines.next()?.parse().ok()?;
         let accepted_ms = lines.next()?.parse().ok()?;
@@ -55,8 +55,21 @@ impl Attachment {
             text.push('\n');
             text.push_str(line);
         }
-        ws.serialize_attachment(text)
+        attach_text(ws, &text)
     }
+}
+
+/// A socket's attachment, where it is text. Attachments are kept as plain
+/// JS strings, not through workers-rs' serde conversion (~2 KB of wasm gzip).
+pub(crate) fn attached_text(ws: &WebSocket) -> Option<String> {
+    use worker::worker_sys::ext::WebSocketExt;
+    ws.as_ref().deserialize_attachment().ok()?.as_string()
+}
+
+/// Sets a socket's attachment to `text` (see [`attached_text`]).
+pub(crate) fn attach_text(ws: &WebSocket, text: &str) -> worker::Result<()> {
+    use worker::worker_sys::ext::WebSocketExt;
+    (ws.as_ref().serialize_attachment(text.into())).map_err(worker::Error::from)
 }
 
 pub(crate) struct Socket {
