@@ -19,7 +19,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    durable_object, DurableObject, Env, ListOptions, Request, Response, State, WebSocket,
+    durable_object, DurableObject, Env, Request, Response, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
 };
 
@@ -100,6 +100,18 @@ extern "C" {
     fn put_entries(
         this: &RawStorage,
         entries: &worker::js_sys::Object,
+        options: &worker::js_sys::Object,
+    ) -> Result<worker::js_sys::Promise, wasm_bindgen::JsValue>;
+    /// `storage.get(key)`.
+    #[wasm_bindgen(method, catch, js_name = get)]
+    fn get_key(
+        this: &RawStorage,
+        key: &str,
+    ) -> Result<worker::js_sys::Promise, wasm_bindgen::JsValue>;
+    /// `storage.list(options)`: a `Map` of key to value.
+    #[wasm_bindgen(method, catch, js_name = list)]
+    fn list_with(
+        this: &RawStorage,
         options: &worker::js_sys::Object,
     ) -> Result<worker::js_sys::Promise, wasm_bindgen::JsValue>;
     /// `storage.delete(keys, options)`.
@@ -418,10 +430,15 @@ impl RelayRoom {
         if self.live.borrow().is_some() {
             return Ok(());
         }
-        let head: Option<String> = storage.get(HEAD_KEY).await?;
-        let listed = storage
-            .list_with_options(ListOptions::new().prefix(ROW_PREFIX))
-            .await?;
+        // Read through the raw binding: workers-rs' typed `get` and `list`
+        // convert through serde (~1.5 KB of wasm gzip for two calls).
+        let raw = storage.as_raw().unchecked_ref::<RawStorage>();
+        let head = JsFuture::from(raw.get_key(HEAD_KEY)?).await?.as_string();
+        let options = worker::js_sys::Object::new();
+        worker::js_sys::Reflect::set(&options, &"prefix".into(), &ROW_PREFIX.into())?;
+        let listed: worker::js_sys::Map = JsFuture::from(raw.list_with(&options)?)
+            .await?
+            .unchecked_into();
         let mut rows = Vec::new();
         for entry in listed.entries() {
             let pair: worker::js_sys::Array = entry?.into();

@@ -299,15 +299,21 @@ async fn rate_limit(env: &Env, request: &HttpRequest) -> Option<HttpResponse> {
     if !is_rate_limited(request) {
         return None;
     }
+    use worker::js_sys::{Object, Reflect};
+    use worker::wasm_bindgen::JsCast;
+    use worker::wasm_bindgen_futures::JsFuture;
     let limiter = env.rate_limiter("RATE_LIMITER").ok()?;
-    let client = request
-        .header("cf-connecting-ip")
-        .unwrap_or("unknown")
-        .to_owned();
-    match limiter.limit(client).await {
-        Ok(outcome) if !outcome.success => Some(error_response(&Error::RateLimited)),
-        _ => None,
-    }
+    let client = request.header("cf-connecting-ip").unwrap_or("unknown");
+    // `limit({ key })` on the binding itself: workers-rs' `limit` converts
+    // through serde (~1 KB of wasm gzip). A failing limiter refuses nothing.
+    let options = Object::new();
+    Reflect::set(&options, &"key".into(), &client.into()).ok()?;
+    let raw = limiter
+        .as_ref()
+        .unchecked_ref::<worker::worker_sys::RateLimiter>();
+    let outcome = JsFuture::from(raw.limit(options).ok()?).await.ok()?;
+    let success = Reflect::get(&outcome, &"success".into()).ok()?;
+    (success.as_bool() == Some(false)).then(|| error_response(&Error::RateLimited))
 }
 
 /// Most bytes of an oversized body read (and dropped) before its 413
