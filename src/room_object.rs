@@ -29,7 +29,7 @@ use crate::edge::rooms;
 use crate::error::Error;
 use crate::host::live::LiveRoom;
 use crate::platform::Platform;
-use crate::socket_object::{attach_text, attached_text};
+use crate::socket_object::{attach_text, attached_text, RawState};
 use crate::vec_map::VecMap;
 use crate::wire::query;
 use crate::wire::relay;
@@ -82,16 +82,6 @@ impl Attachment {
 
 #[wasm_bindgen]
 extern "C" {
-    /// The object's state (`ctx`), for what workers-rs 0.8.7 does not bind.
-    pub(crate) type RawState;
-    /// `ctx.getWebSocketAutoResponseTimestamp(ws)`: when the runtime last
-    /// answered this socket's `ping`.
-    #[wasm_bindgen(method, js_name = getWebSocketAutoResponseTimestamp)]
-    pub(crate) fn auto_response_at(
-        this: &RawState,
-        ws: &worker::web_sys::WebSocket,
-    ) -> Option<worker::js_sys::Date>;
-
     /// The object's storage (`ctx.storage`), for the write options
     /// workers-rs 0.8.7 does not take.
     type RawStorage;

@@ -16,9 +16,21 @@ use crate::config::Config;
 use crate::engine::SocketId;
 use crate::error::Error;
 use crate::platform::Platform;
-use crate::room_object::RawState;
 use crate::wire::relay::socket::close_for;
 use crate::worker_entry::WorkerPlatform;
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// The object's state (`ctx`), for what workers-rs 0.8.7 does not bind.
+    pub(crate) type RawState;
+    /// `ctx.getWebSocketAutoResponseTimestamp(ws)`: when the runtime last
+    /// answered this socket's `ping`.
+    #[wasm_bindgen(method, js_name = getWebSocketAutoResponseTimestamp)]
+    pub(crate) fn auto_response_at(
+        this: &RawState,
+        ws: &worker::web_sys::WebSocket,
+    ) -> Option<worker::js_sys::Date>;
+}
 
 /// The close of a socket silent for longer than `SOCKET_IDLE_S`.
 pub(crate) const SILENT: (u16, &str) = (4408, "No frame or ping for too long");
