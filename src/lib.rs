@@ -5,9 +5,9 @@
 //! The folders are the architecture, lowest layer first; a module imports
 //! only from its own layer or lower ones (`tests/architecture.rs` checks it):
 //!
-//! * [`error`], [`platform`]: the one error type; clock, timers, randomness;
+//! * [`error`], [`platform`], [`vec_map`]: the one error type; clock,
+//!   timers, randomness; the small sorted map rooms are kept in;
 //! * [`domain`]: the ids and values every part shares, valid by construction;
-//!   [`vec_map`]: the small sorted map rooms are kept in;
 //! * [`store`]: get and conditional put, on R2 or in memory;
 //! * [`engine`]: the room rules (members, expiry, messages, hints, limits),
 //!   with no wire format and no storage;
@@ -16,10 +16,12 @@
 //!   one authority that pushes (a Durable Object);
 //! * [`wire`]: the protocols (p2pcf, relay, y-webrtc), each parse → engine → render;
 //! * [`edge`]: routing, CORS, origin rules and quotas, TURN, the status page;
-//! * `worker_entry`, `room_object` and `topic_object` (wasm only): the only
-//!   code that touches the Workers runtime (the fetch handler; the relay
-//!   room's Durable Object; a y-webrtc namespace's); [`testing`] (native only): the worker over the in-memory store
-//!   on a virtual clock, for `tests/` and `lab/`.
+//! * `worker_entry`, `room_object`, `topic_object`, `peer_object` and
+//!   `socket_object` (wasm only): the only code that touches the Workers
+//!   runtime (the fetch handler; the relay room's Durable Object; a y-webrtc
+//!   namespace's; a PeerJS key's; what the socket-holding objects share);
+//!   [`testing`] (native only): the worker over the in-memory store on a
+//!   virtual clock, for `tests/` and `lab/`.
 
 pub mod config;
 pub mod domain;
