@@ -137,7 +137,7 @@ test('time to onPeerJoin: the worker next to Trystero\'s MQTT strategy on mosqui
     const ps = await pages(2, { ...server, app: 'p2pcf-rs-timing', room: `timing-${label}-${Date.now()}` })
     try {
       const last = await begin(ps)
-      const at = await until('both joined', async () => {
+      const at = await until(`both joined (${label}, ${Object.keys(server)[0]})`, async () => {
         const out = []
         for (const p of ps) {
           const { events, t0Wall } = await p.page.evaluate(() => ({ events: window.events, t0Wall: window.t0Wall }))
@@ -146,17 +146,33 @@ test('time to onPeerJoin: the worker next to Trystero\'s MQTT strategy on mosqui
           out.push(t0Wall + join[2])
         }
         return out
-      }, 30000)
+      }, 10000)
       return Math.round(Math.max(...at) - last)
     } finally {
       for (const p of ps) await p.context.close()
     }
   }
-  for (const server of Object.values(servers)) await timeOne(server, 'warm-up')
+  // About one pair in six never sees the other join, through either server
+  // alike (seen on the build before issue 16's size work too): Trystero's
+  // own handshake on a loaded 2-core machine. Such a pair is timed again in
+  // a fresh room, at most twice, and counted.
+  const retried = {}
+  async function timed (name, server, label) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await timeOne(server, `${label}-${attempt}`)
+      } catch (e) {
+        if (attempt === 3) throw e
+        retried[name] = (retried[name] || 0) + 1
+      }
+    }
+  }
+  for (const [name, server] of Object.entries(servers)) await timed(name, server, 'warm-up')
   const runs = {}
   for (let round = 0; round < ROUNDS; round++) {
-    for (const [name, server] of Object.entries(servers)) (runs[name] ||= []).push(await timeOne(server, round))
+    for (const [name, server] of Object.entries(servers)) (runs[name] ||= []).push(await timed(name, server, round))
   }
+  console.log(`Trystero pairs that never joined and were timed again: worker ${retried.worker || 0}, MQTT ${retried['MQTT (mosquitto)'] || 0}`)
   const median = xs => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   for (const [name, ms] of Object.entries(runs)) {
     console.log(`2 Trystero pages through ${name === 'worker' ? 'the worker' : "Trystero's MQTT strategy on mosquitto"}: both joined ${median(ms)} ms after the second started (median; runs ${ms.join(', ')} ms)`)
