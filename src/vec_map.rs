@@ -55,11 +55,6 @@ impl<K, V> VecMap<K, V> {
         self.pairs.iter().map(|(k, v)| (k, v))
     }
 
-    /// The pairs in key order, values mutable.
-    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = (&K, &mut V)> {
-        self.pairs.iter_mut().map(|(k, v)| (&*k, v))
-    }
-
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + ExactSizeIterator {
         self.pairs.iter().map(|(k, _)| k)
     }
