@@ -3,9 +3,11 @@
 //! stored and as sent, and client timestamps kept exactly as written.
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use serde_json::{Number, Value};
+use serde::Serialize;
+use serde_json::Number;
 use subtle::ConstantTimeEq;
+
+use crate::json::{FromJson, Read, Reader};
 
 /// Longest identifier (room, context, session, client) the protocol accepts.
 pub const MAX_ID_LEN: usize = 64;
@@ -14,8 +16,8 @@ pub const MAX_ID_LEN: usize = 64;
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident, $err:literal, $valid:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize)]
+        #[serde(into = "String")]
         pub struct $name(String);
 
         impl $name {
@@ -38,6 +40,18 @@ macro_rules! id_newtype {
             type Error = $crate::error::Error;
             fn try_from(s: String) -> Result<Self, $crate::error::Error> {
                 Self::parse(&s).map(|_| Self(s))
+            }
+        }
+
+        impl $crate::json::FromJson for $name {
+            fn read(r: &mut $crate::json::Reader<'_>) -> $crate::json::Read<Self> {
+                <Self as $crate::json::FromKey>::from_key(&r.string()?)
+            }
+        }
+
+        impl $crate::json::FromKey for $name {
+            fn from_key(key: &str) -> $crate::json::Read<Self> {
+                Self::parse(key).map_err(|_| $crate::json::Bad::Shape)
             }
         }
 
@@ -114,16 +128,20 @@ id_newtype!(
 ///
 /// Kept as a JSON number so it goes back to clients unchanged (`ps` appends
 /// `t`, and the client compares it with `===`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Millis(Number);
 
+impl FromJson for Millis {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        r.number().map(Self)
+    }
+}
+
 impl Millis {
-    pub(crate) fn from_value(v: &Value) -> Option<Self> {
-        match v {
-            Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => Some(Self(n.clone())),
-            _ => None,
-        }
+    /// The number a raw value holds, if it is one.
+    pub(crate) fn from_raw(raw: &str) -> Option<Self> {
+        Reader::over(raw).number().ok().map(Self)
     }
 
     pub fn as_f64(&self) -> f64 {
@@ -140,9 +158,15 @@ pub const DELETE_KEY_BYTES: usize = 24;
 
 /// The secret that proves a member owns its entry (p2pcf: the delete key
 /// `dk`; the relay: the `token` every call carries).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct DeleteKey(String);
+
+impl FromJson for DeleteKey {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        String::read(r).map(Self)
+    }
+}
 
 impl DeleteKey {
     /// Encodes random bytes (from the platform CSPRNG) as URL-safe base64.

@@ -5,8 +5,9 @@
 //! The folders are the architecture, lowest layer first; a module imports
 //! only from its own layer or lower ones (`tests/architecture.rs` checks it):
 //!
-//! * [`error`], [`platform`], [`vec_map`]: the one error type; clock,
-//!   timers, randomness; the small sorted map rooms are kept in;
+//! * [`error`], [`platform`], [`vec_map`], [`json`]: the one error type;
+//!   clock, timers, randomness; the small sorted map rooms are kept in; the
+//!   JSON reader every stored format and request body is read with;
 //! * [`domain`]: the ids and values every part shares, valid by construction;
 //! * [`store`]: get and conditional put, on R2 or in memory;
 //! * [`engine`]: the room rules (members, expiry, messages, hints, limits),
@@ -29,6 +30,7 @@ pub mod edge;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod json;
 pub mod platform;
 pub mod store;
 #[cfg(not(target_arch = "wasm32"))]

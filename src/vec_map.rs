@@ -11,11 +11,11 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Serialize, Serializer};
+
+use crate::json::{FromJson, FromKey, Read, Reader};
 
 /// An ordered map as a `Vec` of pairs sorted by key, each key once.
 #[derive(Clone, PartialEq, Eq)]
@@ -191,27 +191,17 @@ impl<K: Serialize, V: Serialize> Serialize for VecMap<K, V> {
     }
 }
 
-impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for VecMap<K, V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Pairs<K, V>(PhantomData<(K, V)>);
-
-        impl<'de, K: Ord + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for Pairs<K, V> {
-            type Value = VecMap<K, V>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-                let mut map = VecMap::new();
-                while let Some((k, v)) = access.next_entry()? {
-                    map.insert(k, v);
-                }
-                Ok(map)
-            }
-        }
-
-        deserializer.deserialize_map(Pairs(PhantomData))
+/// A JSON object, as serde reads one into a `BTreeMap`: the last of two
+/// equal keys wins.
+impl<K: Ord + FromKey, V: FromJson> FromJson for VecMap<K, V> {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let mut map = VecMap::new();
+        r.object(&mut |r, key| {
+            let key = K::from_key(key)?;
+            map.insert(key, V::read(r)?);
+            Ok(())
+        })?;
+        Ok(map)
     }
 }
 
@@ -260,9 +250,10 @@ mod tests {
 
     #[test]
     fn reads_a_json_map_with_the_last_duplicate_winning() {
-        let ours: VecMap<String, u32> = serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
-        let std: BTreeMap<String, u32> = serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
+        let text = r#"{"b":1,"a":2,"b":3}"#;
+        let ours: VecMap<String, u64> = crate::json::from_slice(text.as_bytes()).unwrap();
+        let std: BTreeMap<String, u64> = serde_json::from_str(text).unwrap();
         assert!(ours.iter().eq(std.iter()));
-        assert!(serde_json::from_str::<VecMap<String, u32>>("[[\"a\",1]]").is_err());
+        assert!(crate::json::from_slice::<VecMap<String, u64>>(b"[[\"a\",1]]").is_err());
     }
 }

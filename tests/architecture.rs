@@ -15,7 +15,7 @@ const MAX_FN_LINES: usize = 80;
 /// The top-level modules, lowest layer first. A module may use its own
 /// layer and those before it.
 const LAYERS: &[&[&str]] = &[
-    &["error", "platform", "vec_map"],
+    &["error", "platform", "vec_map", "json"],
     &["domain", "store"],
     &["engine"],
     &["config"],

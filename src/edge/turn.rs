@@ -15,21 +15,38 @@
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 
 use crate::config::{Secret, TurnSettings, TurnSource};
 use crate::error::Error;
+use crate::json::{once, required, FromJson, Read, Reader};
 use crate::platform::Platform;
 
 /// One `RTCIceServer`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct IceServer {
     pub urls: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+}
+
+impl FromJson for IceServer {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut urls, mut username, mut credential) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "urls" => once(&mut urls, Vec::read(r)),
+            "username" => once(&mut username, r.option(String::read)),
+            "credential" => once(&mut credential, r.option(String::read)),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            urls: required(urls)?,
+            username: username.flatten(),
+            credential: credential.flatten(),
+        })
+    }
 }
 
 /// The `/turn` answer.
@@ -76,18 +93,23 @@ pub fn rest_credentials(
 /// Cloudflare's answer, without port-53 URLs (browsers refuse to connect to
 /// port 53, so those only slow ICE down) and without servers left with none.
 pub fn parse_cloudflare(body: &[u8], now_ms: u64, ttl_s: u64) -> Result<Credentials, Error> {
-    #[derive(Deserialize)]
-    struct Answer {
-        #[serde(rename = "iceServers")]
-        ice_servers: Box<RawValue>,
-    }
-    let answer: Answer = serde_json::from_slice(body)
-        .map_err(|_| Error::TurnUpstream("an answer without iceServers"))?;
+    let mut ice_servers = None;
+    let answer = Reader::new(body).and_then(|mut r| {
+        r.object(&mut |r, key| match key {
+            "iceServers" => once(&mut ice_servers, r.raw()),
+            _ => r.skip(),
+        })?;
+        r.end()
+    });
+    let raw = answer
+        .ok()
+        .and(ice_servers)
+        .ok_or(Error::TurnUpstream("an answer without iceServers"))?;
     // Older answers held one server object; newer ones a list.
-    let raw = answer.ice_servers.get().as_bytes();
-    let servers: Vec<IceServer> = match raw.first() {
-        Some(b'[') => serde_json::from_slice(raw),
-        _ => serde_json::from_slice(raw).map(|s| vec![s]),
+    let mut r = Reader::over(raw);
+    let servers = match raw.as_bytes().first() {
+        Some(b'[') => Vec::read(&mut r),
+        _ => IceServer::read(&mut r).map(|s| vec![s]),
     }
     .map_err(|_| Error::TurnUpstream("iceServers in an unknown shape"))?;
     let ice_servers: Vec<IceServer> = servers

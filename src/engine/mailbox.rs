@@ -10,11 +10,12 @@
 //! number lower than one already accepted could never be delivered: it is
 //! refused with 409 instead of answered 200.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::domain::SessionId;
 use crate::error::Error;
+use crate::json::{once, required, FromJson, Read, Reader};
 
 /// Undelivered messages are dropped this long after they were sent.
 pub const MESSAGE_TTL_MS: u64 = 60_000;
@@ -48,7 +49,7 @@ pub struct Message {
 }
 
 /// A message as stored: once, with the members it is for.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Letter {
     #[serde(rename = "q")]
     pub seq: u64,
@@ -101,12 +102,48 @@ impl Letter {
 }
 
 /// One place's share of a sender's letters, and the highest number accepted there.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Mailbox {
     #[serde(rename = "n", default)]
     pub last_seq: u64,
     #[serde(rename = "m", default, skip_serializing_if = "Vec::is_empty")]
     pub letters: Vec<Letter>,
+}
+
+impl FromJson for Letter {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut seq, mut at_ms, mut to, mut broadcast, mut data) = (None, None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "q" => once(&mut seq, r.u64()),
+            "w" => once(&mut at_ms, r.u64()),
+            "r" => once(&mut to, Vec::read(r)),
+            "b" => once(&mut broadcast, r.bool()),
+            "d" => once(&mut data, r.raw_value()),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            seq: required(seq)?,
+            at_ms: required(at_ms)?,
+            to: required(to)?,
+            broadcast: broadcast.unwrap_or_default(),
+            data: required(data)?,
+        })
+    }
+}
+
+impl FromJson for Mailbox {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut last_seq, mut letters) = (None, None);
+        r.object(&mut |r, key| match key {
+            "n" => once(&mut last_seq, r.u64()),
+            "m" => once(&mut letters, Vec::read(r)),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            last_seq: last_seq.unwrap_or_default(),
+            letters: letters.unwrap_or_default(),
+        })
+    }
 }
 
 /// What [`Mailbox::accept`] did with a batch.

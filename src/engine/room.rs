@@ -11,19 +11,20 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::domain::{sort_by_u64, ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
 use crate::engine::hints::Situation;
 use crate::engine::mailbox::Mailbox;
 use crate::error::Error;
+use crate::json::{self, once, required, Bad, FromJson, Read, Reader};
 use crate::vec_map::VecMap;
 
 /// What the engine needs of a member's public data, whatever the wire
 /// protocol: the session id that routes packages to it (p2pcf: `d[0]`; the
 /// relay: the peer id). Everything else is carried, compared and returned as is.
-pub trait Member: Clone + PartialEq + fmt::Debug + Serialize + for<'de> Deserialize<'de> {
+pub trait Member: Clone + PartialEq + fmt::Debug + Serialize + FromJson {
     /// How long after the later of two members joined each reads the
     /// other's outbox without being told to.
     const READ_WINDOW_MS: u64 = JOIN_WINDOW_MS;
@@ -61,7 +62,7 @@ pub const DEPARTURE_MEMORY_MS: u64 = 120_000;
 pub const MAX_DEPARTURES: usize = 64;
 
 /// "The outbox of this entry holds packages for `to`": makes `to` read it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Announcement {
     #[serde(rename = "s")]
     pub to: SessionId,
@@ -71,8 +72,7 @@ pub struct Announcement {
 
 /// One participant's entry in the room index. Whether it is in `ps` is
 /// decided by this entry alone: live while `expires_ms` lies ahead.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(bound = "D: Member")]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Entry<D> {
     /// The member's public data (p2pcf: `d`).
     pub d: D,
@@ -97,6 +97,49 @@ pub struct Entry<D> {
     /// `i` held them one copy per recipient; such copies are ignored.)
     #[serde(rename = "b", default, skip_serializing_if = "Mailbox::is_empty")]
     pub mail: Mailbox,
+}
+
+impl FromJson for Announcement {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut to, mut until_ms) = (None, None);
+        r.object(&mut |r, key| match key {
+            "s" => once(&mut to, SessionId::read(r)),
+            "u" => once(&mut until_ms, r.u64()),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            to: required(to)?,
+            until_ms: required(until_ms)?,
+        })
+    }
+}
+
+impl<D: Member> FromJson for Entry<D> {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut d, mut t, mut expires_ms, mut ttl_ms) = (None, None, None, None);
+        let (mut dk, mut joined_ms, mut announced, mut mail) = (None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "d" => once(&mut d, D::read(r)),
+            "t" => once(&mut t, Millis::read(r)),
+            "x" => once(&mut expires_ms, r.u64()),
+            "l" => once(&mut ttl_ms, r.u64()),
+            "dk" => once(&mut dk, DeleteKey::read(r)),
+            "j" => once(&mut joined_ms, r.u64()),
+            "a" => once(&mut announced, Vec::read(r)),
+            "b" => once(&mut mail, Mailbox::read(r)),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            d: required(d)?,
+            t: required(t)?,
+            expires_ms: required(expires_ms)?,
+            ttl_ms: required(ttl_ms)?,
+            dk: required(dk)?,
+            joined_ms: required(joined_ms)?,
+            announced: announced.unwrap_or_default(),
+            mail: mail.unwrap_or_default(),
+        })
+    }
 }
 
 impl<D: Member> Entry<D> {
@@ -159,12 +202,29 @@ impl<D: Member> Entry<D> {
 /// A package in an outbox, bound to the context its recipient had when it
 /// was written: only that context receives it, so a session id claimed
 /// later by someone else gets nothing.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Sent {
     pub to: SessionId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k: Option<ContextId>,
     pub raw: Box<RawValue>,
+}
+
+impl FromJson for Sent {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut to, mut k, mut raw) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "to" => once(&mut to, SessionId::read(r)),
+            "k" => once(&mut k, r.option(ContextId::read)),
+            "raw" => once(&mut raw, r.raw_value()),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            to: required(to)?,
+            k: k.flatten(),
+            raw: required(raw)?,
+        })
+    }
 }
 
 impl PartialEq for Sent {
@@ -189,7 +249,7 @@ pub enum ReadOrder<'a> {
 
 /// The packages one context sends, in an R2 object of its own
 /// (`rooms/<room>/c/<context>`), written only by that context's requests.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Outbox {
     #[serde(rename = "s")]
     pub session: SessionId,
@@ -209,30 +269,38 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
+        Self::read_from(bytes, true)
     }
 
     /// Only its writer and write stamps, its packages and letters skipped
     /// unbuilt: all that [`Room::fold`] needs, for a fraction of the CPU.
     pub fn decode_stamp(bytes: &[u8]) -> Option<Self> {
-        #[derive(Deserialize)]
-        struct Stamp {
-            #[serde(rename = "s")]
-            session: SessionId,
-            t: Millis,
-            #[serde(rename = "x")]
-            expires_ms: u64,
-            #[serde(rename = "l", default)]
-            ttl_ms: u64,
-        }
-        let stamp: Stamp = serde_json::from_slice(bytes).ok()?;
+        Self::read_from(bytes, false)
+    }
+
+    /// Reads an outbox; without `whole`, only its stamps.
+    fn read_from(bytes: &[u8], whole: bool) -> Option<Self> {
+        let mut r = Reader::new(bytes).ok()?;
+        let (mut session, mut t, mut expires_ms, mut ttl_ms) = (None, None, None, None);
+        let (mut p, mut mail) = (None, None);
+        r.object(&mut |r, key| match key {
+            "s" => once(&mut session, SessionId::read(r)),
+            "t" => once(&mut t, Millis::read(r)),
+            "x" => once(&mut expires_ms, r.u64()),
+            "l" => once(&mut ttl_ms, r.u64()),
+            "p" if whole => once(&mut p, Vec::read(r)),
+            "b" if whole => once(&mut mail, Mailbox::read(r)),
+            _ => r.skip(),
+        })
+        .ok()?;
+        r.end().ok()?;
         Some(Self {
-            session: stamp.session,
-            t: stamp.t,
-            expires_ms: stamp.expires_ms,
-            ttl_ms: stamp.ttl_ms,
-            p: Vec::new(),
-            mail: Mailbox::default(),
+            session: session?,
+            t: t?,
+            expires_ms: expires_ms?,
+            ttl_ms: ttl_ms.unwrap_or_default(),
+            p: if whole { p? } else { Vec::new() },
+            mail: mail.unwrap_or_default(),
         })
     }
 
@@ -246,12 +314,29 @@ pub type Outboxes = VecMap<ContextId, Outbox>;
 
 /// A left (context, session): remembered so that a request of that session
 /// which started before the leave cannot re-create the entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Departure {
     pub k: ContextId,
     pub s: SessionId,
     #[serde(rename = "u")]
     pub until_ms: u64,
+}
+
+impl FromJson for Departure {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut k, mut s, mut until_ms) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "k" => once(&mut k, ContextId::read(r)),
+            "s" => once(&mut s, SessionId::read(r)),
+            "u" => once(&mut until_ms, r.u64()),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            k: required(k)?,
+            s: required(s)?,
+            until_ms: required(until_ms)?,
+        })
+    }
 }
 
 /// A stored index this build cannot read (newer format, or damaged). It is
@@ -260,8 +345,7 @@ pub struct Departure {
 pub struct Unreadable;
 
 /// The room index, as stored: every participant's entry by context id.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(bound = "D: Member")]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Room<D> {
     /// Format version of the stored document.
     v: u32,
@@ -272,6 +356,26 @@ pub struct Room<D> {
     membership_changed_ms: u64,
     #[serde(rename = "g", default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) departures: Vec<Departure>,
+}
+
+impl<D: Member> FromJson for Room<D> {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut v, mut entries, mut membership_changed_ms, mut departures) =
+            (None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "v" => once(&mut v, r.u64()),
+            "e" => once(&mut entries, VecMap::read(r)),
+            "m" => once(&mut membership_changed_ms, r.u64()),
+            "g" => once(&mut departures, Vec::read(r)),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            v: u32::try_from(required(v)?).map_err(|_| Bad::Shape)?,
+            entries: required(entries)?,
+            membership_changed_ms: membership_changed_ms.unwrap_or_default(),
+            departures: departures.unwrap_or_default(),
+        })
+    }
 }
 
 /// Whether a request needs the index written.
@@ -343,7 +447,7 @@ impl<D: Member> Room<D> {
     /// does not parse is [`Unreadable`], never an empty room: writing over
     /// it would silently wipe the room (a rollback, a stricter validator).
     pub fn decode(bytes: &[u8]) -> Result<Self, Unreadable> {
-        serde_json::from_slice::<Self>(bytes)
+        json::from_slice::<Self>(bytes)
             .ok()
             .filter(|r| r.v == Self::VERSION)
             .ok_or(Unreadable)
@@ -388,7 +492,7 @@ impl<D: Member> Room<D> {
             None => Self::new(),
         };
         for (context, bytes) in rows {
-            let entry = serde_json::from_slice(bytes).map_err(|_| Unreadable)?;
+            let entry = json::from_slice(bytes).map_err(|_| Unreadable)?;
             room.entries.insert(context, entry);
         }
         Ok(room)

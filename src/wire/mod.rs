@@ -8,6 +8,7 @@ pub mod y_webrtc;
 
 use crate::engine::hints::Hint;
 use crate::error::Error;
+use crate::json::{Bad, Read, Reader};
 
 /// An answer: the JSON body and facts for logs and tests. Its status is
 /// 200 unless it came from a room's object, which answers refusals itself.
@@ -23,18 +24,20 @@ pub struct Reply {
     pub hint: Option<Hint>,
 }
 
-/// Reads a request body: text that is not JSON is "Bad JSON"; JSON of
-/// another shape is `wrong_shape`.
-pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(
+/// Reads a request body with `read`: text that is not JSON is "Bad JSON";
+/// JSON of another shape is `wrong_shape`.
+pub(crate) fn from_json<'a, T>(
     body: &'a [u8],
     wrong_shape: &'static str,
+    read: impl FnOnce(&mut Reader<'a>) -> Read<T>,
 ) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            Error::BadRequest(wrong_shape)
-        } else {
-            Error::BadRequest("Bad JSON")
-        }
+    let read = |mut r: Reader<'a>| {
+        let value = read(&mut r)?;
+        r.end().map(|()| value)
+    };
+    Reader::new(body).and_then(read).map_err(|bad| match bad {
+        Bad::Shape => Error::BadRequest(wrong_shape),
+        Bad::Syntax => Error::BadRequest("Bad JSON"),
     })
 }
 

@@ -24,7 +24,8 @@
 //! The key is the namespace: one Durable Object per key (`/peerjs/id`
 //! and `/peerjs?key=...` are the default key `peerjs`, for `path: "/"`).
 
-use serde::Deserialize;
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use crate::domain::{PeerJsId, PeerJsToken, RoomId};
@@ -32,6 +33,7 @@ use crate::engine::directory::{Claim, Directory};
 use crate::engine::limits::Rate;
 use crate::engine::SocketId;
 use crate::error::Error;
+use crate::json::{once, Read, Reader};
 use crate::wire::{from_json, relay::socket::close_for, to_json};
 
 /// Where PeerJS is served: `path: "/peerjs"` in the client's options.
@@ -187,14 +189,27 @@ pub struct FrameLimits {
     pub now_ms: u64,
 }
 
-#[derive(Deserialize)]
 struct Wire<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    dst: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
+    kind: Option<Cow<'a, str>>,
+    dst: Option<Cow<'a, str>>,
     payload: Option<Box<RawValue>>,
+}
+
+impl<'a> Wire<'a> {
+    fn read(r: &mut Reader<'a>) -> Read<Self> {
+        let (mut kind, mut dst, mut payload) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "type" => once(&mut kind, r.option(Reader::string)),
+            "dst" => once(&mut dst, r.option(Reader::string)),
+            "payload" => once(&mut payload, r.option(Reader::raw_value)),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            kind: kind.flatten(),
+            dst: dst.flatten(),
+            payload: payload.flatten(),
+        })
+    }
 }
 
 /// Runs one frame of `socket`.
@@ -225,7 +240,11 @@ pub fn on_frame(
 }
 
 fn relay(dir: &mut Directory, socket: SocketId, text: &str, now_ms: u64) -> Result<Effects, Error> {
-    let wire: Wire = from_json(text.as_bytes(), "Bad frame: expected a JSON object")?;
+    let wire = from_json(
+        text.as_bytes(),
+        "Bad frame: expected a JSON object",
+        Wire::read,
+    )?;
     let kind = match wire.kind.as_deref() {
         Some(k @ ("OFFER" | "ANSWER" | "CANDIDATE" | "LEAVE" | "EXPIRE")) => k,
         _ => return Ok(Effects::default()),

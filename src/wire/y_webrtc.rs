@@ -20,11 +20,13 @@
 //! size limit, more than [`MAX_TOPICS_PER_SOCKET`](crate::engine::topics::MAX_TOPICS_PER_SOCKET)
 //! topics), `4429` (over [`RATE`]: 200 frames or 512 KiB in 10 s).
 
-use serde::Deserialize;
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use crate::engine::topics::{Rate, SocketId, Topic, Topics};
 use crate::error::Error;
+use crate::json::{self, once, Read, Reader};
 use crate::wire::{from_json, relay::socket::close_for, to_json};
 
 /// Where y-webrtc connects: `wss://<worker>/y-webrtc/<namespace>` (or
@@ -44,16 +46,31 @@ pub const RATE: Rate = Rate {
 pub const PING: &str = r#"{"type":"ping"}"#;
 pub const PONG: &str = r#"{"type":"pong"}"#;
 
-#[derive(Deserialize)]
 struct Wire<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    topics: Vec<Box<RawValue>>,
-    #[serde(borrow, default)]
-    topic: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
+    kind: Option<Cow<'a, str>>,
+    /// Each as written.
+    topics: Vec<&'a str>,
+    topic: Option<Cow<'a, str>>,
     data: Option<Box<RawValue>>,
+}
+
+impl<'a> Wire<'a> {
+    fn read(r: &mut Reader<'a>) -> Read<Self> {
+        let (mut kind, mut topics, mut topic, mut data) = (None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "type" => once(&mut kind, r.option(Reader::string)),
+            "topics" => once(&mut topics, r.list(&mut Reader::raw)),
+            "topic" => once(&mut topic, r.option(Reader::string)),
+            "data" => once(&mut data, r.option(Reader::raw_value)),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            kind: kind.flatten(),
+            topics: topics.unwrap_or_default(),
+            topic: topic.flatten(),
+            data: data.flatten(),
+        })
+    }
 }
 
 /// `{"type": "publish", "topic", "data", "clients"}`, written out (the
@@ -121,7 +138,11 @@ pub fn on_frame(
 }
 
 fn run(topics: &mut Topics, socket: SocketId, text: &str) -> Result<Effects, Error> {
-    let wire: Wire = from_json(text.as_bytes(), "Bad frame: expected a JSON object")?;
+    let wire = from_json(
+        text.as_bytes(),
+        "Bad frame: expected a JSON object",
+        Wire::read,
+    )?;
     let mut effects = Effects::default();
     match wire.kind.as_deref() {
         Some("subscribe") => {
@@ -148,9 +169,9 @@ fn run(topics: &mut Topics, socket: SocketId, text: &str) -> Result<Effects, Err
 }
 
 /// The topic names in a list: strings only (others skipped), each valid.
-fn names(raw: &[Box<RawValue>]) -> Result<Vec<Topic>, Error> {
+fn names(raw: &[&str]) -> Result<Vec<Topic>, Error> {
     raw.iter()
-        .filter_map(|r| serde_json::from_str::<String>(r.get()).ok())
+        .filter_map(|r| json::as_str(r))
         .map(|name| Topic::parse(&name))
         .collect()
 }

@@ -4,15 +4,13 @@
 //! Rules and field meanings are those of `PROTOCOL.md`. Every rule that fails
 //! yields [`Error::BadRequest`] with a short reason; nothing here panics.
 
-use std::fmt;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use base64::Engine as _;
-use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use crate::domain::{
     id_newtype, len_between, ContextId, DeleteKeyInput, Millis, RoomId, SessionId, MAX_ID_LEN,
@@ -20,7 +18,7 @@ use crate::domain::{
 use crate::engine::hints::Hint;
 use crate::engine::limits::Limits;
 use crate::error::Error;
-use crate::wire::from_json;
+use crate::json::{self, once, required, Bad, FromJson, Read, Reader};
 
 /// Largest `t`: ms exact in an f64 (2^53). A client's `t` is its own clock,
 /// however far off: the worker only compares a client's `t`s with each
@@ -81,37 +79,42 @@ pub struct PeerData {
     pub reflexive_ips: Vec<ReflexiveIp>,
 }
 
-fn str_of<'v>(v: &'v Value, err: &'static str) -> Result<&'v str, Error> {
-    v.as_str().ok_or(Error::BadRequest(err))
+/// The string `raw` (a checked JSON value) holds, parsed by `parse`.
+fn string_of<T>(
+    raw: &str,
+    err: &'static str,
+    parse: fn(&str) -> Result<T, Error>,
+) -> Result<T, Error> {
+    parse(&json::as_str(raw).ok_or(Error::BadRequest(err))?)
 }
 
 impl PeerData {
-    /// Parses `d`, reporting the first field that breaks its rule.
-    pub fn parse(v: &Value) -> Result<Self, Error> {
-        let items = v.as_array().ok_or(Error::BadRequest("Bad data"))?;
+    /// Parses `d` (checked JSON), reporting the first field that breaks its rule.
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let items = json::items(raw).ok_or(Error::BadRequest("Bad data"))?;
         let [session, client, symmetric, fingerprint, joined_at, ips] = items.as_slice() else {
             return Err(Error::BadRequest("Bad data length"));
         };
-        let joined_at = Millis::from_value(joined_at)
+        let joined_at = Millis::from_raw(joined_at)
             .filter(|m| m.as_f64() != 0.0)
             .ok_or(Error::BadRequest("Bad joined at timestamp"))?;
-        let ips = ips
-            .as_array()
-            .ok_or(Error::BadRequest("Bad reflexive IPs"))?;
+        let ips = json::items(ips).ok_or(Error::BadRequest("Bad reflexive IPs"))?;
         if ips.len() > MAX_REFLEXIVE_IPS {
             return Err(Error::BadRequest("Too many reflexive IPs"));
         }
         let ips = ips
             .iter()
-            .map(|ip| ReflexiveIp::parse(str_of(ip, "Bad reflexive IPs")?))
+            .map(|ip| string_of(ip, "Bad reflexive IPs", ReflexiveIp::parse))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            session: SessionId::parse(str_of(session, "Bad session id")?)?,
-            client: ClientId::parse(str_of(client, "Bad client id")?)?,
-            symmetric: symmetric
-                .as_bool()
-                .ok_or(Error::BadRequest("Bad is symmetric"))?,
-            fingerprint: Fingerprint::parse(str_of(fingerprint, "Bad dtls fingerprint")?)?,
+            session: string_of(session, "Bad session id", SessionId::parse)?,
+            client: string_of(client, "Bad client id", ClientId::parse)?,
+            symmetric: match *symmetric {
+                "true" => true,
+                "false" => false,
+                _ => return Err(Error::BadRequest("Bad is symmetric")),
+            },
+            fingerprint: string_of(fingerprint, "Bad dtls fingerprint", Fingerprint::parse)?,
             joined_at,
             reflexive_ips: ips,
         })
@@ -139,10 +142,36 @@ impl Serialize for PeerData {
     }
 }
 
-impl<'de> Deserialize<'de> for PeerData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        PeerData::parse(&v).map_err(de::Error::custom)
+/// A stored `d`, read in one pass: each element by its type, with the
+/// rules of [`PeerData::parse`] (which a request's `d` goes through, for
+/// its error texts).
+impl FromJson for PeerData {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut session, mut client, mut symmetric, mut fingerprint) = (None, None, None, None);
+        let (mut joined_at, mut ips) = (None, None);
+        let mut index = 0;
+        r.array(&mut |r| {
+            match index {
+                0 => session = Some(SessionId::read(r)?),
+                1 => client = Some(ClientId::read(r)?),
+                2 => symmetric = Some(r.bool()?),
+                3 => fingerprint = Some(Fingerprint::read(r)?),
+                4 => joined_at = Some(Millis::read(r)?),
+                5 => ips = Some(Vec::<ReflexiveIp>::read(r)?),
+                _ => return Err(Bad::Shape),
+            }
+            index += 1;
+            Ok(())
+        })?;
+        let ips = ips.filter(|ips| ips.len() <= MAX_REFLEXIVE_IPS);
+        Ok(Self {
+            session: required(session)?,
+            client: required(client)?,
+            symmetric: required(symmetric)?,
+            fingerprint: required(fingerprint)?,
+            joined_at: required(joined_at.filter(|m| m.as_f64() != 0.0))?,
+            reflexive_ips: required(ips)?,
+        })
     }
 }
 
@@ -160,7 +189,7 @@ impl Serialize for PeerView<'_> {
 
 /// A package: routed by its element 0 (the recipient's session id) and
 /// otherwise passed through byte for byte.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Package {
     /// Recipient session id (element 0 of `raw`).
     pub to: SessionId,
@@ -184,8 +213,7 @@ impl Package {
         if raw.get().len() > limits.max_package_bytes {
             return Err(Error::PayloadTooLarge("Package too large"));
         }
-        let head = serde_json::from_slice::<PackageHead>(raw.get().as_bytes())
-            .map_err(|_| Error::BadRequest("Bad package"))?;
+        let head = PackageHead::read(raw.get()).ok_or(Error::BadRequest("Bad package"))?;
         if head.candidates > limits.max_candidates {
             return Err(Error::PayloadTooLarge("Too many candidates in a package"));
         }
@@ -205,48 +233,27 @@ struct PackageHead {
     candidates: usize,
 }
 
-impl<'de> Deserialize<'de> for PackageHead {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct HeadVisitor;
-        impl<'de> Visitor<'de> for HeadVisitor {
-            type Value = PackageHead;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array starting with a session id")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PackageHead, A::Error> {
-                let to: String = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let from: Option<String> = match seq.next_element::<Value>()? {
-                    Some(Value::String(s)) => Some(s),
-                    _ => None,
-                };
-                let mut candidates = 0;
-                let mut index = 2;
-                loop {
-                    if index == 8 {
-                        // Packages are only read with serde_json, where RawValue works.
-                        match seq.next_element::<Box<RawValue>>()? {
-                            Some(raw) => {
-                                candidates =
-                                    serde_json::from_slice::<Vec<IgnoredAny>>(raw.get().as_bytes())
-                                        .map_or(0, |c| c.len())
-                            }
-                            None => break,
-                        }
-                    } else if seq.next_element::<IgnoredAny>()?.is_none() {
-                        break;
-                    }
-                    index += 1;
+impl PackageHead {
+    fn read(raw: &str) -> Option<Self> {
+        let (mut to, mut from, mut candidates) = (None, None, 0);
+        let mut index = 0;
+        Reader::over(raw)
+            .array(&mut |r| {
+                match index {
+                    0 => to = Some(String::read(r)?),
+                    1 => from = json::as_str(r.value()?).map(Cow::into_owned),
+                    8 => candidates = json::items(r.raw()?).map_or(0, |c| c.len()),
+                    _ => r.skip()?,
                 }
-                Ok(PackageHead {
-                    to,
-                    from,
-                    candidates,
-                })
-            }
-        }
-        d.deserialize_seq(HeadVisitor)
+                index += 1;
+                Ok(())
+            })
+            .ok()?;
+        Some(PackageHead {
+            to: to?,
+            from,
+            candidates,
+        })
     }
 }
 
@@ -294,49 +301,72 @@ pub struct Publish {
     pub packages: Vec<Package>,
 }
 
-/// The body's fields before validation. Duplicate keys are rejected by serde.
-#[derive(Deserialize)]
-struct WireBody {
-    r: Option<Value>,
-    k: Option<Value>,
-    d: Option<Value>,
-    t: Option<Value>,
-    x: Option<Value>,
-    p: Option<Box<RawValue>>,
-    dk: Option<Value>,
+/// The body's fields, each as written (checked JSON), before validation.
+/// A field given twice is refused.
+#[derive(Default)]
+struct WireBody<'a> {
+    r: Option<&'a str>,
+    k: Option<&'a str>,
+    d: Option<&'a str>,
+    t: Option<&'a str>,
+    x: Option<&'a str>,
+    p: Option<&'a str>,
+    dk: Option<&'a str>,
 }
 
+impl<'a> WireBody<'a> {
+    fn read(body: &'a [u8]) -> Result<Self, Error> {
+        let mut wire = WireBody::default();
+        let mut r = Reader::new(body).map_err(|_| Error::BadRequest("Bad JSON"))?;
+        let fields = r.object(&mut |r, key| {
+            let slot = match key {
+                "r" => &mut wire.r,
+                "k" => &mut wire.k,
+                "d" => &mut wire.d,
+                "t" => &mut wire.t,
+                "x" => &mut wire.x,
+                "p" => &mut wire.p,
+                "dk" => &mut wire.dk,
+                _ => return r.skip(),
+            };
+            once(slot, r.value())
+        });
+        fields.and_then(|()| r.end()).map_err(|bad| match bad {
+            Bad::Shape => Error::BadRequest(BAD_BODY),
+            Bad::Syntax => Error::BadRequest("Bad JSON"),
+        })?;
+        Ok(wire)
+    }
+}
+
+const BAD_BODY: &str = "Bad request body: expected a JSON object with valid fields";
+
 /// Reads an optional field, treating JSON `null` as absent (as the original worker did).
-fn present(v: Option<Value>) -> Option<Value> {
-    v.filter(|v| !v.is_null())
+fn present(raw: Option<&str>) -> Option<&str> {
+    raw.filter(|raw| *raw != "null")
 }
 
 fn parse_string<T>(
-    v: Option<Value>,
+    raw: Option<&str>,
     err: &'static str,
     parse: fn(&str) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    match present(v) {
-        Some(Value::String(s)) => parse(&s),
-        _ => Err(Error::BadRequest(err)),
-    }
+    string_of(present(raw).ok_or(Error::BadRequest(err))?, err, parse)
 }
 
 /// `d` with its `x` and `t`: the data, `t` and the lifetime granted.
 fn parse_presence(
-    d: &Value,
-    x: Option<Value>,
-    t: Option<Value>,
+    d: &str,
+    x: Option<&str>,
+    t: Option<&str>,
 ) -> Result<(PeerData, Millis, u64), Error> {
     let x = present(x)
-        .as_ref()
-        .and_then(Millis::from_value)
+        .and_then(Millis::from_raw)
         .map(|x| x.as_f64())
         .filter(|x| *x > 0.0 && *x <= MAX_REQUESTED_TTL_MS)
         .ok_or(Error::BadRequest("Bad expiration"))?;
     let t = present(t)
-        .as_ref()
-        .and_then(Millis::from_value)
+        .and_then(Millis::from_raw)
         .filter(|t| (0.0..=MAX_T_MS).contains(&t.as_f64()))
         .ok_or(Error::BadRequest("Bad timestamp"))?;
     let data = PeerData::parse(d)?;
@@ -348,11 +378,11 @@ fn parse_presence(
 /// `p`, sent by `sender`. A package list needs its sender: without `d` it
 /// is ignored (`None`), as before.
 fn parse_packages(
-    p: &RawValue,
+    p: &str,
     sender: Option<&SessionId>,
     limits: &Limits,
 ) -> Result<Option<Vec<Package>>, Error> {
-    let raw = serde_json::from_slice::<Vec<Box<RawValue>>>(p.get().as_bytes())
+    let raw = Vec::<Box<RawValue>>::read(&mut Reader::over(p))
         .map_err(|_| Error::BadRequest("Bad packages"))?;
     if raw.len() > limits.max_packages {
         return Err(Error::PayloadTooLarge("Too many packages"));
@@ -376,23 +406,19 @@ fn parse_packages(
 
 /// Parses a request body. `leave` is true for `DELETE` / `X-Worker-Method: DELETE`.
 pub fn parse_request(body: &[u8], leave: bool, limits: &Limits) -> Result<Request, Error> {
-    let wire: WireBody = from_json(
-        body,
-        "Bad request body: expected a JSON object with valid fields",
-    )?;
+    let wire = WireBody::read(body)?;
     let room = parse_string(wire.r, "Bad room id", RoomId::parse)?;
     let context = parse_string(wire.k, "Bad context id", ContextId::parse)?;
 
     let data = match present(wire.d) {
         None => None,
-        Some(d) => Some(parse_presence(&d, wire.x, wire.t)?),
+        Some(d) => Some(parse_presence(d, wire.x, wire.t)?),
     };
 
     if leave {
         let delete_key = match present(wire.dk) {
             None => return Err(Error::BadRequest("Missing delete key")),
-            Some(Value::String(s)) => DeleteKeyInput::parse(&s)?,
-            Some(_) => return Err(Error::BadRequest("Bad delete key")),
+            Some(dk) => string_of(dk, "Bad delete key", DeleteKeyInput::parse)?,
         };
         return Ok(Request::Leave {
             room,
@@ -402,9 +428,9 @@ pub fn parse_request(body: &[u8], leave: bool, limits: &Limits) -> Result<Reques
         });
     }
 
-    let packages = match wire.p.filter(|p| p.get() != "null") {
+    let packages = match present(wire.p) {
         None => None,
-        Some(p) => parse_packages(&p, data.as_ref().map(|(d, _, _)| &d.session), limits)?,
+        Some(p) => parse_packages(p, data.as_ref().map(|(d, _, _)| &d.session), limits)?,
     };
 
     Ok(match (data, packages) {
@@ -439,7 +465,7 @@ pub struct PollResponse<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const NOW: u64 = 1_795_219_200_000;
     const FP: &str = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=";
@@ -564,7 +590,7 @@ mod tests {
 
     #[test]
     fn stored_peer_data_round_trips() {
-        let data = PeerData::parse(&d()).unwrap();
+        let data = PeerData::parse(&d().to_string()).unwrap();
         let json = serde_json::to_value(&data).unwrap();
         assert_eq!(json, d());
         let t = Millis::from_u64(NOW);

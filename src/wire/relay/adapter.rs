@@ -5,7 +5,7 @@
 //! [`Mailbox`], carried in its entry or in its outbox.
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::parse::{Caller, JoinNonce, RelayRequest};
@@ -16,6 +16,7 @@ use crate::engine::mailbox::{Letter, Mailbox, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
 use crate::engine::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, ReadOrder, Room};
 use crate::error::Error;
 use crate::host::r2::{apply_claim, decode, update, Attempts, Keys, R2Room, Reads, RetryPolicy};
+use crate::json::{once, required, FromJson, Read, Reader};
 use crate::platform::Platform;
 use crate::store::{Counting, Object, Store};
 use crate::vec_map::VecMap;
@@ -44,11 +45,26 @@ const READS: Reads = Reads {
 };
 
 /// A relay member's public data: its id and the `meta` it joined with.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RelayMember {
     pub id: SessionId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Box<RawValue>>,
+}
+
+impl FromJson for RelayMember {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut id, mut meta) = (None, None);
+        r.object(&mut |r, key| match key {
+            "id" => once(&mut id, SessionId::read(r)),
+            "meta" => once(&mut meta, r.option(Reader::raw_value)),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            id: required(id)?,
+            meta: meta.flatten(),
+        })
+    }
 }
 
 impl PartialEq for RelayMember {

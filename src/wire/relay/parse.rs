@@ -24,13 +24,13 @@
 //! [`MESSAGE_TTL_MS`](crate::engine::mailbox::MESSAGE_TTL_MS).
 
 use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
 use crate::domain::{DeleteKeyInput, RoomId, SessionId};
 use crate::engine::mailbox::{Message, Recipient};
 use crate::error::Error;
+use crate::json::{once, required, FromJson, Read, Reader};
 use crate::vec_map::VecMap;
 use crate::wire::from_json;
 
@@ -100,32 +100,75 @@ pub struct RelayRequest {
     pub leave: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Wire {
     room: Option<String>,
     id: Option<String>,
     token: Option<String>,
     meta: Option<Box<RawValue>>,
     nonce: Option<String>,
-    #[serde(default)]
     after: VecMap<String, u64>,
     read_from: Option<String>,
-    #[serde(default)]
     send: Vec<WireMessage>,
-    #[serde(default)]
     leave: bool,
 }
 
-#[derive(Deserialize)]
+impl FromJson for Wire {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut room, mut id, mut token, mut meta, mut nonce) = (None, None, None, None, None);
+        let (mut after, mut read_from, mut send, mut leave) = (None, None, None, None);
+        r.object(&mut |r, key| match key {
+            "room" => once(&mut room, r.option(String::read)),
+            "id" => once(&mut id, r.option(String::read)),
+            "token" => once(&mut token, r.option(String::read)),
+            "meta" => once(&mut meta, r.option(Reader::raw_value)),
+            "nonce" => once(&mut nonce, r.option(String::read)),
+            "after" => once(&mut after, VecMap::read(r)),
+            "read_from" => once(&mut read_from, r.option(String::read)),
+            "send" => once(&mut send, Vec::read(r)),
+            "leave" => once(&mut leave, r.bool()),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            room: room.flatten(),
+            id: id.flatten(),
+            token: token.flatten(),
+            meta: meta.flatten(),
+            nonce: nonce.flatten(),
+            after: after.unwrap_or_default(),
+            read_from: read_from.flatten(),
+            send: send.unwrap_or_default(),
+            leave: leave.unwrap_or_default(),
+        })
+    }
+}
+
 struct WireMessage {
     to: String,
     seq: u64,
     data: Box<RawValue>,
 }
 
+impl FromJson for WireMessage {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let (mut to, mut seq, mut data) = (None, None, None);
+        r.object(&mut |r, key| match key {
+            "to" => once(&mut to, String::read(r)),
+            "seq" => once(&mut seq, r.u64()),
+            "data" => once(&mut data, r.raw_value()),
+            _ => r.skip(),
+        })?;
+        Ok(Self {
+            to: required(to)?,
+            seq: required(seq)?,
+            data: required(data)?,
+        })
+    }
+}
+
 /// Parses a relay request; every rule broken is a 4xx with its reason.
 pub fn parse(body: &[u8]) -> Result<RelayRequest, Error> {
-    let wire: Wire = from_json(body, BAD_SHAPE)?;
+    let wire = from_json(body, BAD_SHAPE, Wire::read)?;
     let room = RoomId::parse(wire.room.as_deref().unwrap_or_default())?;
     request(wire, room)
 }
@@ -145,7 +188,7 @@ pub enum Frame {
 
 /// Parses a frame of a socket in `room`; `joined` once its hello was taken.
 pub fn parse_frame(body: &[u8], room: &RoomId, joined: bool) -> Result<Frame, Error> {
-    let wire: Wire = from_json(body, BAD_SHAPE)?;
+    let wire = from_json(body, BAD_SHAPE, Wire::read)?;
     if wire.room.as_deref().is_some_and(|r| r != room.as_str()) {
         return Err(Error::BadRequest("Room does not match the socket's"));
     }
