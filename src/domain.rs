@@ -3,11 +3,9 @@
 //! stored and as sent, and client timestamps kept exactly as written.
 
 use base64::Engine as _;
-use serde::Serialize;
-use serde_json::Number;
 use subtle::ConstantTimeEq;
 
-use crate::json::{FromJson, Read, Reader};
+use crate::json::{FromJson, Number, Read, Reader, ToJson, Writer};
 
 /// Longest identifier (room, context, session, client) the protocol accepts.
 pub const MAX_ID_LEN: usize = 64;
@@ -16,8 +14,7 @@ pub const MAX_ID_LEN: usize = 64;
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident, $err:literal, $valid:expr) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize)]
-        #[serde(into = "String")]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
 
         impl $name {
@@ -52,6 +49,18 @@ macro_rules! id_newtype {
         impl $crate::json::FromKey for $name {
             fn from_key(key: &str) -> $crate::json::Read<Self> {
                 Self::parse(key).map_err(|_| $crate::json::Bad::Shape)
+            }
+        }
+
+        impl $crate::json::ToJson for $name {
+            fn write(&self, w: &mut $crate::json::Writer) {
+                w.str(&self.0);
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
             }
         }
 
@@ -128,9 +137,14 @@ id_newtype!(
 ///
 /// Kept as a JSON number so it goes back to clients unchanged (`ps` appends
 /// `t`, and the client compares it with `===`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Millis(Number);
+
+impl ToJson for Millis {
+    fn write(&self, w: &mut Writer) {
+        w.number(self.0);
+    }
+}
 
 impl FromJson for Millis {
     fn read(r: &mut Reader<'_>) -> Read<Self> {
@@ -145,11 +159,11 @@ impl Millis {
     }
 
     pub fn as_f64(&self) -> f64 {
-        self.0.as_f64().unwrap_or(f64::NAN)
+        self.0.as_f64()
     }
 
     pub fn from_u64(ms: u64) -> Self {
-        Self(Number::from(ms))
+        Self(Number::Int(ms))
     }
 }
 
@@ -158,9 +172,14 @@ pub const DELETE_KEY_BYTES: usize = 24;
 
 /// The secret that proves a member owns its entry (p2pcf: the delete key
 /// `dk`; the relay: the `token` every call carries).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeleteKey(String);
+
+impl ToJson for DeleteKey {
+    fn write(&self, w: &mut Writer) {
+        w.str(&self.0);
+    }
+}
 
 impl FromJson for DeleteKey {
     fn read(r: &mut Reader<'_>) -> Read<Self> {

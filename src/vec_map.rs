@@ -5,17 +5,13 @@
 //! `Vec` insert are as fast as a B-tree here, and each map type costs a
 //! few hundred bytes of wasm instead of a B-tree's several kilobytes (the
 //! B-tree's node code was ~65 KB of the worker, once per key and value
-//! type). Iteration is in key order and the JSON is a map, as `BTreeMap`'s:
-//! stored documents do not change. (`litemap` does this too, but builds
-//! through a stable sort per type and reads JSON arrays as maps.)
+//! type). Iteration is in key order, as `BTreeMap`'s (and its JSON, in
+//! [`crate::json`], is the same object): stored documents do not change.
+//! (`litemap` does this too, but builds through a stable sort per type and
+//! reads JSON arrays as maps.)
 
 use std::borrow::Borrow;
 use std::fmt;
-
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
-
-use crate::json::{FromJson, FromKey, Read, Reader};
 
 /// An ordered map as a `Vec` of pairs sorted by key, each key once.
 #[derive(Clone, PartialEq, Eq)]
@@ -181,30 +177,6 @@ impl<'a, K, V> IntoIterator for &'a mut VecMap<K, V> {
     }
 }
 
-impl<K: Serialize, V: Serialize> Serialize for VecMap<K, V> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.len()))?;
-        for (k, v) in &self.pairs {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
-/// A JSON object, as serde reads one into a `BTreeMap`: the last of two
-/// equal keys wins.
-impl<K: Ord + FromKey, V: FromJson> FromJson for VecMap<K, V> {
-    fn read(r: &mut Reader<'_>) -> Read<Self> {
-        let mut map = VecMap::new();
-        r.object(&mut |r, key| {
-            let key = K::from_key(key)?;
-            map.insert(key, V::read(r)?);
-            Ok(())
-        })?;
-        Ok(map)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::VecMap;
@@ -242,18 +214,5 @@ mod tests {
         ours.retain(|_, v| *v % 2 == 0);
         std.retain(|_, v| *v % 2 == 0);
         assert!(ours.iter().eq(std.iter()));
-        assert_eq!(
-            serde_json::to_string(&ours).unwrap(),
-            serde_json::to_string(&std).unwrap()
-        );
-    }
-
-    #[test]
-    fn reads_a_json_map_with_the_last_duplicate_winning() {
-        let text = r#"{"b":1,"a":2,"b":3}"#;
-        let ours: VecMap<String, u64> = crate::json::from_slice(text.as_bytes()).unwrap();
-        let std: BTreeMap<String, u64> = serde_json::from_str(text).unwrap();
-        assert!(ours.iter().eq(std.iter()));
-        assert!(crate::json::from_slice::<VecMap<String, u64>>(b"[[\"a\",1]]").is_err());
     }
 }

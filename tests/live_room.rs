@@ -10,8 +10,8 @@ use p2pcf_rs::domain::{ContextId, DeleteKey, DeleteKeyInput, SessionId};
 use p2pcf_rs::engine::mailbox::{Message, Recipient, MAX_HELD_BYTES};
 use p2pcf_rs::error::Error;
 use p2pcf_rs::host::live::{Cursors, LiveRoom, Push, Pushes, RESUME_WINDOW_MS};
+use p2pcf_rs::json::Raw;
 use p2pcf_rs::wire::relay::adapter::RelayMember;
-use serde_json::value::RawValue;
 
 type Room = LiveRoom<RelayMember>;
 
@@ -25,7 +25,7 @@ fn id(s: &str) -> SessionId {
 fn member(s: &str) -> RelayMember {
     RelayMember {
         id: id(s),
-        meta: Some(RawValue::from_string(format!("{{\"name\":\"{s}\"}}")).unwrap()),
+        meta: Some(Raw::parse(&format!("{{\"name\":\"{s}\"}}")).unwrap()),
     }
 }
 
@@ -39,7 +39,7 @@ fn to(who: Option<&str>, seq: u64, data: &str) -> Message {
     Message {
         to: who.map_or(Recipient::All, |w| Recipient::One(id(w))),
         seq,
-        data: RawValue::from_string(format!("\"{data}\"")).unwrap(),
+        data: Raw::parse(&format!("\"{data}\"")).unwrap(),
     }
 }
 

@@ -303,7 +303,7 @@ proptest! {
             for who in 0..PEERS {
                 let c = ctx(who);
                 let me = room.entry(&c).map(|e| e.d.session.clone());
-                let view = serde_json::to_value(room.view(&c, me.as_ref(), None, &outboxes, now)).unwrap();
+                let view: Value = serde_json::from_str(&p2pcf_rs::json::to_string(&room.view(&c, me.as_ref(), None, &outboxes, now))).unwrap();
                 let ps = view["ps"].as_array().unwrap();
                 let sessions: Vec<&str> = ps.iter().map(|p| p[0].as_str().unwrap()).collect();
                 if let Some(me) = &me {

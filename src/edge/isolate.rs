@@ -9,6 +9,7 @@ use crate::domain::RoomId;
 use crate::edge::access::QuotaLedger;
 use crate::edge::status::BucketState;
 use crate::engine::hints::Hint;
+use crate::json::{ToJson, Writer};
 use crate::store::OpCounts;
 
 /// What the worker did, for logs and tests.
@@ -38,36 +39,46 @@ impl Outcome {
     /// One structured log line (JSON), as `wrangler tail` shows it.
     pub fn log_line(&self, status: u16, duration_ms: u64) -> String {
         // Fields in the order a JSON object of them always printed (sorted).
-        #[derive(serde::Serialize)]
-        struct Line<'a> {
-            error: &'a Option<String>,
-            hint: Option<&'static str>,
-            ms: u64,
-            op: &'static str,
-            peers: Option<usize>,
-            r2: R2,
-            room: &'a Option<String>,
-            status: u16,
-        }
-        #[derive(serde::Serialize)]
-        struct R2 {
-            a: u32,
-            b: u32,
-        }
-        let line = Line {
-            error: &self.r2_error,
-            hint: self.hint.map(|h| h.mode.as_str()),
-            ms: duration_ms,
-            op: self.op,
-            peers: self.peers,
-            r2: R2 {
-                a: self.ops.class_a,
-                b: self.ops.class_b,
-            },
-            room: &self.room,
+        crate::json::to_string(&Line {
+            outcome: self,
             status,
-        };
-        String::from_utf8(crate::wire::to_json(&line)).unwrap_or_default()
+            duration_ms,
+        })
+    }
+}
+
+/// An outcome as its log line shows it.
+struct Line<'a> {
+    outcome: &'a Outcome,
+    status: u16,
+    duration_ms: u64,
+}
+
+impl ToJson for Line<'_> {
+    fn write(&self, w: &mut Writer) {
+        let o = self.outcome;
+        w.object(|w| {
+            w.field("error", &o.r2_error)
+                .field("hint", &o.hint.map(|h| h.mode.as_str()))
+                .field("ms", &self.duration_ms)
+                .field("op", o.op)
+                .field("peers", &o.peers.map(|n| n as u64))
+                .field("r2", &R2(o.ops.class_a, o.ops.class_b))
+                .field("room", &o.room)
+                .field("status", &u64::from(self.status));
+        });
+    }
+}
+
+/// R2 operations of classes A and B.
+struct R2(u32, u32);
+
+impl ToJson for R2 {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("a", &u64::from(self.0))
+                .field("b", &u64::from(self.1));
+        });
     }
 }
 

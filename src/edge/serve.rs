@@ -362,7 +362,7 @@ async fn turn_credentials<S: Store, P: Platform>(
     .await;
     outcome.ops = counting.counts();
     let credentials = result?;
-    let body = serde_json::to_vec(&credentials).unwrap_or_default();
+    let body = crate::json::to_vec(&credentials);
     Ok(HttpResponse::json(body))
 }
 

@@ -15,21 +15,28 @@
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 
 use crate::config::{Secret, TurnSettings, TurnSource};
 use crate::error::Error;
-use crate::json::{once, required, FromJson, Read, Reader};
+use crate::json::{once, required, FromJson, Read, Reader, ToJson, Writer};
 use crate::platform::Platform;
 
 /// One `RTCIceServer`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IceServer {
     pub urls: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+}
+
+impl ToJson for IceServer {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("urls", &self.urls)
+                .field_if("username", self.username.as_ref())
+                .field_if("credential", self.credential.as_ref());
+        });
+    }
 }
 
 impl FromJson for IceServer {
@@ -50,17 +57,24 @@ impl FromJson for IceServer {
 }
 
 /// The `/turn` answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
-    #[serde(rename = "iceServers")]
     pub ice_servers: Vec<IceServer>,
     /// When the credentials stop working, ms since the epoch.
-    #[serde(rename = "expiresAt")]
     pub expires_at: u64,
     /// The same moment as ms from this answer, for clients to count from
     /// their own receipt of it (a page's clock may be off by hours).
-    #[serde(rename = "expiresIn")]
     pub expires_in_ms: u64,
+}
+
+impl ToJson for Credentials {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("iceServers", &self.ice_servers)
+                .field("expiresAt", &self.expires_at)
+                .field("expiresIn", &self.expires_in_ms);
+        });
+    }
 }
 
 /// TURN REST API credentials (draft-uberti-behave-turn-rest): valid until

@@ -15,7 +15,7 @@
 //! * never later than `EXPIRY_MARGIN_MS` before the caller's entry expires,
 //!   so its heartbeat (sent by the client's next step) lands in time.
 
-use serde::Serialize;
+use crate::json::{ToJson, Writer};
 
 /// The next poll must come at least this long before the caller's entry expires.
 pub const EXPIRY_MARGIN_MS: u64 = 10_000;
@@ -43,8 +43,7 @@ impl Default for PollSettings {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Fast,
     Slow,
@@ -62,12 +61,20 @@ impl Mode {
 }
 
 /// The recommendation sent with a poll response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hint {
     /// Recommended delay before the next poll, ms.
     pub ms: u64,
     /// The state the delay came from.
     pub mode: Mode,
+}
+
+impl ToJson for Hint {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("ms", &self.ms).field("mode", self.mode.as_str());
+        });
+    }
 }
 
 impl Hint {

@@ -10,12 +10,9 @@
 //! number lower than one already accepted could never be delivered: it is
 //! refused with 409 instead of answered 200.
 
-use serde::Serialize;
-use serde_json::value::RawValue;
-
 use crate::domain::SessionId;
 use crate::error::Error;
-use crate::json::{once, required, FromJson, Read, Reader};
+use crate::json::{once, required, FromJson, Raw, Read, Reader, ToJson, Writer};
 
 /// Undelivered messages are dropped this long after they were sent.
 pub const MESSAGE_TTL_MS: u64 = 60_000;
@@ -45,25 +42,20 @@ pub struct Message {
     pub to: Recipient,
     /// Grows per sender, from 1.
     pub seq: u64,
-    pub data: Box<RawValue>,
+    pub data: Raw,
 }
 
 /// A message as stored: once, with the members it is for.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Letter {
-    #[serde(rename = "q")]
     pub seq: u64,
     /// When it was accepted, ms since the epoch (server clock).
-    #[serde(rename = "w")]
     pub at_ms: u64,
     /// Its recipients, bound when it was accepted.
-    #[serde(rename = "r")]
     pub to: Vec<SessionId>,
     /// Sent to everyone (`"*"`).
-    #[serde(rename = "b", default, skip_serializing_if = "std::ops::Not::not")]
     pub broadcast: bool,
-    #[serde(rename = "d")]
-    pub data: Box<RawValue>,
+    pub data: Raw,
 }
 
 impl PartialEq for Letter {
@@ -102,11 +94,9 @@ impl Letter {
 }
 
 /// One place's share of a sender's letters, and the highest number accepted there.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Mailbox {
-    #[serde(rename = "n", default)]
     pub last_seq: u64,
-    #[serde(rename = "m", default, skip_serializing_if = "Vec::is_empty")]
     pub letters: Vec<Letter>,
 }
 
@@ -118,7 +108,7 @@ impl FromJson for Letter {
             "w" => once(&mut at_ms, r.u64()),
             "r" => once(&mut to, Vec::read(r)),
             "b" => once(&mut broadcast, r.bool()),
-            "d" => once(&mut data, r.raw_value()),
+            "d" => once(&mut data, Raw::read(r)),
             _ => r.skip(),
         })?;
         Ok(Self {
@@ -128,6 +118,31 @@ impl FromJson for Letter {
             broadcast: broadcast.unwrap_or_default(),
             data: required(data)?,
         })
+    }
+}
+
+impl ToJson for Letter {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("q", &self.seq)
+                .field("w", &self.at_ms)
+                .field("r", &self.to);
+            if self.broadcast {
+                w.field("b", &true);
+            }
+            w.field("d", &self.data);
+        });
+    }
+}
+
+impl ToJson for Mailbox {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("n", &self.last_seq);
+            if !self.letters.is_empty() {
+                w.field("m", &self.letters);
+            }
+        });
     }
 }
 
@@ -278,7 +293,7 @@ mod tests {
         Message {
             to: to.map_or(Recipient::All, |t| Recipient::One(id(t))),
             seq,
-            data: RawValue::from_string(format!("\"{data}\"")).unwrap(),
+            data: Raw::parse(&format!("\"{data}\"")).unwrap(),
         }
     }
 

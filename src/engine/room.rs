@@ -11,20 +11,17 @@
 
 use std::fmt;
 
-use serde::Serialize;
-use serde_json::value::RawValue;
-
 use crate::domain::{sort_by_u64, ContextId, DeleteKey, DeleteKeyInput, Millis, SessionId};
 use crate::engine::hints::Situation;
 use crate::engine::mailbox::Mailbox;
 use crate::error::Error;
-use crate::json::{self, once, required, Bad, FromJson, Read, Reader};
+use crate::json::{self, once, required, Bad, FromJson, Raw, Read, Reader, ToJson, Writer};
 use crate::vec_map::VecMap;
 
 /// What the engine needs of a member's public data, whatever the wire
 /// protocol: the session id that routes packages to it (p2pcf: `d[0]`; the
 /// relay: the peer id). Everything else is carried, compared and returned as is.
-pub trait Member: Clone + PartialEq + fmt::Debug + Serialize + FromJson {
+pub trait Member: Clone + PartialEq + fmt::Debug + ToJson + FromJson {
     /// How long after the later of two members joined each reads the
     /// other's outbox without being told to.
     const READ_WINDOW_MS: u64 = JOIN_WINDOW_MS;
@@ -62,41 +59,42 @@ pub const DEPARTURE_MEMORY_MS: u64 = 120_000;
 pub const MAX_DEPARTURES: usize = 64;
 
 /// "The outbox of this entry holds packages for `to`": makes `to` read it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Announcement {
-    #[serde(rename = "s")]
     pub to: SessionId,
-    #[serde(rename = "u")]
     pub until_ms: u64,
 }
 
 /// One participant's entry in the room index. Whether it is in `ps` is
 /// decided by this entry alone: live while `expires_ms` lies ahead.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Entry<D> {
     /// The member's public data (p2pcf: `d`).
     pub d: D,
     /// The client's `t` at the last index write.
     pub t: Millis,
     /// Last index write + lifetime, ms since the epoch.
-    #[serde(rename = "x")]
     pub expires_ms: u64,
     /// The lifetime granted per write, ms (`min(x, 15 min)`).
-    #[serde(rename = "l")]
     pub ttl_ms: u64,
     pub dk: DeleteKey,
     /// When this session first became visible, ms since the epoch.
-    #[serde(rename = "j")]
     pub joined_ms: u64,
     /// Recipients outside a join window that must read this outbox.
-    #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
     pub announced: Vec<Announcement>,
     /// Relay letters carried in the index itself (a small batch that opens
     /// a conversation outside a join window: one write instead of an outbox
     /// write plus an announcement), read by every poll. (Until this format,
     /// `i` held them one copy per recipient; such copies are ignored.)
-    #[serde(rename = "b", default, skip_serializing_if = "Mailbox::is_empty")]
     pub mail: Mailbox,
+}
+
+impl ToJson for Announcement {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("s", &self.to).field("u", &self.until_ms);
+        });
+    }
 }
 
 impl FromJson for Announcement {
@@ -111,6 +109,25 @@ impl FromJson for Announcement {
             to: required(to)?,
             until_ms: required(until_ms)?,
         })
+    }
+}
+
+impl<D: Member> ToJson for Entry<D> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("d", &self.d)
+                .field("t", &self.t)
+                .field("x", &self.expires_ms)
+                .field("l", &self.ttl_ms)
+                .field("dk", &self.dk)
+                .field("j", &self.joined_ms);
+            if !self.announced.is_empty() {
+                w.field("a", &self.announced);
+            }
+            if !self.mail.is_empty() {
+                w.field("b", &self.mail);
+            }
+        });
     }
 }
 
@@ -202,12 +219,21 @@ impl<D: Member> Entry<D> {
 /// A package in an outbox, bound to the context its recipient had when it
 /// was written: only that context receives it, so a session id claimed
 /// later by someone else gets nothing.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Sent {
     pub to: SessionId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k: Option<ContextId>,
-    pub raw: Box<RawValue>,
+    pub raw: Raw,
+}
+
+impl ToJson for Sent {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("to", &self.to)
+                .field_if("k", self.k.as_ref())
+                .field("raw", &self.raw);
+        });
+    }
 }
 
 impl FromJson for Sent {
@@ -216,7 +242,7 @@ impl FromJson for Sent {
         r.object(&mut |r, key| match key {
             "to" => once(&mut to, SessionId::read(r)),
             "k" => once(&mut k, r.option(ContextId::read)),
-            "raw" => once(&mut raw, r.raw_value()),
+            "raw" => once(&mut raw, Raw::read(r)),
             _ => r.skip(),
         })?;
         Ok(Self {
@@ -249,22 +275,33 @@ pub enum ReadOrder<'a> {
 
 /// The packages one context sends, in an R2 object of its own
 /// (`rooms/<room>/c/<context>`), written only by that context's requests.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Outbox {
-    #[serde(rename = "s")]
     pub session: SessionId,
     pub t: Millis,
     /// Write time + the writer's lifetime: how fresh the packages are, and
     /// how long this write keeps its writer alive (see [`Room::fold`]).
-    #[serde(rename = "x")]
     pub expires_ms: u64,
     /// The writer's lifetime (0 in outboxes written before it was stored).
-    #[serde(rename = "l", default)]
     pub ttl_ms: u64,
     pub p: Vec<Sent>,
     /// A relay member's letters (p2pcf outboxes have none).
-    #[serde(rename = "b", default, skip_serializing_if = "Mailbox::is_empty")]
     pub mail: Mailbox,
+}
+
+impl ToJson for Outbox {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("s", &self.session)
+                .field("t", &self.t)
+                .field("x", &self.expires_ms)
+                .field("l", &self.ttl_ms)
+                .field("p", &self.p);
+            if !self.mail.is_empty() {
+                w.field("b", &self.mail);
+            }
+        });
+    }
 }
 
 impl Outbox {
@@ -305,7 +342,7 @@ impl Outbox {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        json::to_vec(self)
     }
 }
 
@@ -314,12 +351,21 @@ pub type Outboxes = VecMap<ContextId, Outbox>;
 
 /// A left (context, session): remembered so that a request of that session
 /// which started before the leave cannot re-create the entry.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Departure {
     pub k: ContextId,
     pub s: SessionId,
-    #[serde(rename = "u")]
     pub until_ms: u64,
+}
+
+impl ToJson for Departure {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("k", &self.k)
+                .field("s", &self.s)
+                .field("u", &self.until_ms);
+        });
+    }
 }
 
 impl FromJson for Departure {
@@ -345,17 +391,27 @@ impl FromJson for Departure {
 pub struct Unreadable;
 
 /// The room index, as stored: every participant's entry by context id.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Room<D> {
     /// Format version of the stored document.
     v: u32,
-    #[serde(rename = "e")]
     entries: VecMap<ContextId, Entry<D>>,
     /// Last join or leave written to the index, ms since the epoch.
-    #[serde(rename = "m", default)]
     membership_changed_ms: u64,
-    #[serde(rename = "g", default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) departures: Vec<Departure>,
+}
+
+impl<D: Member> ToJson for Room<D> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("v", &u64::from(self.v))
+                .field("e", &self.entries)
+                .field("m", &self.membership_changed_ms);
+            if !self.departures.is_empty() {
+                w.field("g", &self.departures);
+            }
+        });
+    }
 }
 
 impl<D: Member> FromJson for Room<D> {
@@ -455,7 +511,7 @@ impl<D: Member> Room<D> {
 
     pub fn encode(&self) -> Vec<u8> {
         // Serializing plain data structures to a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        json::to_vec(self)
     }
 
     /// The room without its entries, for a host that stores one row per
@@ -467,13 +523,13 @@ impl<D: Member> Room<D> {
             membership_changed_ms: self.membership_changed_ms,
             departures: self.departures.clone(),
         };
-        serde_json::to_vec(&head).unwrap_or_default()
+        json::to_vec(&head)
     }
 
     /// One member's entry as stored in its own row.
     pub fn encode_entry(&self, context: &ContextId) -> Option<Vec<u8>> {
         let entry = self.entries.get(context)?;
-        Some(serde_json::to_vec(entry).unwrap_or_default())
+        Some(json::to_vec(entry))
     }
 
     /// The contexts that have an entry, live or not.

@@ -8,7 +8,7 @@ pub mod y_webrtc;
 
 use crate::engine::hints::Hint;
 use crate::error::Error;
-use crate::json::{Bad, Read, Reader};
+use crate::json::{Bad, Read, Reader, ToJson};
 
 /// An answer: the JSON body and facts for logs and tests. Its status is
 /// 200 unless it came from a room's object, which answers refusals itself.
@@ -42,9 +42,8 @@ pub(crate) fn from_json<'a, T>(
 }
 
 /// Serializes an answer.
-pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Our response types serialize infallibly (no maps with non-string keys).
-    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
+pub(crate) fn to_json<T: ToJson + ?Sized>(value: &T) -> Vec<u8> {
+    crate::json::to_vec(value)
 }
 
 /// A query parameter, as written (ids need no decoding: `[A-Za-z0-9_-]`).

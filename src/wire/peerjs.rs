@@ -26,14 +26,12 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
 use crate::domain::{PeerJsId, PeerJsToken, RoomId};
 use crate::engine::directory::{Claim, Directory};
 use crate::engine::limits::Rate;
 use crate::engine::SocketId;
 use crate::error::Error;
-use crate::json::{once, Read, Reader};
+use crate::json::{once, FromJson, Raw, Read, Reader};
 use crate::wire::{from_json, relay::socket::close_for, to_json};
 
 /// Where PeerJS is served: `path: "/peerjs"` in the client's options.
@@ -192,7 +190,7 @@ pub struct FrameLimits {
 struct Wire<'a> {
     kind: Option<Cow<'a, str>>,
     dst: Option<Cow<'a, str>>,
-    payload: Option<Box<RawValue>>,
+    payload: Option<Raw>,
 }
 
 impl<'a> Wire<'a> {
@@ -201,7 +199,7 @@ impl<'a> Wire<'a> {
         r.object(&mut |r, key| match key {
             "type" => once(&mut kind, r.option(Reader::string)),
             "dst" => once(&mut dst, r.option(Reader::string)),
-            "payload" => once(&mut payload, r.option(Reader::raw_value)),
+            "payload" => once(&mut payload, r.option(Raw::read)),
             _ => r.skip(),
         })?;
         Ok(Self {
@@ -266,7 +264,7 @@ fn relay(dir: &mut Directory, socket: SocketId, text: &str, now_ms: u64) -> Resu
         effects.sends.push((socket, expired(dst, &src)));
         return Ok(effects);
     };
-    let frame = transmission(kind, &src, &dst, wire.payload.as_deref());
+    let frame = transmission(kind, &src, &dst, wire.payload.as_ref());
     match dir.socket_of(&dst) {
         Some(to) => effects.sends.push((to, frame)),
         None if kind == "LEAVE" || kind == "EXPIRE" => {}
@@ -277,7 +275,7 @@ fn relay(dir: &mut Directory, socket: SocketId, text: &str, now_ms: u64) -> Resu
 }
 
 /// `{"type", "src", "dst", "payload"}`, written out (the payload as it came).
-fn transmission(kind: &str, src: &PeerJsId, dst: &PeerJsId, payload: Option<&RawValue>) -> String {
+fn transmission(kind: &str, src: &PeerJsId, dst: &PeerJsId, payload: Option<&Raw>) -> String {
     let head = format!(
         r#"{{"type":"{kind}","src":{},"dst":{}"#,
         quoted(src.as_str()),

@@ -22,11 +22,9 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
 use crate::engine::topics::{Rate, SocketId, Topic, Topics};
 use crate::error::Error;
-use crate::json::{self, once, Read, Reader};
+use crate::json::{self, once, FromJson, Raw, Read, Reader};
 use crate::wire::{from_json, relay::socket::close_for, to_json};
 
 /// Where y-webrtc connects: `wss://<worker>/y-webrtc/<namespace>` (or
@@ -51,7 +49,7 @@ struct Wire<'a> {
     /// Each as written.
     topics: Vec<&'a str>,
     topic: Option<Cow<'a, str>>,
-    data: Option<Box<RawValue>>,
+    data: Option<Raw>,
 }
 
 impl<'a> Wire<'a> {
@@ -61,7 +59,7 @@ impl<'a> Wire<'a> {
             "type" => once(&mut kind, r.option(Reader::string)),
             "topics" => once(&mut topics, r.list(&mut Reader::raw)),
             "topic" => once(&mut topic, r.option(Reader::string)),
-            "data" => once(&mut data, r.option(Reader::raw_value)),
+            "data" => once(&mut data, r.option(Raw::read)),
             _ => r.skip(),
         })?;
         Ok(Self {
@@ -75,7 +73,7 @@ impl<'a> Wire<'a> {
 
 /// `{"type": "publish", "topic", "data", "clients"}`, written out (the
 /// data as it came).
-fn published(topic: &Topic, data: Option<&RawValue>, clients: usize) -> String {
+fn published(topic: &Topic, data: Option<&Raw>, clients: usize) -> String {
     let topic = String::from_utf8(to_json(&topic.as_str())).unwrap_or_default();
     match data {
         Some(data) => format!(
@@ -159,7 +157,7 @@ fn run(topics: &mut Topics, socket: SocketId, text: &str) -> Result<Effects, Err
             };
             let topic = Topic::parse(name)?;
             let receivers: Vec<SocketId> = topics.subscribers(&topic).collect();
-            let frame = published(&topic, wire.data.as_deref(), receivers.len());
+            let frame = published(&topic, wire.data.as_ref(), receivers.len());
             effects.pushes = receivers.into_iter().map(|s| (s, frame.clone())).collect();
         }
         Some("ping") => effects.reply.push(PONG.to_owned()),

@@ -503,7 +503,7 @@ impl Room<PeerData> {
                     .filter_map(|(_, outbox)| outbox)
                     .flat_map(|o| o.p.iter())
                     .filter(|p| p.to == *me && p.k.as_ref() == Some(context))
-                    .map(|p| &*p.raw)
+                    .map(|p| &p.raw)
                     .collect(),
                 None => Vec::new(),
             },

@@ -8,9 +8,6 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use base64::Engine as _;
-use serde::ser::{SerializeSeq, Serializer};
-use serde::Serialize;
-use serde_json::value::RawValue;
 
 use crate::domain::{
     id_newtype, len_between, ContextId, DeleteKeyInput, Millis, RoomId, SessionId, MAX_ID_LEN,
@@ -18,7 +15,7 @@ use crate::domain::{
 use crate::engine::hints::Hint;
 use crate::engine::limits::Limits;
 use crate::error::Error;
-use crate::json::{self, once, required, Bad, FromJson, Read, Reader};
+use crate::json::{self, once, required, Bad, FromJson, Raw, Read, Reader, ToJson, Writer};
 
 /// Largest `t`: ms exact in an f64 (2^53). A client's `t` is its own clock,
 /// however far off: the worker only compares a client's `t`s with each
@@ -120,25 +117,25 @@ impl PeerData {
         })
     }
 
-    /// Serializes `d`, with `t` appended when given (the 7-element form of `ps`).
-    fn serialize_with<S: Serializer>(&self, t: Option<&Millis>, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(6 + usize::from(t.is_some())))?;
-        seq.serialize_element(&self.session)?;
-        seq.serialize_element(&self.client)?;
-        seq.serialize_element(&self.symmetric)?;
-        seq.serialize_element(&self.fingerprint)?;
-        seq.serialize_element(&self.joined_at)?;
-        seq.serialize_element(&self.reflexive_ips)?;
-        if let Some(t) = t {
-            seq.serialize_element(t)?;
-        }
-        seq.end()
+    /// Writes `d`, with `t` appended when given (the 7-element form of `ps`).
+    fn write_with(&self, t: Option<&Millis>, w: &mut Writer) {
+        w.array(|w| {
+            self.session.write(w);
+            self.client.write(w);
+            w.bool(self.symmetric);
+            self.fingerprint.write(w);
+            self.joined_at.write(w);
+            w.list(&self.reflexive_ips);
+            if let Some(t) = t {
+                t.write(w);
+            }
+        });
     }
 }
 
-impl Serialize for PeerData {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.serialize_with(None, s)
+impl ToJson for PeerData {
+    fn write(&self, w: &mut Writer) {
+        self.write_with(None, w);
     }
 }
 
@@ -181,20 +178,20 @@ pub struct PeerView<'a> {
     pub t: &'a Millis,
 }
 
-impl Serialize for PeerView<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.data.serialize_with(Some(self.t), s)
+impl ToJson for PeerView<'_> {
+    fn write(&self, w: &mut Writer) {
+        self.data.write_with(Some(self.t), w);
     }
 }
 
 /// A package: routed by its element 0 (the recipient's session id) and
 /// otherwise passed through byte for byte.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Package {
     /// Recipient session id (element 0 of `raw`).
     pub to: SessionId,
     /// The package exactly as the sender wrote it.
-    pub raw: Box<RawValue>,
+    pub raw: Raw,
 }
 
 impl PartialEq for Package {
@@ -209,7 +206,7 @@ impl Package {
     /// Parses one package sent by `sender`: a package claiming another
     /// sender would make its recipient connect to the publisher believing it
     /// is someone else, so it is refused.
-    pub fn parse(raw: Box<RawValue>, sender: &SessionId, limits: &Limits) -> Result<Self, Error> {
+    pub fn parse(raw: Raw, sender: &SessionId, limits: &Limits) -> Result<Self, Error> {
         if raw.get().len() > limits.max_package_bytes {
             return Err(Error::PayloadTooLarge("Package too large"));
         }
@@ -382,8 +379,8 @@ fn parse_packages(
     sender: Option<&SessionId>,
     limits: &Limits,
 ) -> Result<Option<Vec<Package>>, Error> {
-    let raw = Vec::<Box<RawValue>>::read(&mut Reader::over(p))
-        .map_err(|_| Error::BadRequest("Bad packages"))?;
+    let raw =
+        Vec::<Raw>::read(&mut Reader::over(p)).map_err(|_| Error::BadRequest("Bad packages"))?;
     if raw.len() > limits.max_packages {
         return Err(Error::PayloadTooLarge("Too many packages"));
     }
@@ -451,15 +448,23 @@ pub fn parse_request(body: &[u8], leave: bool, limits: &Limits) -> Result<Reques
 }
 
 /// The body of a successful poll: `{ "ps": [...], "pk": [...], "dk"?: "...", "hint": {...} }`.
-#[derive(Serialize)]
 pub struct PollResponse<'a> {
     pub ps: Vec<PeerView<'a>>,
-    pub pk: Vec<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pk: Vec<&'a Raw>,
     pub dk: Option<&'a str>,
     /// When to poll next; the stock client ignores it, `followHints` (client/hints.js) follows it.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<Hint>,
+}
+
+impl ToJson for PollResponse<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("ps", &self.ps)
+                .field("pk", &self.pk)
+                .field_if("dk", self.dk)
+                .field_if("hint", self.hint.as_ref());
+        });
+    }
 }
 
 #[cfg(test)]
@@ -591,10 +596,11 @@ mod tests {
     #[test]
     fn stored_peer_data_round_trips() {
         let data = PeerData::parse(&d().to_string()).unwrap();
-        let json = serde_json::to_value(&data).unwrap();
+        let json: Value = serde_json::from_str(&json::to_string(&data)).unwrap();
         assert_eq!(json, d());
         let t = Millis::from_u64(NOW);
-        let view = serde_json::to_value(PeerView { data: &data, t: &t }).unwrap();
+        let view: Value =
+            serde_json::from_str(&json::to_string(&PeerView { data: &data, t: &t })).unwrap();
         assert_eq!(view.as_array().unwrap().len(), 7);
         assert_eq!(view[6], json!(NOW));
     }

@@ -5,8 +5,6 @@
 //! [`Mailbox`], carried in its entry or in its outbox.
 
 use base64::Engine as _;
-use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::parse::{Caller, JoinNonce, RelayRequest};
 use crate::config::Config;
@@ -16,7 +14,7 @@ use crate::engine::mailbox::{Letter, Mailbox, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
 use crate::engine::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, ReadOrder, Room};
 use crate::error::Error;
 use crate::host::r2::{apply_claim, decode, update, Attempts, Keys, R2Room, Reads, RetryPolicy};
-use crate::json::{once, required, FromJson, Read, Reader};
+use crate::json::{once, required, FromJson, Raw, Read, Reader, ToJson, Writer};
 use crate::platform::Platform;
 use crate::store::{Counting, Object, Store};
 use crate::vec_map::VecMap;
@@ -45,11 +43,16 @@ const READS: Reads = Reads {
 };
 
 /// A relay member's public data: its id and the `meta` it joined with.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct RelayMember {
     pub id: SessionId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta: Option<Box<RawValue>>,
+    pub meta: Option<Raw>,
+}
+
+impl ToJson for RelayMember {
+    fn write(&self, w: &mut Writer) {
+        PeerOut::from(self).write(w);
+    }
 }
 
 impl FromJson for RelayMember {
@@ -57,7 +60,7 @@ impl FromJson for RelayMember {
         let (mut id, mut meta) = (None, None);
         r.object(&mut |r, key| match key {
             "id" => once(&mut id, SessionId::read(r)),
-            "meta" => once(&mut meta, r.option(Reader::raw_value)),
+            "meta" => once(&mut meta, r.option(Raw::read)),
             _ => r.skip(),
         })?;
         Ok(Self {
@@ -98,49 +101,78 @@ pub fn keys(room: &RoomId) -> Keys {
 }
 
 /// A member as others see it: `{"id", "meta"}`.
-#[derive(Serialize)]
 pub(super) struct PeerOut<'a> {
     pub id: &'a SessionId,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub meta: Option<&'a RawValue>,
+    pub meta: Option<&'a Raw>,
 }
 
 impl<'a> From<&'a RelayMember> for PeerOut<'a> {
     fn from(m: &'a RelayMember) -> Self {
         Self {
             id: &m.id,
-            meta: m.meta.as_deref(),
+            meta: m.meta.as_ref(),
         }
     }
 }
 
 /// A message as its receiver gets it: `{"from", "seq", "data"}`.
-#[derive(Serialize)]
 pub(super) struct MessageOut<'a> {
     pub from: &'a SessionId,
     pub seq: u64,
-    pub data: &'a RawValue,
+    pub data: &'a Raw,
 }
 
 /// The answer to a relay call (a join, poll or send), on either host.
-#[derive(Serialize)]
 pub(super) struct Answer<'a> {
     pub id: &'a SessionId,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<&'a str>,
     pub peers: Vec<PeerOut<'a>>,
     pub messages: Vec<MessageOut<'a>>,
     /// More messages wait than one answer carries: poll again now.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
     /// Numbers of messages sent now that had nobody to go to (not stored).
-    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
     pub undeliverable: &'a [u64],
     /// The first member whose outbox this answer left unread: send it back
     /// as `read_from`, and the next poll reads on from there.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub read_from: Option<&'a str>,
     pub hint: Hint,
+}
+
+impl ToJson for PeerOut<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("id", self.id).field_if("meta", self.meta);
+        });
+    }
+}
+
+impl ToJson for MessageOut<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("from", self.from)
+                .field("seq", &self.seq)
+                .field("data", self.data);
+        });
+    }
+}
+
+impl ToJson for Answer<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("id", self.id)
+                .field_if("token", self.token)
+                .field("peers", &self.peers)
+                .field("messages", &self.messages);
+            if self.more {
+                w.field("more", &true);
+            }
+            if !self.undeliverable.is_empty() {
+                w.field("undeliverable", self.undeliverable);
+            }
+            w.field_if("read_from", self.read_from)
+                .field("hint", &self.hint);
+        });
+    }
 }
 
 /// One request's surroundings.
@@ -235,7 +267,7 @@ fn others(room: &Room<RelayMember>, me: &SessionId, now: u64) -> Vec<SessionId> 
 /// and gets the same token instead of leaving a ghost.
 async fn join<S: Store, P: Platform>(
     run: &Run<'_, S, P>,
-    meta: &Option<Box<RawValue>>,
+    meta: &Option<Raw>,
     nonce: Option<&JoinNonce>,
 ) -> Result<Reply, Error> {
     let id = new_member_id(nonce, &run.request.room, run.room.platform)?;

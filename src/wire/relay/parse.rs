@@ -24,13 +24,12 @@
 //! [`MESSAGE_TTL_MS`](crate::engine::mailbox::MESSAGE_TTL_MS).
 
 use base64::Engine as _;
-use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
 use crate::domain::{DeleteKeyInput, RoomId, SessionId};
 use crate::engine::mailbox::{Message, Recipient};
 use crate::error::Error;
-use crate::json::{once, required, FromJson, Read, Reader};
+use crate::json::{once, required, FromJson, Raw, Read, Reader};
 use crate::vec_map::VecMap;
 use crate::wire::from_json;
 
@@ -77,7 +76,7 @@ impl JoinNonce {
 pub enum Caller {
     /// No id yet: this request joins.
     Joining {
-        meta: Option<Box<RawValue>>,
+        meta: Option<Raw>,
         nonce: Option<JoinNonce>,
     },
     /// A member, proven by its token.
@@ -105,7 +104,7 @@ struct Wire {
     room: Option<String>,
     id: Option<String>,
     token: Option<String>,
-    meta: Option<Box<RawValue>>,
+    meta: Option<Raw>,
     nonce: Option<String>,
     after: VecMap<String, u64>,
     read_from: Option<String>,
@@ -121,7 +120,7 @@ impl FromJson for Wire {
             "room" => once(&mut room, r.option(String::read)),
             "id" => once(&mut id, r.option(String::read)),
             "token" => once(&mut token, r.option(String::read)),
-            "meta" => once(&mut meta, r.option(Reader::raw_value)),
+            "meta" => once(&mut meta, r.option(Raw::read)),
             "nonce" => once(&mut nonce, r.option(String::read)),
             "after" => once(&mut after, VecMap::read(r)),
             "read_from" => once(&mut read_from, r.option(String::read)),
@@ -146,7 +145,7 @@ impl FromJson for Wire {
 struct WireMessage {
     to: String,
     seq: u64,
-    data: Box<RawValue>,
+    data: Raw,
 }
 
 impl FromJson for WireMessage {
@@ -155,7 +154,7 @@ impl FromJson for WireMessage {
         r.object(&mut |r, key| match key {
             "to" => once(&mut to, String::read(r)),
             "seq" => once(&mut seq, r.u64()),
-            "data" => once(&mut data, r.raw_value()),
+            "data" => once(&mut data, Raw::read(r)),
             _ => r.skip(),
         })?;
         Ok(Self {

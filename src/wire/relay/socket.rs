@@ -20,8 +20,6 @@
 //! `4429` over [`MAX_FRAMES`] frames in [`FRAME_WINDOW_MS`]); a refused
 //! batch leaves it open. `ping` is answered `pong`.
 
-use serde::Serialize;
-
 use super::adapter::{new_member_id, MessageOut, PeerOut, RelayMember};
 use super::parse::{parse_frame, Caller, Frame, RelayRequest};
 use crate::domain::{DeleteKey, RoomId, SessionId};
@@ -29,8 +27,8 @@ use crate::engine::mailbox::Message;
 use crate::error::Error;
 use crate::host::live::{Attached, LiveRoom, Push};
 use crate::host::r2::new_delete_key;
+use crate::json::{self, ToJson, Writer};
 use crate::platform::Platform;
-use crate::wire::to_json;
 
 /// Most frames one member's socket may send in [`FRAME_WINDOW_MS`] (a
 /// handshake is a few dozen; a batch carries up to 64 messages).
@@ -84,37 +82,73 @@ pub fn close_for(error: &Error) -> (u16, String) {
     (4000 + error.status(), reason)
 }
 
-#[derive(Serialize)]
 struct Welcome<'a> {
     id: &'a SessionId,
-    #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<&'a str>,
     peers: Vec<PeerOut<'a>>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 enum Pushed<'a> {
     Messages(Vec<MessageOut<'a>>),
     Joined(PeerOut<'a>),
     Left(&'a SessionId),
 }
 
-#[derive(Serialize)]
 struct Ack<'a> {
     ack: u64,
-    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
     undeliverable: &'a [u64],
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Refused {
     refused: u64,
     status: u16,
     error: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u32>,
+}
+
+impl ToJson for Welcome<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("id", self.id)
+                .field_if("token", self.token)
+                .field("peers", &self.peers);
+        });
+    }
+}
+
+/// `{"messages": [...]}`, `{"joined": {...}}` or `{"left": "<id>"}`.
+impl ToJson for Pushed<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            match self {
+                Pushed::Messages(m) => w.field("messages", m),
+                Pushed::Joined(p) => w.field("joined", p),
+                Pushed::Left(id) => w.field("left", *id),
+            };
+        });
+    }
+}
+
+impl ToJson for Ack<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("ack", &self.ack);
+            if !self.undeliverable.is_empty() {
+                w.field("undeliverable", self.undeliverable);
+            }
+        });
+    }
+}
+
+impl ToJson for Refused {
+    fn write(&self, w: &mut Writer) {
+        w.object(|w| {
+            w.field("refused", &self.refused)
+                .field("status", &u64::from(self.status))
+                .field("error", &self.error)
+                .field_if("retryAfter", self.retry_after.map(u64::from).as_ref());
+        });
+    }
 }
 
 /// A push as its frame.
@@ -136,8 +170,8 @@ pub fn render(push: &Push<RelayMember>) -> String {
     text(&frame)
 }
 
-fn text<T: Serialize>(value: &T) -> String {
-    String::from_utf8(to_json(value)).unwrap_or_default()
+fn text<T: ToJson>(value: &T) -> String {
+    json::to_string(value)
 }
 
 fn rendered(pushes: Vec<(SessionId, Push<RelayMember>)>) -> Vec<Out> {

@@ -1,20 +1,15 @@
-//! A JSON reader for the stored formats and request bodies: one small
-//! pull parser that each type reads itself from ([`FromJson`]).
+//! The reader: one small pull parser ([`Reader`]) that each type reads
+//! itself from ([`FromJson`]).
 //!
-//! serde's derived deserializers are generic over the deserializer and
-//! carry a visitor per type (and a second one per struct, for arrays): in
-//! the wasm they were the largest part of the JSON code. Here each type is
-//! one plain function over [`Reader`], and what serde_json would answer is
-//! kept: the same documents are accepted, and a refusal is [`Bad::Syntax`]
-//! where serde_json reports a syntax or end-of-input error, [`Bad::Shape`]
-//! where it reports a data error (a wrong type, a missing or duplicate
-//! field). Raw values ([`RawValue`]) are still cut by serde_json itself, so
-//! they are byte for byte what it kept before.
+//! What serde_json answered is kept: the same documents are accepted, and
+//! a refusal is [`Bad::Syntax`] where serde_json reports a syntax or
+//! end-of-input error, [`Bad::Shape`] where it reports a data error (a
+//! wrong type, a missing or duplicate field).
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-use serde_json::Number;
+use super::{Number, Raw};
+use crate::vec_map::VecMap;
 
 /// Why a document was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,8 +41,8 @@ pub fn from_slice<T: FromJson>(bytes: &[u8]) -> Read<T> {
     Ok(value)
 }
 
-/// Nesting deeper than this is refused, as serde_json does.
-const MAX_DEPTH: usize = 128;
+/// Most arrays and objects open at once; deeper is refused, as serde_json does.
+const MAX_DEPTH: usize = 127;
 
 /// A cursor over one JSON document.
 pub struct Reader<'a> {
@@ -145,8 +140,8 @@ impl<'a> Reader<'a> {
     pub fn u64(&mut self) -> Read<u64> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => match self.number_token(true)? {
-                Num::Int(n) => Ok(n),
-                Num::Negative(_) | Num::Float(_) => Err(Bad::Shape),
+                Number::Int(n) => Ok(n),
+                Number::Negative(_) | Number::Float(_) => Err(Bad::Shape),
             },
             _ => Err(self.mismatch()),
         }
@@ -155,19 +150,15 @@ impl<'a> Reader<'a> {
     /// Any number, kept as serde_json keeps it (an integer while it fits).
     pub fn number(&mut self) -> Read<Number> {
         match self.peek() {
-            Some(b'-' | b'0'..=b'9') => Ok(match self.number_token(true)? {
-                Num::Int(n) => Number::from(n),
-                Num::Negative(n) => Number::from(n),
-                // Finite: an out-of-range number is refused while read.
-                Num::Float(f) => Number::from_f64(f).ok_or(Bad::Syntax)?,
-            }),
+            // Finite: an out-of-range number is refused while read.
+            Some(b'-' | b'0'..=b'9') => self.number_token(true),
             _ => Err(self.mismatch()),
         }
     }
 
     /// A number, valued. Unless `strict` (serde_json skipping one), one too
     /// large for an f64 passes.
-    fn number_token(&mut self, strict: bool) -> Read<Num> {
+    fn number_token(&mut self, strict: bool) -> Read<Number> {
         let start = self.at;
         let negative = self.bytes().get(self.at) == Some(&b'-');
         let integer = self.scan_number()?;
@@ -175,16 +166,16 @@ impl<'a> Reader<'a> {
             let digits = start + usize::from(negative);
             if let Ok(n) = self.text[digits..self.at].parse::<u64>() {
                 if !negative {
-                    return Ok(Num::Int(n));
+                    return Ok(Number::Int(n));
                 }
                 // `-0` is a float for serde_json too.
                 if n != 0 && n <= i64::MIN.unsigned_abs() {
-                    return Ok(Num::Negative(0i64.wrapping_sub_unsigned(n)));
+                    return Ok(Number::Negative(0i64.wrapping_sub_unsigned(n)));
                 }
             }
         }
         match self.text[start..self.at].parse::<f64>() {
-            Ok(f) if f.is_finite() || !strict => Ok(Num::Float(f)),
+            Ok(f) if f.is_finite() || !strict => Ok(Number::Float(f)),
             _ => Err(Bad::Syntax),
         }
     }
@@ -421,21 +412,84 @@ impl<'a> Reader<'a> {
 
     /// Passes over the next value; `strict`: as serde_json reads one into a
     /// `Value` (a lone surrogate escape is an error).
+    /// Skipping, serde_json sets no limit to nesting; reading into a
+    /// `Value`, it refuses more than [`MAX_DEPTH`].
+    ///
+    /// One loop over the tokens, the open containers kept as bits (set: an
+    /// object), so that skipping a large value costs no call per element.
     fn pass(&mut self, strict: bool) -> Read<()> {
-        match self.peek() {
-            Some(b'{') => self.object(&mut |r, _| r.pass(strict)),
-            Some(b'[') => self.array(&mut |r| r.pass(strict)),
-            Some(b'"') => {
-                self.at += 1;
-                self.string_body(strict).map(drop)
+        let mut open = Open::default();
+        loop {
+            // A value.
+            match self.peek() {
+                Some(c @ (b'{' | b'[')) => {
+                    if strict && self.depth + open.depth >= MAX_DEPTH {
+                        return Err(Bad::Syntax);
+                    }
+                    self.at += 1;
+                    open.push(c == b'{');
+                    match self.peek() {
+                        Some(b'}') if c == b'{' => self.at += 1,
+                        Some(b']') if c == b'[' => self.at += 1,
+                        _ if c == b'{' => {
+                            self.key(strict)?;
+                            continue;
+                        }
+                        _ => continue,
+                    }
+                    open.pop();
+                }
+                Some(b'"') => {
+                    self.at += 1;
+                    self.string_body(strict)?;
+                }
+                Some(b'-' | b'0'..=b'9') if strict => {
+                    self.number_token(true)?;
+                }
+                Some(b'-' | b'0'..=b'9') => {
+                    self.scan_number()?;
+                }
+                Some(b't') => self.literal("true")?,
+                Some(b'f') => self.literal("false")?,
+                Some(b'n') => self.literal("null")?,
+                _ => return Err(Bad::Syntax),
             }
-            Some(b'-' | b'0'..=b'9') if strict => self.number_token(true).map(drop),
-            Some(b'-' | b'0'..=b'9') => self.scan_number().map(drop),
-            Some(b't') => self.literal("true"),
-            Some(b'f') => self.literal("false"),
-            Some(b'n') => self.literal("null"),
-            _ => Err(Bad::Syntax),
+            // After a value: the next one in its container, or closes.
+            loop {
+                if open.depth == 0 {
+                    return Ok(());
+                }
+                let in_object = open.in_object();
+                match self.peek() {
+                    Some(b',') => {
+                        self.at += 1;
+                        if in_object {
+                            self.key(strict)?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if in_object => {}
+                    Some(b']') if !in_object => {}
+                    _ => return Err(Bad::Syntax),
+                }
+                self.at += 1;
+                open.pop();
+            }
         }
+    }
+
+    /// An object's key and its colon.
+    fn key(&mut self, strict: bool) -> Read<()> {
+        if self.peek() != Some(b'"') {
+            return Err(Bad::Syntax);
+        }
+        self.at += 1;
+        self.string_body(strict)?;
+        if self.peek() != Some(b':') {
+            return Err(Bad::Syntax);
+        }
+        self.at += 1;
+        Ok(())
     }
 
     /// The next value's text as written, checked as [`Reader::skip`] checks.
@@ -455,23 +509,6 @@ impl<'a> Reader<'a> {
         Ok(&self.text[start..self.at])
     }
 
-    /// The next value as serde_json keeps it raw (cut and checked by
-    /// serde_json, so it holds what it always held).
-    pub fn raw_value(&mut self) -> Read<Box<RawValue>> {
-        self.peek();
-        let rest = &self.text[self.at..];
-        let mut values =
-            serde_json::Deserializer::from_slice(rest.as_bytes()).into_iter::<&RawValue>();
-        match values.next() {
-            Some(Ok(raw)) => {
-                self.at += values.byte_offset();
-                Ok(raw.to_owned())
-            }
-            Some(Err(e)) if e.is_data() => Err(Bad::Shape),
-            _ => Err(Bad::Syntax),
-        }
-    }
-
     /// A list of `T`.
     pub fn list<T>(&mut self, read: &mut dyn FnMut(&mut Self) -> Read<T>) -> Read<Vec<T>> {
         let mut items = Vec::new();
@@ -483,11 +520,36 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A number token, as serde_json classes it.
-enum Num {
-    Int(u64),
-    Negative(i64),
-    Float(f64),
+/// The containers open around a skipped value: a bit each (set: an
+/// object), 128 to a word.
+#[derive(Default)]
+struct Open {
+    bits: u128,
+    full: Vec<u128>,
+    depth: usize,
+}
+
+impl Open {
+    fn push(&mut self, object: bool) {
+        if self.depth > 0 && self.depth % 128 == 0 {
+            self.full.push(self.bits);
+            self.bits = 0;
+        }
+        self.bits = self.bits << 1 | u128::from(object);
+        self.depth += 1;
+    }
+
+    fn pop(&mut self) {
+        self.bits >>= 1;
+        self.depth -= 1;
+        if self.depth > 0 && self.depth % 128 == 0 {
+            self.bits = self.full.pop().unwrap_or_default();
+        }
+    }
+
+    fn in_object(&self) -> bool {
+        self.bits & 1 == 1
+    }
 }
 
 /// Stores a field's value, refusing a second one (as serde's derived readers do).
@@ -522,15 +584,29 @@ impl FromKey for String {
     }
 }
 
-impl FromJson for Box<RawValue> {
+impl FromJson for Raw {
     fn read(r: &mut Reader<'_>) -> Read<Self> {
-        r.raw_value()
+        r.raw().map(Raw::checked)
     }
 }
 
 impl<T: FromJson> FromJson for Vec<T> {
     fn read(r: &mut Reader<'_>) -> Read<Self> {
         r.list(&mut T::read)
+    }
+}
+
+/// A JSON object, as serde reads one into a `BTreeMap`: the last of two
+/// equal keys wins.
+impl<K: Ord + FromKey, V: FromJson> FromJson for VecMap<K, V> {
+    fn read(r: &mut Reader<'_>) -> Read<Self> {
+        let mut map = VecMap::new();
+        r.object(&mut |r, key| {
+            let key = K::from_key(key)?;
+            map.insert(key, V::read(r)?);
+            Ok(())
+        })?;
+        Ok(map)
     }
 }
 
@@ -605,8 +681,19 @@ mod tests {
             });
             assert_eq!(ours.is_ok(), theirs, "{text:?}");
         }
-        let deep = "[".repeat(200) + &"]".repeat(200);
-        assert_eq!(Reader::over(&deep).skip(), Err(Bad::Syntax));
+        for depth in [126, 127, 128, 129, 200, 300] {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let deep = open.repeat(depth) + "1" + &close.repeat(depth);
+                let theirs = serde_json::from_str::<serde::de::IgnoredAny>(&deep).is_ok();
+                assert_eq!(Reader::over(&deep).skip().is_ok(), theirs, "{depth} {open}");
+                let typed = serde_json::from_str::<Value>(&deep).is_ok();
+                assert_eq!(
+                    Reader::over(&deep).value().is_ok(),
+                    typed,
+                    "value {depth} {open}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -626,12 +713,19 @@ mod tests {
             "0.1",
             "2.5e-3",
         ] {
-            let theirs: Number = serde_json::from_str(text).unwrap();
+            let theirs: serde_json::Number = serde_json::from_str(text).unwrap();
             let ours = Reader::over(text).number().unwrap();
-            assert_eq!(ours, theirs, "{text}");
+            let same_kind = match ours {
+                Number::Int(n) => theirs.as_u64() == Some(n),
+                Number::Negative(n) => theirs.is_i64() && theirs.as_i64() == Some(n),
+                Number::Float(f) => theirs.is_f64() && theirs.as_f64() == Some(f),
+            };
+            assert!(same_kind, "{text}: {ours:?} {theirs:?}");
+            // And written back as serde_json writes it.
             assert_eq!(
-                serde_json::to_string(&ours).unwrap(),
-                serde_json::to_string(&theirs).unwrap()
+                crate::json::to_string(&ours),
+                serde_json::to_string(&theirs).unwrap(),
+                "{text}"
             );
         }
     }
@@ -693,11 +787,11 @@ mod tests {
         let mut cut = Vec::new();
         Reader::over(text)
             .object(&mut |r, key| {
-                cut.push((key.to_owned(), r.raw_value()?.get().to_owned()));
+                cut.push((key.to_owned(), Raw::read(r)?.get().to_owned()));
                 Ok(())
             })
             .unwrap();
-        let theirs: std::collections::BTreeMap<String, Box<RawValue>> =
+        let theirs: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
             serde_json::from_str(text).unwrap();
         let theirs: Vec<_> = theirs
             .into_iter()
@@ -706,7 +800,7 @@ mod tests {
         assert_eq!(cut, theirs);
         // And where it is not JSON, the class serde_json gives.
         let mut r = Reader::over("[1, }");
-        assert_eq!(r.raw_value().err(), Some(Bad::Syntax));
+        assert_eq!(Raw::read(&mut r).err(), Some(Bad::Syntax));
         assert!(serde_json::from_str::<Value>("[1, }").is_err());
     }
 }
