@@ -531,7 +531,7 @@ struct Open {
 
 impl Open {
     fn push(&mut self, object: bool) {
-        if self.depth > 0 && self.depth % 128 == 0 {
+        if self.depth > 0 && self.depth.is_multiple_of(128) {
             self.full.push(self.bits);
             self.bits = 0;
         }
@@ -542,7 +542,7 @@ impl Open {
     fn pop(&mut self) {
         self.bits >>= 1;
         self.depth -= 1;
-        if self.depth > 0 && self.depth % 128 == 0 {
+        if self.depth > 0 && self.depth.is_multiple_of(128) {
             self.bits = self.full.pop().unwrap_or_default();
         }
     }
