@@ -13,6 +13,7 @@ use wasm_bindgen::JsCast;
 use worker::{Env, State, Storage, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use crate::config::Config;
+use crate::domain::sort_by_u64;
 use crate::engine::SocketId;
 use crate::error::Error;
 use crate::platform::Platform;
@@ -104,8 +105,9 @@ impl Sockets {
             .into_iter()
             .filter_map(|ws| Attachment::of(&ws).map(|a| (a, ws)))
             .collect();
-        // Unstable is enough (and smaller in wasm): numbers are random, so no two keys tie.
-        all.sort_unstable_by_key(|(a, _)| (a.accepted_ms, a.number));
+        // By (accepted, number): two stable passes of the sort every caller shares.
+        sort_by_u64(&mut all, |(a, _)| a.number);
+        sort_by_u64(&mut all, |(a, _)| a.accepted_ms);
         all
     }
 
