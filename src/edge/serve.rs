@@ -267,11 +267,14 @@ fn boxed<'a, T>(f: impl std::future::Future<Output = T> + 'a) -> Boxed<'a, T> {
 
 /// The path of a request URL (`http://host/turn?x` -> `/turn`); `/` when empty.
 fn path(url: &str) -> &str {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let from_path = if url.contains("://") {
-        after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
-    } else {
-        after_scheme
+    // (Found bytewise: a `&str` pattern brings the two-way searcher, 1 KB gzip.)
+    let scheme_end = url.as_bytes().windows(3).position(|w| w == b"://");
+    let from_path = match scheme_end {
+        Some(i) => {
+            let after_scheme = &url[i + 3..];
+            after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+        }
+        None => url,
     };
     let path = from_path.split(['?', '#']).next().unwrap_or("/");
     let path = path.trim_end_matches('/');
@@ -460,6 +463,20 @@ async fn status_page<S: Store, P: Platform>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_path_of_a_url() {
+        for (url, expected) in [
+            ("http://host/turn?x=1", "/turn"),
+            ("https://host", "/"),
+            ("https://host/", "/"),
+            ("https://host/relay/v1/#frag", "/relay/v1"),
+            ("/y-webrtc/ns?room=1", "/y-webrtc/ns"),
+            ("", "/"),
+        ] {
+            assert_eq!(path(url), expected, "{url}");
+        }
+    }
 
     #[test]
     fn json_content_types() {

@@ -85,7 +85,8 @@ impl Hint {
 
     /// Reads an `X-Poll-Hint` value back (a room's object answered it).
     pub fn parse_header(value: &str) -> Option<Self> {
-        let (mode, ms) = value.split_once("; ms=")?;
+        let (mode, ms) = value.split_once(';')?;
+        let ms = ms.strip_prefix(" ms=")?;
         let mode = match mode {
             "fast" => Mode::Fast,
             "slow" => Mode::Slow,
@@ -164,6 +165,23 @@ pub fn hint(s: &Situation, settings: &PollSettings) -> Hint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_reads_back() {
+        for mode in [Mode::Fast, Mode::Slow, Mode::Idle] {
+            let hint = Hint { ms: 1500, mode };
+            assert_eq!(Hint::parse_header(&hint.header()), Some(hint));
+        }
+        for bad in [
+            "fast",
+            "fast;ms=1",
+            "quick; ms=1",
+            "fast; ms=x",
+            "fast ; ms=1",
+        ] {
+            assert_eq!(Hint::parse_header(bad), None, "{bad}");
+        }
+    }
 
     const NOW: u64 = 1_000_000_000;
 
