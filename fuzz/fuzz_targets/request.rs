@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = room.apply(&claim, arrival, NOW, 32, key);
             let _ = room.address(&p.packages, NOW);
             let view = room.view(&p.context, Some(&p.data.session), None, &outboxes, NOW);
-            let _ = serde_json::to_vec(&view);
+            let _ = p2pcf_rs::json::to_vec(&view);
             let _ = Room::<PeerData>::decode(&room.encode());
         }
         Request::Poll {
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             }
             let session = presence.as_ref().map(|p| &p.data.session);
             let view = room.view(context, session, None, &outboxes, NOW);
-            let _ = serde_json::to_vec(&view);
+            let _ = p2pcf_rs::json::to_vec(&view);
         }
         Request::Leave {
             context,
