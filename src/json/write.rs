@@ -236,3 +236,43 @@ impl<K: AsRef<str>, V: ToJson> ToJson for VecMap<K, V> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut every_byte: String = (0u8..0x80).map(char::from).collect();
+        every_byte.push_str("é中😀\u{7f}\u{2028}");
+        for s in [
+            "",
+            "plain",
+            "a\"b\\c/d",
+            "\u{0}\u{1f}\n\r\t\u{8}\u{c}",
+            &every_byte,
+        ] {
+            assert_eq!(to_string(s), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn containers_are_written_as_serde_json_writes_them() {
+        let mut map = VecMap::new();
+        map.insert("b".to_owned(), vec![1u64, 2]);
+        map.insert("a".to_owned(), vec![]);
+        let theirs: std::collections::BTreeMap<_, _> =
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(to_string(&map), serde_json::to_string(&theirs).unwrap());
+        let nested = vec![Some(true), None, Some(false)];
+        assert_eq!(to_string(&nested), serde_json::to_string(&nested).unwrap());
+        let mut w = Writer::default();
+        w.object(|w| {
+            w.field("x", &1u64)
+                .field_if::<u64>("gone", None)
+                .field("raw", &Raw::parse(" [1, {\"a\":2}] ").unwrap())
+                .field("s", "t");
+        });
+        assert_eq!(w.out, r#"{"x":1,"raw":[1, {"a":2}],"s":"t"}"#);
+    }
+}
