@@ -205,7 +205,7 @@ impl<D: Member> Entry<D> {
     fn server_time_of(&self, t: &Millis, now_ms: u64) -> u64 {
         let offset = self.written_ms() as f64 - self.t.as_f64();
         // Not `f64::clamp`: its panic message alone brings float formatting
-        // (~7 KB gzip) into the wasm.
+        // (~10 KB gzip) into the wasm.
         (t.as_f64() + offset).max(0.0).min(now_ms as f64) as u64
     }
 

@@ -686,6 +686,22 @@ mod tests {
             });
             assert_eq!(ours.is_ok(), theirs, "{text:?}");
         }
+        // Arrays and objects alternating past 128 levels, each closed by its own bracket.
+        let (mut open, mut close) = (String::new(), Vec::new());
+        for level in 0..300 {
+            open.push_str(if level % 2 == 0 { "[" } else { "{\"k\":" });
+            close.push(if level % 2 == 0 { "]" } else { "}" });
+        }
+        let closed: String = close.iter().rev().copied().collect();
+        let valid = format!("{open}1{closed}");
+        assert_eq!(Reader::over(&valid).skip(), Ok(()));
+        for wrong in [10, 150, 290] {
+            let mut closers: Vec<&str> = close.iter().rev().copied().collect();
+            closers[wrong] = if closers[wrong] == "]" { "}" } else { "]" };
+            let text = format!("{open}1{}", closers.concat());
+            assert_eq!(Reader::over(&text).skip(), Err(Bad::Syntax), "{wrong}");
+            assert!(serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err());
+        }
         for depth in [126, 127, 128, 129, 200, 300] {
             for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
                 let deep = open.repeat(depth) + "1" + &close.repeat(depth);
