@@ -99,7 +99,6 @@ pub struct RelayRequest {
     pub leave: bool,
 }
 
-#[derive(Default)]
 struct Wire {
     room: Option<String>,
     id: Option<String>,
