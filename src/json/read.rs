@@ -365,7 +365,20 @@ impl<'a> Reader<'a> {
 
     /// An object: `field` is called with each key, the reader on its value,
     /// and must read the value.
+    ///
+    /// For a record (a struct): serde also read a struct from an array,
+    /// element by element, so where an array comes instead, a broken one is
+    /// still a syntax error. A map ([`Reader::map`]) is refused at its `[`.
     pub fn object(&mut self, field: &mut dyn FnMut(&mut Self, &str) -> Read<()>) -> Read<()> {
+        if self.peek() == Some(b'[') {
+            return Err(self.pass(false).err().unwrap_or(Bad::Shape));
+        }
+        self.map(field)
+    }
+
+    /// An object read as a map: as [`Reader::object`], but an array in its
+    /// place is refused as it begins.
+    pub fn map(&mut self, field: &mut dyn FnMut(&mut Self, &str) -> Read<()>) -> Read<()> {
         if !self.enter(b'{')? {
             return Err(self.mismatch());
         }
@@ -606,7 +619,7 @@ impl<T: FromJson> FromJson for Vec<T> {
 impl<K: Ord + FromKey, V: FromJson> FromJson for VecMap<K, V> {
     fn read(r: &mut Reader<'_>) -> Read<Self> {
         let mut map = VecMap::new();
-        r.object(&mut |r, key| {
+        r.map(&mut |r, key| {
             let key = K::from_key(key)?;
             map.insert(key, V::read(r)?);
             Ok(())
@@ -715,6 +728,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_array_for_a_record_is_checked_first_and_for_a_map_not() {
+        // serde read a struct from an array element by element (a broken
+        // array is a syntax error), and refused one for a map at once.
+        let record = |text: &str| Reader::over(text).object(&mut |r, _| r.skip());
+        let map = |text: &str| Reader::over(text).map(&mut |r, _| r.skip());
+        assert_eq!(record("[\"r\":1]"), Err(Bad::Syntax));
+        assert_eq!(record("[1, 2]"), Err(Bad::Shape));
+        assert_eq!(record("[]"), Err(Bad::Shape));
+        assert_eq!(map("[\"r\":1]"), Err(Bad::Shape));
+        assert_eq!(record("5x"), Err(Bad::Shape));
+        assert_eq!(record("tru"), Err(Bad::Syntax));
     }
 
     #[test]
