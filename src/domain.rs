@@ -33,13 +33,6 @@ macro_rules! id_newtype {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = $crate::error::Error;
-            fn try_from(s: String) -> Result<Self, $crate::error::Error> {
-                Self::parse(&s).map(|_| Self(s))
-            }
-        }
-
         impl $crate::json::FromJson for $name {
             fn read(r: &mut $crate::json::Reader<'_>) -> $crate::json::Read<Self> {
                 <Self as $crate::json::FromKey>::from_key(&r.string()?)
@@ -61,12 +54,6 @@ macro_rules! id_newtype {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
             }
         }
 
