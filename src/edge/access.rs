@@ -17,12 +17,12 @@
 //! (so the quota can be overshot by what other isolates served in that minute).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use crate::config::{Config, WithoutOrigin};
 use crate::error::Error;
 use crate::platform::Platform;
 use crate::store::{Counting, Precondition, PutOutcome, Store};
+use crate::vec_map::VecMap;
 
 /// Requests an isolate counts before it adds them to the stored count.
 pub const FLUSH_EVERY: u64 = 20;
@@ -116,7 +116,7 @@ struct Tally {
 
 /// Per-isolate tallies, shared by the requests an isolate serves.
 pub struct QuotaLedger {
-    tallies: RefCell<HashMap<String, Tally>>,
+    tallies: RefCell<VecMap<String, Tally>>,
     flush_every: u64,
     refresh_ms: u64,
 }
@@ -174,7 +174,7 @@ impl QuotaLedger {
         }
         let flush = {
             let mut tallies = self.tallies.borrow_mut();
-            let tally = tallies.entry(key.clone()).or_default();
+            let tally = tallies.get_or_insert_with(key.clone(), Tally::default);
             if tally.stored.saturating_add(tally.pending) >= quota {
                 return Err(Error::OverQuota);
             }
@@ -222,7 +222,7 @@ impl QuotaLedger {
     async fn refresh<S: Store>(&self, store: &Counting<'_, S>, key: &str, now: u64) {
         if let Ok(object) = store.get(key).await {
             let mut tallies = self.tallies.borrow_mut();
-            let tally = tallies.entry(key.to_owned()).or_default();
+            let tally = tallies.get_or_insert_with(key.to_owned(), Tally::default);
             tally.stored = object.as_ref().map_or(0, |o| parse_count(&o.body));
             tally.stored_etag = object.map(|o| o.etag);
             tally.read_at_ms = Some(now);
@@ -244,7 +244,7 @@ impl QuotaLedger {
             match store.put(key, total.to_string().into_bytes(), pre).await {
                 Ok(PutOutcome::Stored { etag }) => {
                     let mut tallies = self.tallies.borrow_mut();
-                    let t = tallies.entry(key.to_owned()).or_default();
+                    let t = tallies.get_or_insert_with(key.to_owned(), Tally::default);
                     t.stored = total;
                     t.stored_etag = Some(etag);
                     t.read_at_ms = Some(now);
@@ -256,7 +256,7 @@ impl QuotaLedger {
             }
         }
         let mut tallies = self.tallies.borrow_mut();
-        let t = tallies.entry(key.to_owned()).or_default();
+        let t = tallies.get_or_insert_with(key.to_owned(), Tally::default);
         t.flushing = false;
         if !added {
             t.pending += delta;

@@ -9,15 +9,13 @@
 //! refused id costs no R2 operation. `ROOM_SECRET_PREVIOUS` is also accepted
 //! while keys roll.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 
 use std::borrow::Cow;
 
 use crate::config::{Config, Secret};
-use crate::domain::RoomId;
+use crate::domain::{Base64, RoomId};
 use crate::error::Error;
 use crate::platform::Platform;
 
@@ -33,7 +31,7 @@ fn mac(secret: &Secret, signed_part: &str) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.expose().as_bytes())
         .expect("HMAC takes keys of any length");
     mac.update(signed_part.as_bytes());
-    let full = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    let full = Base64::UrlSafeNoPad.encode(&mac.finalize().into_bytes());
     full[..MAC_CHARS].to_owned()
 }
 

@@ -13,10 +13,10 @@
 //! "expiresIn": ms}` (`expiresIn`: from when the answer was made).
 //! Secrets live in [`Secret`], which never prints.
 
-use base64::Engine as _;
 use hmac::{Hmac, Mac};
 
 use crate::config::{Secret, TurnSettings, TurnSource};
+use crate::domain::Base64;
 use crate::error::Error;
 use crate::json::{once, required, FromJson, Read, Reader, ToJson, Writer};
 use crate::platform::Platform;
@@ -92,7 +92,7 @@ pub fn rest_credentials(
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.expose().as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(username.as_bytes());
-    let credential = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let credential = Base64::Standard.encode(&mac.finalize().into_bytes());
     Credentials {
         ice_servers: vec![IceServer {
             urls: urls.to_vec(),
@@ -164,7 +164,7 @@ pub async fn mint<P: Platform>(
             // A random label, so that one user's credentials cannot be told from another's.
             let mut label = [0u8; 6];
             platform.fill_random(&mut label);
-            let label = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(label);
+            let label = Base64::UrlSafeNoPad.encode(&label);
             Ok(rest_credentials(
                 urls,
                 secret,

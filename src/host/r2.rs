@@ -8,10 +8,7 @@
 use std::future::Future;
 use std::task::Poll;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-
-use crate::domain::{ContextId, DeleteKey, RoomId, SessionId, DELETE_KEY_BYTES};
+use crate::domain::{Base64, ContextId, DeleteKey, RoomId, SessionId, DELETE_KEY_BYTES};
 use crate::engine::hints::{self, Hint, PollSettings};
 use crate::engine::limits::Limits;
 use crate::engine::room::{
@@ -103,7 +100,7 @@ impl Keys {
 
     pub fn outbox(&self, context: &ContextId) -> String {
         if self.encode {
-            let encoded = URL_SAFE_NO_PAD.encode(context.as_str());
+            let encoded = Base64::UrlSafeNoPad.encode(context.as_str().as_bytes());
             format!("{}/c/{encoded}", self.index)
         } else {
             format!("{}/c/{context}", self.index)

@@ -4,11 +4,9 @@
 //! whose delete key is its token; its messages are letters in its
 //! [`Mailbox`], carried in its entry or in its outbox.
 
-use base64::Engine as _;
-
 use super::parse::{Caller, JoinNonce, RelayRequest};
 use crate::config::Config;
-use crate::domain::{sort_by_u64, ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
+use crate::domain::{sort_by_u64, Base64, ContextId, DeleteKeyInput, Millis, RoomId, SessionId};
 use crate::engine::hints::{Hint, PollSettings};
 use crate::engine::mailbox::{Letter, Mailbox, MAX_ANSWER_BYTES, MAX_HELD_BYTES};
 use crate::engine::room::{Arrival, Claim, Entry, Member, Outbox, Outboxes, ReadOrder, Room};
@@ -321,7 +319,7 @@ pub(super) fn new_member_id<P: Platform>(
         None => {
             let mut bytes = [0u8; 16];
             platform.fill_random(&mut bytes);
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            Base64::UrlSafeNoPad.encode(&bytes)
         }
     };
     SessionId::parse(&id)

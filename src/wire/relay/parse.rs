@@ -23,10 +23,9 @@
 //! message once, in order. Undelivered messages expire after
 //! [`MESSAGE_TTL_MS`](crate::engine::mailbox::MESSAGE_TTL_MS).
 
-use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
-use crate::domain::{DeleteKeyInput, RoomId, SessionId};
+use crate::domain::{Base64, DeleteKeyInput, RoomId, SessionId};
 use crate::engine::mailbox::{Message, Recipient};
 use crate::error::Error;
 use crate::json::{once, required, FromJson, Raw, Read, Reader};
@@ -67,7 +66,7 @@ impl JoinNonce {
             .chain_update(b"\0")
             .chain_update(self.0.as_bytes())
             .finalize();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+        Base64::UrlSafeNoPad.encode(&digest[..16])
     }
 }
 
