@@ -39,9 +39,14 @@ pub mod vec_map;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
+#[macro_use]
+mod object_exports;
+#[cfg(target_arch = "wasm32")]
 mod peer_object;
 #[cfg(target_arch = "wasm32")]
 mod room_object;
+#[cfg(target_arch = "wasm32")]
+mod runtime_error;
 #[cfg(target_arch = "wasm32")]
 mod socket_object;
 #[cfg(target_arch = "wasm32")]

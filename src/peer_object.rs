@@ -9,10 +9,7 @@
 
 use std::cell::{OnceCell, RefCell};
 
-use worker::{
-    durable_object, DurableObject, Env, Request, Response, State, WebSocket,
-    WebSocketIncomingMessage,
-};
+use worker::{DurableObject, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage};
 
 use crate::config::Config;
 use crate::domain::{PeerJsId, PeerJsToken};
@@ -58,7 +55,7 @@ impl Held {
     }
 }
 
-#[durable_object]
+#[wasm_bindgen::prelude::wasm_bindgen]
 pub struct PeerRoom {
     state: State,
     env: Env,
@@ -66,6 +63,8 @@ pub struct PeerRoom {
     config: OnceCell<Config>,
     alarm: Alarm,
 }
+
+durable_object_exports!(PeerRoom);
 
 impl DurableObject for PeerRoom {
     fn new(state: State, env: Env) -> Self {

@@ -19,8 +19,8 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    DurableObject, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair,
 };
 
 use crate::config::Config;
@@ -130,7 +130,7 @@ fn unconfirmed() -> worker::js_sys::Object {
 /// tab or a dead network. Its member gets its resume window, as for a drop.
 const SILENT: (u16, &str) = (4408, "No frame or ping for too long: send ping every 30 s");
 
-#[durable_object]
+#[wasm_bindgen::prelude::wasm_bindgen]
 pub struct RelayRoom {
     state: State,
     env: Env,
@@ -152,6 +152,8 @@ pub struct RelayRoom {
     /// or welcome): what it is sent meanwhile, in order, after that.
     held: RefCell<VecMap<SessionId, VecDeque<Held>>>,
 }
+
+durable_object_exports!(RelayRoom);
 
 /// A frame or close held for a member's socket until `after` writes are
 /// confirmed (0: only behind what is ahead of it).

@@ -13,10 +13,7 @@
 
 use std::cell::{OnceCell, RefCell};
 
-use worker::{
-    durable_object, DurableObject, Env, Request, Response, State, WebSocket,
-    WebSocketIncomingMessage,
-};
+use worker::{DurableObject, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage};
 
 use crate::config::Config;
 use crate::engine::topics::{SocketId, Topic, Topics};
@@ -41,7 +38,7 @@ impl Held {
     }
 }
 
-#[durable_object]
+#[wasm_bindgen::prelude::wasm_bindgen]
 pub struct TopicRoom {
     state: State,
     env: Env,
@@ -49,6 +46,8 @@ pub struct TopicRoom {
     config: OnceCell<Config>,
     alarm: Alarm,
 }
+
+durable_object_exports!(TopicRoom);
 
 impl DurableObject for TopicRoom {
     fn new(state: State, env: Env) -> Self {

@@ -15,7 +15,7 @@ const MAX_FN_LINES: usize = 80;
 /// The top-level modules, lowest layer first. A module may use its own
 /// layer and those before it.
 const LAYERS: &[&[&str]] = &[
-    &["error", "platform", "vec_map", "json"],
+    &["error", "platform", "vec_map", "json", "runtime_error"],
     &["domain", "store"],
     &["engine"],
     &["config"],
@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "topic_object",
         "peer_object",
         "socket_object",
+        "object_exports",
         "lib",
     ],
 ];

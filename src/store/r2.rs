@@ -4,6 +4,7 @@
 //! than through `worker::Bucket`'s builders: those convert every option
 //! R2 has and read bodies as streams, ~2 KB of wasm gzip for two calls.
 
+use crate::runtime_error::js_error_text;
 use worker::js_sys::{Object as JsObject, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
@@ -26,9 +27,9 @@ impl R2Store {
     }
 }
 
-/// See [`super::classify_r2_error`]; the text is `worker::Error`'s, as before.
+/// See [`super::classify_r2_error`]; the text is `worker::Error`'s.
 fn classify(e: JsValue) -> StoreError {
-    super::classify_r2_error(&worker::Error::from(e).to_string())
+    super::classify_r2_error(&js_error_text(e))
 }
 
 /// `{ onlyIf: { <field>: <value> } }`.
