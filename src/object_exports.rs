@@ -25,9 +25,9 @@ macro_rules! durable_object_exports {
             use $crate::object_exports::thrown;
 
             #[wasm_bindgen(
-                                js_sys = worker::js_sys,
-                                wasm_bindgen_futures = worker::wasm_bindgen_futures
-                            )]
+                                                js_sys = worker::js_sys,
+                                                wasm_bindgen_futures = worker::wasm_bindgen_futures
+                                            )]
             impl $class {
                 #[wasm_bindgen(constructor)]
                 pub fn new(

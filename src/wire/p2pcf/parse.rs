@@ -5,8 +5,8 @@
 //! yields [`Error::BadRequest`] with a short reason; nothing here panics.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 
+use super::ip::{is_ip_addr, is_ipv6_addr};
 use crate::domain::{
     id_newtype, len_between, ContextId, DeleteKeyInput, Millis, RoomId, SessionId, MAX_ID_LEN,
 };
@@ -85,13 +85,13 @@ id_newtype!(
     is_ip
 );
 fn is_ip(s: &str) -> bool {
-    if s.parse::<IpAddr>().is_ok() {
+    if is_ip_addr(s) {
         return true;
     }
     // Link-local IPv6 with a zone, e.g. `fe80::1%eth0`.
     match s.split_once('%') {
         Some((addr, zone)) => {
-            addr.parse::<std::net::Ipv6Addr>().is_ok()
+            is_ipv6_addr(addr)
                 && !zone.is_empty()
                 && zone.bytes().all(|b| b.is_ascii_alphanumeric())
         }
