@@ -278,10 +278,17 @@ fn sorted_order(n: usize, less: &dyn Fn(usize, usize) -> bool) -> Vec<usize> {
     order
 }
 
-/// Reorders `items` so that position `i` holds what was at `order[i]`.
-fn permute<T>(items: &mut Vec<T>, order: &[usize]) {
-    let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
-    items.extend(order.iter().filter_map(|&i| slots.get_mut(i)?.take()));
+/// Reorders `items` so that position `i` holds what was at `order[i]`, by
+/// swaps alone (little code per item type): position `i` takes the item
+/// first at `order[i]` from where the earlier swaps moved it.
+fn permute<T>(items: &mut [T], order: &[usize]) {
+    for (i, &first) in order.iter().enumerate() {
+        let mut at = first;
+        while at < i {
+            at = order[at];
+        }
+        items.swap(i, at);
+    }
 }
 
 #[cfg(test)]
