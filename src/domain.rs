@@ -235,7 +235,7 @@ impl Base64 {
 
 /// Sorts `items` by `key`, keeping the order of equal keys (as
 /// `sort_by_key`).
-pub fn sort_by_u64<T>(items: &mut Vec<T>, key: impl Fn(&T) -> u64) {
+pub fn sort_by_u64<T>(items: &mut [T], key: impl Fn(&T) -> u64) {
     let keys: Vec<u64> = items.iter().map(key).collect();
     let order = sorted_order(keys.len(), &|a, b| (keys[a], a) < (keys[b], b));
     permute(items, &order);
@@ -243,7 +243,7 @@ pub fn sort_by_u64<T>(items: &mut Vec<T>, key: impl Fn(&T) -> u64) {
 
 /// Sorts `items` by `less`, not keeping the order of equal items (as
 /// `sort_unstable_by`).
-pub fn sort_unstable_by<T>(items: &mut Vec<T>, less: impl Fn(&T, &T) -> bool) {
+pub fn sort_unstable_by<T>(items: &mut [T], less: impl Fn(&T, &T) -> bool) {
     let order = sorted_order(items.len(), &|a, b| less(&items[a], &items[b]));
     permute(items, &order);
 }
