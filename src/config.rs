@@ -72,7 +72,8 @@ impl Config {
         let origin_quota = match var("ORIGIN_QUOTA").map(|q| q.trim().to_owned()) {
             Some(q) if !q.is_empty() => q.parse().unwrap_or_else(|_| {
                 warnings.push(format!(
-                    "ORIGIN_QUOTA={q:?} is not a whole number; using {DEFAULT_ORIGIN_QUOTA}"
+                    "ORIGIN_QUOTA={} is not a whole number; using {DEFAULT_ORIGIN_QUOTA}",
+                    quoted(&q)
                 ));
                 DEFAULT_ORIGIN_QUOTA
             }),
@@ -88,7 +89,8 @@ impl Config {
                     Ok(n) if (1..=max).contains(&n) => n,
                     _ => {
                         warnings.push(format!(
-                            "{name}={v:?} is not a whole number in 1..{max}; using {default}"
+                            "{name}={} is not a whole number in 1..{max}; using {default}",
+                            quoted(&v)
                         ));
                         default
                     }
@@ -128,6 +130,12 @@ impl Config {
             warnings,
         }
     }
+}
+
+/// A setting's value in quotes, for warnings, with JSON's escapes (`{:?}`
+/// would bring the standard library's `Debug` escaping into the wasm).
+fn quoted(value: &str) -> String {
+    crate::json::to_string(value)
 }
 
 /// Turns the `LOG_KEY` secret into a 128-bit hash key.
@@ -231,7 +239,8 @@ impl TurnSettings {
                     Ok(n) if range.contains(&n) => n,
                     _ => {
                         warnings.push(format!(
-                            "{name}={v:?} is not a whole number in {}..{}; using {default}",
+                            "{name}={} is not a whole number in {}..{}; using {default}",
+                            quoted(&v),
                             range.start(),
                             range.end()
                         ));
@@ -270,7 +279,8 @@ fn poll_settings(var: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String
             Ok(n) if (100..=3_600_000).contains(&n) => n,
             _ => {
                 warnings.push(format!(
-                    "{name}={v:?} is not a number of ms in 100..3600000; using {default}"
+                    "{name}={} is not a number of ms in 100..3600000; using {default}",
+                    quoted(&v)
                 ));
                 default
             }
@@ -298,7 +308,8 @@ fn without_origin(
         Some(v) if v == "refuse" => WithoutOrigin::Refuse,
         Some(v) => v.parse().map(WithoutOrigin::Quota).unwrap_or_else(|_| {
             warnings.push(format!(
-                "WITHOUT_ORIGIN={v:?} is not allow, refuse or a whole number; refusing them"
+                "WITHOUT_ORIGIN={} is not allow, refuse or a whole number; refusing them",
+                quoted(&v)
             ));
             WithoutOrigin::Refuse
         }),

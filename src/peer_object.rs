@@ -9,13 +9,15 @@
 
 use std::cell::{OnceCell, RefCell};
 
-use worker::{DurableObject, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage};
+use worker::worker_sys::web_sys;
+use worker::{Env, Response, State, WebSocket, WebSocketIncomingMessage};
 
 use crate::config::Config;
 use crate::domain::{PeerJsId, PeerJsToken};
 use crate::engine::directory::{Claim, Directory};
 use crate::engine::SocketId;
 use crate::error::Error;
+use crate::object_exports::HostedObject;
 use crate::platform::Platform;
 use crate::socket_object::{self, Alarm, Attachment, Socket, Sockets};
 use crate::wire::peerjs::{self, Effects, FrameLimits, HEARTBEAT};
@@ -66,7 +68,7 @@ pub struct PeerRoom {
 
 durable_object_exports!(PeerRoom);
 
-impl DurableObject for PeerRoom {
+impl HostedObject for PeerRoom {
     fn new(state: State, env: Env) -> Self {
         if let Ok(pair) =
             worker::worker_sys::WebSocketRequestResponsePair::new(HEARTBEAT, HEARTBEAT)
@@ -83,8 +85,8 @@ impl DurableObject for PeerRoom {
     }
 
     /// A PeerJS socket the worker admitted (origin, quota, key, id, token).
-    async fn fetch(&self, req: Request) -> worker::Result<Response> {
-        let connect = match peerjs::connect(&req.inner().url()) {
+    async fn fetch(&self, req: web_sys::Request) -> worker::Result<Response> {
+        let connect = match peerjs::connect(&req.url()) {
             Ok(connect) => connect,
             Err(e) => {
                 return refusal_socket(&peerjs::error_frame(&e.to_string()), 4400, &e.to_string())

@@ -18,16 +18,15 @@ use std::collections::VecDeque;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{
-    DurableObject, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketPair,
-};
+use worker::worker_sys::web_sys;
+use worker::{Env, Response, State, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use crate::config::Config;
 use crate::domain::{ContextId, RoomId, SessionId};
 use crate::edge::rooms;
 use crate::error::Error;
 use crate::host::live::LiveRoom;
+use crate::object_exports::HostedObject;
 use crate::platform::Platform;
 use crate::socket_object::{attach_text, attached_text, RawState};
 use crate::vec_map::VecMap;
@@ -36,7 +35,7 @@ use crate::wire::relay;
 use crate::wire::relay::adapter::RelayMember;
 use crate::wire::relay::object;
 use crate::wire::relay::socket::{self, close_for, Effects, Out, SocketRoom};
-use crate::worker_entry::WorkerPlatform;
+use crate::worker_entry::{body_bytes, WorkerPlatform};
 
 /// The storage key of the room's head (what is not a member's row).
 const HEAD_KEY: &str = "head";
@@ -167,7 +166,7 @@ enum Outgoing {
     Close(u16, String),
 }
 
-impl DurableObject for RelayRoom {
+impl HostedObject for RelayRoom {
     fn new(state: State, env: Env) -> Self {
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
@@ -189,13 +188,12 @@ impl DurableObject for RelayRoom {
 
     /// A relay call (POST, the worker checked it) or a WebSocket upgrade the
     /// worker admitted (origin, quota, room rules).
-    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        if req.method() == worker::Method::Post {
-            let body = req.bytes().await?;
+    async fn fetch(&self, req: web_sys::Request) -> worker::Result<Response> {
+        if req.method() == "POST" {
+            let body = body_bytes(req.array_buffer()).await?;
             return self.relay_call(&body).await;
         }
-        // The raw string: `req.url()` would pull the `url` crate's IDNA tables into the wasm.
-        let url = req.inner().url();
+        let url = req.url();
         let room = query(&url, "room").unwrap_or_default().to_owned();
         if RoomId::parse(&room).is_err() {
             return Response::error("Bad room id", 400);

@@ -13,11 +13,13 @@
 
 use std::cell::{OnceCell, RefCell};
 
-use worker::{DurableObject, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage};
+use worker::worker_sys::web_sys;
+use worker::{Env, Response, State, WebSocket, WebSocketIncomingMessage};
 
 use crate::config::Config;
 use crate::engine::topics::{SocketId, Topic, Topics};
 use crate::error::Error;
+use crate::object_exports::HostedObject;
 use crate::platform::Platform;
 use crate::socket_object::{self, Alarm, Attachment, Sockets};
 use crate::wire::y_webrtc::{self, FrameLimits, PING, PONG};
@@ -49,7 +51,7 @@ pub struct TopicRoom {
 
 durable_object_exports!(TopicRoom);
 
-impl DurableObject for TopicRoom {
+impl HostedObject for TopicRoom {
     fn new(state: State, env: Env) -> Self {
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new(PING, PONG) {
             state.set_websocket_auto_response(&pair);
@@ -64,7 +66,7 @@ impl DurableObject for TopicRoom {
     }
 
     /// A WebSocket upgrade the worker admitted (origin, quota, namespace).
-    async fn fetch(&self, _req: Request) -> worker::Result<Response> {
+    async fn fetch(&self, _req: web_sys::Request) -> worker::Result<Response> {
         let max = self.config().limits.max_live_members;
         if self.with_held(|held| held.sockets.len() >= max) {
             let error = Error::RoomFull;

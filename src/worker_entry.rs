@@ -1,20 +1,28 @@
-//! The Workers runtime adapter: converts `worker::Request` to
-//! [`HttpRequest`], serves it with the R2 store, converts the answer back.
+//! The Workers runtime adapter: reads the runtime's request into an
+//! [`HttpRequest`], serves it with the R2 store, writes the answer back as
+//! the runtime's response (on `web_sys` types: workers-rs' `Request` and
+//! `Response` wrappers would add their conversions to the wasm).
 
 use std::future::Future;
 use std::time::Duration;
 
-use worker::{ByteStream, Env, Fetch, Headers, Request, Response};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::js_sys::{self, Promise, Uint8Array};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::{self, web_sys};
+use worker::{Env, Headers, Response};
 
 use crate::config::Config;
 use crate::edge::access::QuotaLedger;
 use crate::edge::isolate::room_tag;
-use crate::edge::serve::{admit_socket, is_rate_limited, SocketPlace};
+use crate::edge::serve::{admit_socket, is_rate_limited, path, SocketPlace};
 use crate::edge::{error_response, serve, HttpRequest, HttpResponse, Isolate, Outcome, Services};
 use crate::error::Error;
 use crate::host::r2::RetryPolicy;
+use crate::object_exports::thrown;
 use crate::platform::{os_random, Forwarded, Platform, SocketObjects};
-use crate::runtime_error::error_text;
+use crate::runtime_error::js_error_text;
 use crate::store::r2::R2Store;
 use crate::wire::peerjs;
 
@@ -66,15 +74,16 @@ impl Platform for WorkerPlatform {
                     ],
                     &body,
                 )?;
-                let mut response = Fetch::Request(request).send().await?;
-                let status = response.status_code();
-                Ok::<_, worker::Error>((status, response.bytes().await?))
+                let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+                let response = answer(scope.fetch_with_request(&request)).await?;
+                Ok::<_, JsValue>((
+                    response.status(),
+                    body_bytes(response.array_buffer()).await?,
+                ))
             };
             let timeout = worker::Delay::from(Duration::from_millis(OUTBOUND_TIMEOUT_MS));
             match futures_util::future::select(std::pin::pin!(call), timeout).await {
-                futures_util::future::Either::Left((result, _)) => {
-                    result.map_err(|e| error_text(&e))
-                }
+                futures_util::future::Either::Left((result, _)) => result.map_err(js_error_text),
                 futures_util::future::Either::Right(_) => Err("timed out".to_owned()),
             }
         }
@@ -93,17 +102,13 @@ impl Platform for WorkerPlatform {
         room: &str,
         body: &[u8],
     ) -> impl Future<Output = Result<Forwarded, String>> {
-        let call = self.rooms.as_ref().map(|rooms| {
-            (
-                rooms.id_from_name(room).and_then(|id| id.get_stub()),
-                body.to_vec(),
-            )
-        });
+        let stub = self.rooms.as_ref().map(|rooms| object_stub(rooms, room));
+        let body = body.to_vec();
         async move {
-            let (stub, body) = call.ok_or("no room objects")?;
             let answer = async {
+                let stub = stub.ok_or("no room objects")??;
                 let request = post_request("https://room.internal/relay", &[], &body)?;
-                let mut response = stub?.fetch_with_request(request).await?;
+                let response = answer(stub.fetch_with_request(&request)?).await?;
                 let headers = ["retry-after", "x-poll-hint", "x-members"]
                     .iter()
                     .filter_map(|name| {
@@ -111,32 +116,53 @@ impl Platform for WorkerPlatform {
                         Some(((*name).to_owned(), value))
                     })
                     .collect();
-                Ok::<_, worker::Error>(Forwarded {
-                    status: response.status_code(),
+                Ok::<_, JsValue>(Forwarded {
+                    status: response.status(),
                     headers,
-                    body: response.bytes().await?,
+                    body: body_bytes(response.array_buffer()).await?,
                 })
             };
-            answer.await.map_err(|e| error_text(&e))
+            answer.await.map_err(js_error_text)
         }
     }
 }
 
-/// A POST with these headers and body, built on `web_sys` directly:
-/// `worker::RequestInit` converts through its `cf` options, which would
-/// link their whole serializer (~12 KB of wasm) for nothing.
-fn post_request(url: &str, headers: &[(&str, &str)], body: &[u8]) -> worker::Result<Request> {
-    let init = worker::web_sys::RequestInit::new();
+/// The stub of the Durable Object named `name` in `objects`, on the
+/// runtime's own types (workers-rs' `Stub` takes and gives its own
+/// `Request`/`Response`, whose conversions cost ~2 KB of wasm gzip).
+fn object_stub(
+    objects: &worker::ObjectNamespace,
+    name: &str,
+) -> Result<worker_sys::DurableObject, JsValue> {
+    let objects: &worker_sys::DurableObjectNamespace = objects.as_ref().unchecked_ref();
+    objects.get(&objects.id_from_name(name)?)
+}
+
+/// The response a `fetch` promise settles with.
+async fn answer(promise: Promise) -> Result<web_sys::Response, JsValue> {
+    Ok(JsFuture::from(promise).await?.unchecked_into())
+}
+
+/// The bytes an `arrayBuffer()` promise settles with.
+pub(crate) async fn body_bytes(promise: Result<Promise, JsValue>) -> Result<Vec<u8>, JsValue> {
+    Ok(Uint8Array::new(&JsFuture::from(promise?).await?).to_vec())
+}
+
+/// A POST with these headers and body.
+fn post_request(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<web_sys::Request, JsValue> {
+    let init = web_sys::RequestInit::new();
     init.set_method("POST");
-    let all = Headers::new();
+    let all = web_sys::Headers::new()?;
     for (name, value) in headers {
         all.set(name, value)?;
     }
-    init.set_headers(&all.0);
-    init.set_body(&worker::js_sys::Uint8Array::from(body));
-    let request = worker::web_sys::Request::new_with_str_and_init(url, &init)
-        .map_err(|_| worker::Error::RustError("bad request for fetch".to_owned()))?;
-    Ok(request.into())
+    init.set_headers(&all);
+    init.set_body(&Uint8Array::from(body));
+    web_sys::Request::new_with_str_and_init(url, &init)
 }
 
 /// How long the TURN API may take before `/turn` answers 503.
@@ -153,9 +179,9 @@ thread_local! {
     })));
 }
 
-/// The `fetch` export, as `#[event(fetch)]` writes it but for its error
-/// path, which formats `worker::Error` through `Box<dyn Error>` and
-/// `unwrap` (`Debug`): ~1 KB of wasm gzip.
+/// The `fetch` export, as `#[event(fetch)]` writes it but on the
+/// runtime's own request and response (workers-rs' conversions and its
+/// error path cost ~3 KB of wasm gzip).
 mod fetch_export {
     use wasm_bindgen::prelude::wasm_bindgen;
     use wasm_bindgen::JsValue;
@@ -167,25 +193,26 @@ mod fetch_export {
         env: worker::Env,
         _ctx: worker::worker_sys::Context,
     ) -> Result<JsValue, JsValue> {
-        let response = match super::fetch(worker::Request::from(req), env).await {
-            Ok(response) => response,
+        match super::fetch(req, env).await {
+            Ok(response) => Ok(response.into()),
             Err(e) => {
                 // What `#[event(fetch)]` answers when the runtime fails us.
-                worker::console_error!("{}", super::error_text(&e));
-                worker::Response::error("INTERNAL SERVER ERROR", 500)?
+                worker::console_error!("{}", super::js_error_text(e));
+                let response = worker::Response::error("INTERNAL SERVER ERROR", 500)
+                    .map_err(crate::object_exports::thrown)?;
+                Ok(web_sys::Response::from(response).into())
             }
-        };
-        Ok(web_sys::Response::from(response).into())
+        }
     }
 }
 
-async fn fetch(req: Request, env: Env) -> worker::Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env) -> Result<web_sys::Response, JsValue> {
     console_error_panic_hook::set_once();
     let config = Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()));
     if is_upgrade(&req) {
         return relay_socket(req, &env, &config).await;
     }
-    let (request, rest) = read_request(req, config.limits.max_body_bytes).await;
+    let (request, rest) = read_request(&req, config.limits.max_body_bytes).await;
     if let Some(rest) = rest {
         // The rest of an oversized body is read (and dropped) before the
         // 413: an answer before the body ends breaks the connection it came
@@ -234,7 +261,7 @@ async fn fetch(req: Request, env: Env) -> worker::Result<Response> {
     write_response(response)
 }
 
-fn is_upgrade(req: &Request) -> bool {
+fn is_upgrade(req: &web_sys::Request) -> bool {
     req.headers()
         .get("upgrade")
         .ok()
@@ -242,17 +269,27 @@ fn is_upgrade(req: &Request) -> bool {
         .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
 }
 
+/// A request's method, URL and headers (not its body).
+fn request_head(req: &web_sys::Request) -> HttpRequest {
+    HttpRequest {
+        method: req.method(),
+        // The raw string: parsing it with the `url` crate would pull ~200 KB of IDNA tables into the wasm.
+        url: req.url(),
+        headers: Headers(req.headers()).entries().collect(),
+        body: Vec::new(),
+    }
+}
+
 /// A WebSocket upgrade: admitted by the edge's rules, then handed to the
 /// Durable Object that keeps the socket: its relay room's (`RELAY_ROOMS`)
 /// its y-webrtc namespace's (`TOPIC_ROOMS`) or its PeerJS key's
 /// (`PEER_ROOMS`).
-async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Result<Response> {
-    let request = HttpRequest {
-        method: req.method().to_string(),
-        url: req.inner().url(),
-        headers: req.headers().entries().collect(),
-        body: Vec::new(),
-    };
+async fn relay_socket(
+    req: web_sys::Request,
+    env: &Env,
+    config: &Config,
+) -> Result<web_sys::Response, JsValue> {
+    let request = request_head(&req);
     let store = env.bucket("BUCKET").ok().map(R2Store::new);
     let policy = RetryPolicy::default();
     let services = Services {
@@ -285,16 +322,17 @@ async fn relay_socket(req: Request, env: &Env, config: &Config) -> worker::Resul
     });
     let response = match target {
         Ok((room, objects)) => {
-            let stub = objects.id_from_name(room.as_str())?.get_stub()?;
-            stub.fetch_with_request(req).await
+            let stub = object_stub(&objects, room.as_str())?;
+            answer(stub.fetch_with_request(&req)?).await
         }
         Err(refused) => {
             worker::console_log!("{}", outcome.log_line(refused.status, 0));
-            if peerjs::is_socket_path(&req.path()) {
+            if peerjs::is_socket_path(path(&request.url)) {
                 // PeerJS shows a refused connect's `ERROR` frame, not a status.
                 let reason = String::from_utf8_lossy(&refused.body);
                 let code = 4000 + refused.status;
-                return refusal_socket(&peerjs::error_frame(&reason), code, &reason);
+                let socket = refusal_socket(&peerjs::error_frame(&reason), code, &reason);
+                return socket.map(Into::into).map_err(thrown);
             }
             return write_response(refused);
         }
@@ -310,7 +348,7 @@ pub(crate) fn refusal_socket(frame: &str, code: u16, reason: &str) -> worker::Re
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    let reason = &reason[..end];
+    let reason = reason.get(..end).unwrap_or_default();
     let pair = worker::WebSocketPair::new()?;
     pair.server.accept()?;
     pair.server.send_with_str(frame)?;
@@ -350,11 +388,10 @@ const MAX_DRAIN_MS: u64 = 2_000;
 
 /// Reads the rest of an oversized body, dropping it, up to
 /// [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_MS`].
-async fn drain(mut rest: ByteStream) {
-    use futures_util::StreamExt as _;
+async fn drain(rest: BodyReader) {
     let read = async {
         let mut drained = 0usize;
-        while let Some(Ok(chunk)) = rest.next().await {
+        while let Some(chunk) = rest.next().await {
             drained += chunk.len();
             if drained > MAX_DRAIN_BYTES {
                 break;
@@ -365,56 +402,75 @@ async fn drain(mut rest: ByteStream) {
     futures_util::future::select(std::pin::pin!(read), timeout).await;
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// A `ReadableStreamDefaultReader` (bound here: web-sys's binding needs
+    /// a feature workers-rs does not turn on).
+    type StreamReader;
+    #[wasm_bindgen(method)]
+    fn read(this: &StreamReader) -> Promise;
+}
+
+/// A request body's chunks as they arrive.
+struct BodyReader(StreamReader);
+
+impl BodyReader {
+    fn of(req: &web_sys::Request) -> Option<Self> {
+        Some(Self(req.body()?.get_reader().unchecked_into()))
+    }
+
+    /// The next chunk; `None` at the end, or when the stream fails.
+    async fn next(&self) -> Option<Vec<u8>> {
+        let result = JsFuture::from(self.0.read()).await.ok()?;
+        let field = |name: &str| js_sys::Reflect::get(&result, &name.into()).ok();
+        if field("done")?.as_bool() != Some(false) {
+            return None;
+        }
+        Some(Uint8Array::new(&field("value")?).to_vec())
+    }
+}
+
 /// Reads method, headers and the body, chunk by chunk, stopping one byte
 /// past the size limit (a chunked body has no `Content-Length` to trust). An
 /// oversized body becomes one byte past the limit, which `serve` refuses
-/// with 413, and the stream of its unread rest; an unreadable one is empty (a 400).
+/// with 413, and the reader of its unread rest; an unreadable one is empty (a 400).
 async fn read_request(
-    mut req: Request,
+    req: &web_sys::Request,
     max_body_bytes: usize,
-) -> (HttpRequest, Option<ByteStream>) {
-    use futures_util::StreamExt as _;
-    let headers: Vec<(String, String)> = req.headers().entries().collect();
-    let declared_too_large = req
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
+) -> (HttpRequest, Option<BodyReader>) {
+    let mut request = request_head(req);
+    let declared_too_large = request
+        .header("content-length")
         .and_then(|l| l.trim().parse::<usize>().ok())
         .filter(|l| *l > max_body_bytes);
-    let mut body = Vec::new();
+    let body = &mut request.body;
     let mut rest = None;
     if let Some(declared) = declared_too_large {
         body.resize(max_body_bytes + 1, 0);
         if declared <= MAX_DRAIN_BYTES {
-            rest = req.stream().ok();
+            rest = BodyReader::of(req);
         }
-    } else if let Ok(mut stream) = req.stream() {
-        while let Some(Ok(chunk)) = stream.next().await {
+    } else if let Some(reader) = BodyReader::of(req) {
+        while let Some(chunk) = reader.next().await {
             body.extend_from_slice(&chunk[..chunk.len().min(max_body_bytes + 1 - body.len())]);
             if body.len() > max_body_bytes {
-                rest = Some(stream);
+                rest = Some(reader);
                 break;
             }
         }
     }
-    let request = HttpRequest {
-        method: req.method().to_string(),
-        // The raw string: parsing it with the `url` crate would pull ~200 KB of IDNA tables into the wasm.
-        url: req.inner().url(),
-        headers,
-        body,
-    };
     (request, rest)
 }
 
-fn write_response(response: HttpResponse) -> worker::Result<Response> {
-    let headers = Headers::new();
+/// The runtime's response for `response`: its status, headers and body.
+fn write_response(response: HttpResponse) -> Result<web_sys::Response, JsValue> {
+    let headers = web_sys::Headers::new()?;
     for (name, value) in &response.headers {
         headers.set(name, value)?;
     }
-    let body = (!response.body.is_empty()).then_some(response.body);
-    Ok(Response::from_bytes(body.unwrap_or_default())?
-        .with_status(response.status)
-        .with_headers(headers))
+    let init = web_sys::ResponseInit::new();
+    init.set_status(response.status);
+    init.set_headers(&headers);
+    let body = Uint8Array::from(response.body.as_slice());
+    web_sys::Response::new_with_opt_buffer_source_and_init(Some(&body), &init)
 }

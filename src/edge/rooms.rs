@@ -31,8 +31,9 @@ fn mac(secret: &Secret, signed_part: &str) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.expose().as_bytes())
         .expect("HMAC takes keys of any length");
     mac.update(signed_part.as_bytes());
-    let full = Base64::UrlSafeNoPad.encode(&mac.finalize().into_bytes());
-    full[..MAC_CHARS].to_owned()
+    let mut full = Base64::UrlSafeNoPad.encode(&mac.finalize().into_bytes());
+    full.truncate(MAC_CHARS);
+    full
 }
 
 /// Signs `name` until `expires_s` (Unix seconds): the room id to hand out.
@@ -60,7 +61,10 @@ pub fn admit(room: &RoomId, secrets: &[Secret], now_ms: u64) -> Result<(), Error
     let (signed_part, expiry) = parts(room.as_str()).ok_or(Error::Forbidden(
         "Room id not signed: this deployment serves only signed room ids",
     ))?;
-    let given = &room.as_str()[signed_part.len() + 1..];
+    let given = room
+        .as_str()
+        .get(signed_part.len() + 1..)
+        .unwrap_or_default();
     let genuine = secrets.iter().any(|secret| {
         let expected = mac(secret, signed_part);
         bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
@@ -86,11 +90,11 @@ pub fn parts(room: &str) -> Option<(&str, u64)> {
     if b[mac_at - 1] != b'_' || b[expiry_at - 1] != b'_' {
         return None;
     }
-    let digits = &room[expiry_at..mac_at - 1];
+    let digits = room.get(expiry_at..mac_at - 1)?;
     if !digits.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    Some((&room[..mac_at - 1], digits.parse().ok()?))
+    Some((room.get(..mac_at - 1)?, digits.parse().ok()?))
 }
 
 /// How long a self-test room the worker signs for its status page lasts, s.

@@ -266,13 +266,14 @@ fn boxed<'a, T>(f: impl std::future::Future<Output = T> + 'a) -> Boxed<'a, T> {
 }
 
 /// The path of a request URL (`http://host/turn?x` -> `/turn`); `/` when empty.
-fn path(url: &str) -> &str {
+pub fn path(url: &str) -> &str {
     // (Found bytewise: a `&str` pattern brings the two-way searcher, 1 KB gzip.)
     let scheme_end = url.as_bytes().windows(3).position(|w| w == b"://");
     let from_path = match scheme_end {
         Some(i) => {
-            let after_scheme = &url[i + 3..];
-            after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+            let after_scheme = url.get(i + 3..).unwrap_or_default();
+            let path_at = after_scheme.find('/');
+            path_at.and_then(|i| after_scheme.get(i..)).unwrap_or("/")
         }
         None => url,
     };

@@ -164,7 +164,7 @@ impl<'a> Reader<'a> {
         let integer = self.scan_number()?;
         if integer {
             let digits = start + usize::from(negative);
-            if let Ok(n) = self.text[digits..self.at].parse::<u64>() {
+            if let Some(Ok(n)) = self.text.get(digits..self.at).map(str::parse::<u64>) {
                 if !negative {
                     return Ok(Number::Int(n));
                 }
@@ -174,8 +174,8 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        match self.text[start..self.at].parse::<f64>() {
-            Ok(f) if f.is_finite() || !strict => Ok(Number::Float(f)),
+        match self.text.get(start..self.at).map(str::parse::<f64>) {
+            Some(Ok(f)) if f.is_finite() || !strict => Ok(Number::Float(f)),
             _ => Err(Bad::Syntax),
         }
     }
@@ -250,7 +250,7 @@ impl<'a> Reader<'a> {
             };
             match c {
                 b'"' => {
-                    let tail = &self.text[run..self.at];
+                    let tail = self.text.get(run..self.at).ok_or(Bad::Syntax)?;
                     self.at += 1;
                     return Ok(match owned {
                         Some(mut s) => {
@@ -261,7 +261,7 @@ impl<'a> Reader<'a> {
                     });
                 }
                 b'\\' => {
-                    let before = &self.text[run..self.at];
+                    let before = self.text.get(run..self.at).ok_or(Bad::Syntax)?;
                     self.at += 1;
                     if build {
                         let s = owned.get_or_insert_with(String::new);
@@ -515,7 +515,7 @@ impl<'a> Reader<'a> {
         self.peek();
         let start = self.at;
         self.pass(false)?;
-        Ok(&self.text[start..self.at])
+        self.text.get(start..self.at).ok_or(Bad::Syntax)
     }
 
     /// The next value's text as written, checked as serde_json checks what
@@ -524,7 +524,7 @@ impl<'a> Reader<'a> {
         self.peek();
         let start = self.at;
         self.pass(true)?;
-        Ok(&self.text[start..self.at])
+        self.text.get(start..self.at).ok_or(Bad::Syntax)
     }
 
     /// A list of `T`.

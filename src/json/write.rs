@@ -146,7 +146,7 @@ impl Writer {
                 0..=0x1f => 'u',
                 _ => continue,
             };
-            self.out.push_str(&s[run..i]);
+            self.out.push_str(s.get(run..i).unwrap_or_default());
             self.out.push('\\');
             self.out.push(short);
             if short == 'u' {
@@ -157,7 +157,7 @@ impl Writer {
             }
             run = i + 1;
         }
-        self.out.push_str(&s[run..]);
+        self.out.push_str(s.get(run..).unwrap_or_default());
         self.out.push('"');
     }
 }

@@ -118,15 +118,16 @@ pub fn http_call(path: &str) -> Option<Result<HttpCall, Error>> {
 pub fn new_id(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 /// `{"type": "ERROR", "payload": {"msg": ...}}`: a refused connect.
@@ -373,6 +374,8 @@ mod tests {
         assert_eq!(http_call("/status"), None);
         let id = new_id([0xff; 16]);
         assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let bytes: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(new_id(bytes), "00010203-0405-4607-8809-0a0b0c0d0e0f");
         assert!(PeerJsId::parse(&id).is_ok());
     }
 
