@@ -7,7 +7,8 @@
 //!
 //! * [`error`], [`platform`], [`vec_map`], [`json`]: the one error type;
 //!   clock, timers, randomness; the small sorted map rooms are kept in; the
-//!   JSON reader every stored format and request body is read with;
+//!   JSON reader every stored format and request body is read with (and,
+//!   wasm only, `runtime_error`: a runtime error's text);
 //! * [`domain`]: the ids and values every part shares, valid by construction;
 //! * [`store`]: get and conditional put, on R2 or in memory;
 //! * [`engine`]: the room rules (members, expiry, messages, hints, limits),
@@ -17,10 +18,11 @@
 //!   one authority that pushes (a Durable Object);
 //! * [`wire`]: the protocols (p2pcf, relay, y-webrtc), each parse → engine → render;
 //! * [`edge`]: routing, CORS, origin rules and quotas, TURN, the status page;
-//! * `worker_entry`, `room_object`, `topic_object`, `peer_object` and
-//!   `socket_object` (wasm only): the only code that touches the Workers
-//!   runtime (the fetch handler; the relay room's Durable Object; a y-webrtc
-//!   namespace's; a PeerJS key's; what the socket-holding objects share);
+//! * `worker_entry`, `object_exports`, `room_object`, `topic_object`,
+//!   `peer_object` and `socket_object` (wasm only): the only code that
+//!   touches the Workers runtime (the fetch handler; the objects' exports;
+//!   the relay room's Durable Object; a y-webrtc namespace's; a PeerJS
+//!   key's; what the socket-holding objects share);
 //!   [`testing`] (native only): the worker over the in-memory store on a
 //!   virtual clock, for `tests/` and `lab/`.
 
