@@ -198,8 +198,8 @@ mod fetch_export {
             Err(e) => {
                 // What `#[event(fetch)]` answers when the runtime fails us.
                 worker::console_error!("{}", super::js_error_text(e));
-                let response = worker::Response::error("INTERNAL SERVER ERROR", 500)
-                    .map_err(crate::object_exports::thrown)?;
+                let response =
+                    worker::Response::error("INTERNAL SERVER ERROR", 500).map_err(super::thrown)?;
                 Ok(web_sys::Response::from(response).into())
             }
         }

@@ -1,7 +1,7 @@
 //! Requests and responses in plain Rust: headers looked up in any case,
 //! CORS on every response, and the one mapping of [`Error`] to a status and
-//! a short plain reason. The Worker entry point only converts
-//! `worker::Request`/`Response` to and from these.
+//! a short plain reason. The Worker entry point only converts the
+//! runtime's request and response to and from these.
 
 use crate::error::Error;
 
